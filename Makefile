@@ -1,0 +1,40 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# TORCH pins the CPU build that the default environment installs; a range in pyproject.toml
+# then accepts it instead of pulling a multi-GB CUDA build. Override for a GPU machine:
+#   make demo TORCH=torch
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+MIRROR ?= $(abspath ../shared/corpora)
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test,music,plot]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Builds the folk-abc corpus offline (from music21's bundled tunes), trains for two minutes,
+# samples a few tunes and writes their MIDI files.
+demo: install
+	$(BIN)/charrnn corpus get folk-abc
+	$(BIN)/charrnn train folk-abc --time-budget 2m --out checkpoints/demo --force
+	$(BIN)/charrnn sample checkpoints/demo --tunes 3 --seed 1 | tee checkpoints/demo/tunes.abc
+	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc --midi checkpoints/demo/midi
+	@echo "Demo done: tunes in checkpoints/demo/tunes.abc, MIDI files in checkpoints/demo/midi/"
+
+test: install
+	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/python -m pytest -q
+
+bench: install
+	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/charrnn bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

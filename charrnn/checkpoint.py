@@ -1,0 +1,216 @@
+"""Checkpoint files: safetensors with JSON metadata, written atomically, checked on load.
+
+A checkpoint is one self-contained file: tensors (weights; for `last.safetensors` also the
+optimizer state, RNG states and the carried hidden state) plus metadata (model config,
+tokenizer, training config, step, validation loss, corpus name, format version). Loading
+never unpickles: the safetensors format holds raw tensor bytes and a JSON header only.
+
+Integrity: a SHA-256 over the metadata and every tensor's bytes is stored in the header, so a
+bit flip anywhere, or a truncated file, is reported as such instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+BEST, LAST = "best.safetensors", "last.safetensors"
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    digest = hashlib.sha256(meta_json.encode("utf-8"))
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(_tensor_bytes(t))
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write atomically: temporary file in the same directory, fsync, rename over the target.
+
+    A crash at any moment leaves either the previous file or the new one, never half of one.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "charrnn": meta_json,
+        "sha256": _checksum(tensors, meta_json),
+    }
+    payload = save(tensors, metadata=header)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint there is intact)"
+        ) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors on CPU, metadata) of a charrnn checkpoint; CheckpointError for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    kind = _sniff(data)
+    if kind:
+        raise CheckpointError(f"{path} is {kind}, not a charrnn checkpoint (charrnn never unpickles files)")
+    header = _read_header(path, data)
+    meta_raw = header.get("__metadata__") or {}
+    if meta_raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a charrnn checkpoint (no charrnn metadata)")
+    try:
+        version = int(meta_raw.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{path}: unreadable format version {meta_raw.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is damaged: {exc}") from None
+    meta_json = meta_raw.get("charrnn", "")
+    if _checksum(tensors, meta_json) != meta_raw.get("sha256"):
+        raise CheckpointError(f"{path} is corrupted: checksum mismatch (a damaged or partly written file)")
+    try:
+        meta = json.loads(meta_json)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path} is corrupted: unreadable metadata") from None
+    return tensors, meta
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:2] == b"PK":
+        return "a zip archive (a torch.save file holds pickled code)"
+    if data[:1] == b"\x80" and len(data) > 1 and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle"
+    return None
+
+
+def _read_header(path: Path, data: bytes) -> dict[str, Any]:
+    if len(data) < 8:
+        raise CheckpointError(f"{path} is not a checkpoint: too short ({len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        if size < 100_000_000 and data[8:9] == b"{":
+            raise CheckpointError(f"{path} is truncated: the header promises more bytes than the file has")
+        raise CheckpointError(f"{path} is not a safetensors checkpoint (unrecognised content)")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is not a safetensors checkpoint, or its header is damaged") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors checkpoint (header is not an object)")
+    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if ends and max(ends) > len(data) - 8 - size:
+        raise CheckpointError(f"{path} is truncated: tensor data ends early")
+    return header
+
+
+def resolve_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> Path:
+    """A checkpoint file; a run directory (its best, else its last); or, with no target,
+    the best checkpoint of the most recently written run under `root`."""
+    if target is None:
+        runs = [p for p in root.glob("*/") if (p / BEST).exists() or (p / LAST).exists()] if root.is_dir() else []
+        if not runs:
+            raise CheckpointError(f"no checkpoint found under ./{root}: train a model first (charrnn train CORPUS)")
+        target = max(runs, key=lambda p: max((p / n).stat().st_mtime for n in (BEST, LAST) if (p / n).exists()))
+    target = Path(target)
+    if target.is_dir():
+        for name in (BEST, LAST):
+            if (target / name).exists():
+                return target / name
+        raise CheckpointError(f"no checkpoint in {target} (expected {BEST} or {LAST})")
+    if not target.exists():
+        raise CheckpointError(f"checkpoint not found: {target}")
+    return target
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with `prefix`, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class LoadedModel:
+    """A model ready to sample or evaluate, with its tokenizer and the checkpoint's metadata."""
+
+    def __init__(self, path: Path, model, tokenizer, meta: dict[str, Any]):
+        self.path, self.model, self.tokenizer, self.meta = path, model, tokenizer, meta
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the network and tokenizer a checkpoint describes; weights land on `device`
+    (a GPU-trained checkpoint loads on a CPU with no conversion)."""
+    from .config import ModelConfig
+    from .errors import ConfigError
+    from .model import RNNLanguageModel
+    from .tokenizers import tokenizer_from_state
+
+    tensors, meta = load_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+        blob = tensors.get("tokenizer.model")
+        tokenizer = tokenizer_from_state(meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+        model = RNNLanguageModel(**cfg.to_dict())
+        model.load_state_dict(split_prefix(tensors, "model."))
+    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: checkpoint content does not describe a usable model ({exc})") from None
+    model.to(device).eval()
+    return LoadedModel(Path(path), model, tokenizer, meta)

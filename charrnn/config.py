@@ -1,0 +1,170 @@
+"""Settings as frozen dataclasses, validated when they are made.
+
+Each field's docstring-style comment is the documentation the CLI help repeats. Values are
+checked in `__post_init__` so that a bad value fails before any work starts, with a
+`ConfigError` whose message names the option as the user typed it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn", "rnn-relu")
+OPTIMIZERS = ("adamw", "rmsprop", "adagrad", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TOKENIZERS = ("char", "bpe", "unigram")
+
+# With no --steps, --epochs or --time-budget a run ends after this many passes over the
+# training text (or earlier, by --patience): about 10 minutes for a 1 MB corpus on a laptop.
+DEFAULT_MAX_EPOCHS = 10.0
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the network: embedding -> stacked RNN -> linear over the vocabulary."""
+
+    cell: str = "lstm"  # lstm | gru | rnn (tanh) | rnn-relu (ReLU, identity-initialised)
+    vocab_size: int = 0  # number of token ids; set from the tokenizer
+    embed_size: int = 64  # width of the token embedding
+    hidden_size: int = 512  # width of each recurrent layer
+    num_layers: int = 2  # stacked recurrent layers
+    dropout: float = 0.0  # between layers and before the output layer
+
+    def __post_init__(self) -> None:
+        _require(self.cell in CELLS, f"--model must be one of {', '.join(CELLS)} (got {self.cell!r})")
+        _require(self.vocab_size >= 0, "vocabulary size must not be negative")
+        _require(self.embed_size >= 1, f"--embed must be at least 1 (got {self.embed_size})")
+        _require(self.hidden_size >= 1, f"--hidden must be at least 1 (got {self.hidden_size})")
+        _require(self.num_layers >= 1, f"--layers must be at least 1 (got {self.num_layers})")
+        _require(
+            _finite(self.dropout) and 0.0 <= self.dropout < 1.0,
+            f"--dropout must be in [0, 1) (got {self.dropout})",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains: data windows, optimiser, schedule, limits and checkpoints."""
+
+    seq_len: int = 128  # characters (tokens) per window of truncated BPTT
+    batch_size: int = 32  # parallel contiguous streams of the training text
+    lr: float = 3e-3  # peak learning rate
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
+    warmup_steps: int = 50  # linear warm-up before the cosine decay (adamw/rmsprop/sgd)
+    min_lr_frac: float = 0.1  # the cosine ends at lr * min_lr_frac
+    steps: int | None = None  # total optimiser steps of the run (resume counts from 0)
+    epochs: float | None = None  # passes over the training text
+    time_budget: float | None = None  # seconds of training (evaluations included)
+    eval_every: int = 200  # steps between validations (and checkpoint writes)
+    val_frac: float = 0.1  # the last fraction of the text is validation
+    patience: int | None = 8  # evaluations without improvement before stopping; None = never
+    seed: int = 1337
+    device: str = "auto"
+    precision: str = "auto"
+    sample_every: int = 0  # print a short sample at every N-th evaluation; 0 = never
+    eval_batch_size: int = 128  # streams used for validation (more is faster, same result)
+
+    def __post_init__(self) -> None:
+        _require(self.seq_len >= 1, f"--seq-len must be at least 1 (got {self.seq_len})")
+        _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        _require(_finite(self.lr) and self.lr > 0, f"--lr must be a positive number (got {self.lr})")
+        _require(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        _require(_finite(self.grad_clip) and self.grad_clip >= 0, f"--grad-clip must be >= 0 (got {self.grad_clip})")
+        _require(self.warmup_steps >= 0, f"--warmup must be >= 0 (got {self.warmup_steps})")
+        _require(_finite(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac must be in [0, 1]")
+        _require(self.steps is None or self.steps >= 1, f"--steps must be at least 1 (got {self.steps})")
+        _require(
+            self.epochs is None or (_finite(self.epochs) and self.epochs > 0),
+            f"--epochs must be a positive number (got {self.epochs})",
+        )
+        _require(
+            self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
+            f"--time-budget must be positive (got {self.time_budget})",
+        )
+        _require(self.eval_every >= 1, f"--eval-every must be at least 1 (got {self.eval_every})")
+        _require(
+            _finite(self.val_frac) and 0 < self.val_frac < 1,
+            f"--val-frac must be between 0 and 1, exclusive (got {self.val_frac})",
+        )
+        _require(self.patience is None or self.patience >= 1, f"--patience must be at least 1 (got {self.patience})")
+        _require(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
+        _require(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        _require(self.sample_every >= 0, f"--sample-every must be >= 0 (got {self.sample_every})")
+        _require(self.eval_batch_size >= 1, "eval_batch_size must be at least 1")
+
+    @property
+    def has_limit(self) -> bool:
+        return self.steps is not None or self.epochs is not None or self.time_budget is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How text is drawn from a model."""
+
+    temperature: float = 0.8  # 0 = always the most likely token (argmax)
+    top_k: int = 0  # keep the k most likely tokens; 0 = all
+    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches p
+    length: int = 1000  # characters to generate per sample (after the prime)
+    num_samples: int = 1
+    seed: int | None = None  # same checkpoint + same seed -> same text
+    stop: str | None = None  # end a sample where this string appears
+
+    def __post_init__(self) -> None:
+        _require(
+            _finite(self.temperature) and self.temperature >= 0,
+            f"--temp must be a number >= 0 (got {self.temperature})",
+        )
+        _require(self.top_k >= 0, f"--top-k must be >= 0 (got {self.top_k})")
+        _require(_finite(self.top_p) and 0 < self.top_p <= 1, f"--top-p must be in (0, 1] (got {self.top_p})")
+        _require(self.length >= 0, f"--length must be >= 0 (got {self.length})")
+        _require(self.num_samples >= 1, f"--num-samples must be at least 1 (got {self.num_samples})")
+        _require(self.stop is None or len(self.stop) > 0, "--stop must not be empty")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """'90s' -> 90.0, '10m' -> 600.0, '1.5h' -> 5400.0, '45' -> 45.0 (seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"--time-budget: cannot read {text!r} as a duration (try 90s, 10m or 2h)")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "").lower() or None]
+    if seconds <= 0:
+        raise ConfigError(f"--time-budget must be positive (got {text!r})")
+    return seconds

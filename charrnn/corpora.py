@@ -1,0 +1,133 @@
+"""Ready corpora: a catalogue of names, a local mirror, download with a checksum, builders.
+
+`corpora/catalogue.json` names each corpus with its source (a URL and SHA-256, or an offline
+builder). `get_corpus(name)` materialises `corpora/NAME.txt` once: from the file already
+there, else from the mirror directory named by CHARRNN_MIRROR, else from the network, and
+the checksum is verified every time a copy is made. Corpora are never part of the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from .data import CorpusBytes, read_corpus_bytes
+from .errors import CorpusError
+
+CATALOGUE = Path(__file__).resolve().parent.parent / "corpora" / "catalogue.json"
+DOWNLOAD_TIMEOUT = 30
+
+
+def catalogue() -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(CATALOGUE.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CorpusError(f"cannot read the corpus catalogue {CATALOGUE}: {exc}") from None
+
+
+def corpora_dir() -> Path:
+    """Where ready corpora are materialised: $CHARRNN_CORPORA, else ./corpora."""
+    return Path(os.environ.get("CHARRNN_CORPORA", "corpora"))
+
+
+def mirror_dirs() -> list[Path]:
+    raw = os.environ.get("CHARRNN_MIRROR", "")
+    return [Path(p) for p in raw.split(os.pathsep) if p]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_status(name: str) -> str:
+    """'ready', or how `get_corpus` would obtain it."""
+    entry = catalogue()[name]
+    if (corpora_dir() / f"{name}.txt").exists():
+        return "ready"
+    if "builder" in entry:
+        return "built on demand (offline)"
+    if any((m / f"{name}.txt").exists() for m in mirror_dirs()):
+        return "in the local mirror"
+    return "downloaded on demand"
+
+
+def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
+    """Path of corpora/NAME.txt, materialising it first when needed."""
+    entries = catalogue()
+    if name not in entries:
+        raise CorpusError(f"unknown corpus {name!r}; ready corpora: {', '.join(sorted(entries))}")
+    entry = entries[name]
+    target = corpora_dir() / f"{name}.txt"
+    expected = entry.get("sha256")
+    if target.exists() and (expected is None or _sha256(target) == expected):
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CorpusError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
+    if "builder" in entry:
+        from .music import build_folk_abc  # the only builder today; needs the [music] extra
+
+        log(f"building {name} from music21's bundled tunes (offline, about a minute)")
+        _write_atomic(target, build_folk_abc().encode("utf-8"))
+        return target
+    for mirror in mirror_dirs():
+        candidate = mirror / f"{name}.txt"
+        if candidate.exists():
+            if expected and _sha256(candidate) != expected:
+                raise CorpusError(f"{candidate} (from CHARRNN_MIRROR) does not match the catalogue's sha256 for {name}")
+            log(f"copying {name} from the mirror {mirror}")
+            _copy_atomic(candidate, target)
+            return target
+    log(f"downloading {name} from {entry['url']}")
+    try:
+        with urllib.request.urlopen(entry["url"], timeout=DOWNLOAD_TIMEOUT) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CorpusError(
+            f"cannot download {name} ({reason}); offline? put the file at {target} "
+            f"or set CHARRNN_MIRROR to a directory holding {name}.txt"
+        ) from None
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise CorpusError(f"the download of {name} does not match its sha256; nothing was written")
+    _write_atomic(target, data)
+    return target
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, target)
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def resolve_corpus(arg: str, log: Callable[[str], None] = lambda _: None) -> CorpusBytes:
+    """A path to a file or directory, or the name of a ready corpus."""
+    path = Path(arg)
+    if path.exists():
+        return read_corpus_bytes(path)
+    entries = catalogue()
+    if arg in entries:
+        return read_corpus_bytes(get_corpus(arg, log), name=arg)
+    raise CorpusError(
+        f"corpus not found: {arg} (not a file or directory, nor a ready corpus: {', '.join(sorted(entries))})"
+    )

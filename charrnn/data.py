@@ -1,0 +1,304 @@
+"""Corpus reading, the train/validation split, the token-id cache and TBPTT stream batching.
+
+Text is read once, checked (UTF-8, no NUL bytes, not empty), normalised (BOM stripped, CRLF and
+CR turned into LF), split, and encoded into a flat array of token ids. The ids are cached on
+disk, memory-mapped, in the narrowest unsigned dtype, keyed by the corpus bytes and the
+tokenizer settings: a second run on the same corpus skips decoding and encoding entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import CorpusError
+from .tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_state
+
+TEXT_SUFFIXES = {".txt", ".abc", ".md", ".text", ".csv", ".tsv", ".json", ".xml", ".html", ".tex", ".rst", ""}
+CACHE_VERSION = 1
+
+
+@dataclass
+class CorpusBytes:
+    """The raw bytes of a corpus and where they came from (not yet decoded)."""
+
+    name: str
+    source: str
+    data: bytes
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def read_corpus_bytes(path: Path, name: str | None = None) -> CorpusBytes:
+    """A text file, or a directory of text files joined in sorted order with a blank line between."""
+    if not path.exists():
+        raise CorpusError(f"corpus not found: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TEXT_SUFFIXES)
+        if not files:
+            raise CorpusError(f"no text files in directory {path} (looked for {', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)")
+        parts = [_read_file(f) for f in files]
+        data = b"\n\n".join(p.rstrip(b"\r\n") for p in parts) + b"\n"
+    else:
+        data = _read_file(path)
+    return CorpusBytes(name=name or _corpus_name(path), source=str(path), data=data)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _corpus_name(path: Path) -> str:
+    stem = path.name if path.is_dir() else path.stem
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem) or "corpus"
+
+
+def decode_corpus(corpus: CorpusBytes, encoding: str = "utf-8") -> str:
+    """Bytes -> text: strict decoding (the error gives the byte offset), a leading BOM dropped,
+    Windows (CRLF) and old Mac (CR) line endings turned into LF; NUL bytes rejected."""
+    data = corpus.data
+    if not data:
+        raise CorpusError(f"corpus is empty: {corpus.source}")
+    nul = data.find(b"\x00")
+    if nul >= 0 and encoding.lower().replace("-", "") in ("utf8", "ascii", "latin1"):
+        raise CorpusError(f"{corpus.source} looks binary: NUL byte at offset {nul} (a text corpus is needed)")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{corpus.source} is not valid {exc.encoding}: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"(give the right --encoding, e.g. --encoding latin-1)"
+        ) from None
+    except LookupError:
+        raise CorpusError(f"unknown --encoding {encoding!r}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        raise CorpusError(f"{corpus.source} contains NUL characters: it looks binary, not text")
+    if not text.strip():
+        raise CorpusError(f"corpus has no text (only whitespace): {corpus.source}")
+    return text
+
+
+def split_point(text: str, val_frac: float) -> int:
+    """Where validation starts: the last `val_frac` of the text, moved forward to the start of
+    the next paragraph (after a blank line) when there is one, so that documents such as ABC
+    tunes are never cut in the middle."""
+    cut = int(len(text) * (1.0 - val_frac))
+    cut = max(1, min(cut, len(text) - 1))
+    blank = text.find("\n\n", cut - 1)
+    if blank >= 0 and blank + 2 < len(text) - 1 and (len(text) - (blank + 2)) >= 0.5 * (len(text) - cut):
+        return blank + 2
+    return cut
+
+
+@dataclass
+class TokenData:
+    """A corpus as token ids: training and validation splits (memory-mapped when cached)."""
+
+    name: str
+    tokenizer: Tokenizer
+    train: np.ndarray  # (N_train,) unsigned ints
+    val: np.ndarray  # (N_val,)
+    val_chars: int  # characters of validation text: the denominator of bits per character
+    train_chars: int
+    digest: str = ""  # sha256 of the corpus bytes
+    cached: bool = False  # True when read from the cache
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("CHARRNN_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    base = Path(root) if root else Path.home() / ".cache"
+    return (base if os.environ.get("CHARRNN_CACHE") else base / "charrnn") / "ids"
+
+
+def load_tokens(
+    corpus: CorpusBytes,
+    *,
+    tokenizer_kind: str = "char",
+    vocab_size: int | None = None,
+    val_frac: float = 0.1,
+    encoding: str = "utf-8",
+    tokenizer: Tokenizer | None = None,
+    use_cache: bool = True,
+) -> TokenData:
+    """Token ids for a corpus, from the cache when this corpus was encoded the same way before.
+
+    A given `tokenizer` (fine-tuning: the checkpoint's, possibly extended) is used as is;
+    otherwise one is fitted: char on the whole corpus, SentencePiece on the training split only.
+    """
+    fixed = tokenizer.fingerprint() if tokenizer is not None else f"{tokenizer_kind}:{vocab_size}"
+    key = hashlib.sha256(
+        json.dumps([CACHE_VERSION, corpus.digest, fixed, val_frac, encoding.lower()]).encode()
+    ).hexdigest()[:32]
+    folder = cache_dir()
+    if use_cache:
+        hit = _read_cache(folder, key, corpus.name)
+        if hit is not None:
+            hit.digest = corpus.digest
+            return hit
+
+    text = decode_corpus(corpus, encoding)
+    cut = split_point(text, val_frac)
+    train_text, val_text = text[:cut], text[cut:]
+    if tokenizer is None:
+        tokenizer = fit_tokenizer(tokenizer_kind, text if tokenizer_kind == "char" else train_text, vocab_size)
+    train_ids = tokenizer.encode(train_text)
+    val_ids = tokenizer.encode(val_text)
+    data = TokenData(
+        corpus.name, tokenizer, train_ids, val_ids, val_chars=len(val_text), train_chars=len(train_text), digest=corpus.digest
+    )
+    if use_cache:
+        _write_cache(folder, key, data)
+    return data
+
+
+def _read_cache(folder: Path, key: str, name: str) -> TokenData | None:
+    meta_path, ids_path = folder / f"{key}.json", folder / f"{key}.ids"
+    try:
+        meta = json.loads(meta_path.read_text())
+        blob = (folder / f"{key}.tok").read_bytes() if meta.get("has_blob") else None
+        tokenizer = tokenizer_from_state(meta["tokenizer"], blob)
+        ids = np.memmap(ids_path, dtype=np.dtype(meta["dtype"]), mode="r")
+        n_train = int(meta["n_train"])
+        if ids.shape[0] != n_train + int(meta["n_val"]):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return TokenData(name, tokenizer, ids[:n_train], ids[n_train:], int(meta["val_chars"]), int(meta["train_chars"]), cached=True)
+
+
+def _write_cache(folder: Path, key: str, data: TokenData) -> None:
+    """Best effort: a cache that cannot be written only costs the next run its head start."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        state, blob = data.tokenizer.to_state()
+        dtype = np.result_type(data.train.dtype, data.val.dtype)
+        for suffix, writer in (
+            (".ids", lambda f: (f.write(np.asarray(data.train, dtype=dtype).tobytes()), f.write(np.asarray(data.val, dtype=dtype).tobytes()))),
+            (".tok", (lambda f: f.write(blob)) if blob is not None else None),
+            (".json", lambda f: f.write(json.dumps({
+                "dtype": dtype.str, "n_train": len(data.train), "n_val": len(data.val),
+                "val_chars": data.val_chars, "train_chars": data.train_chars,
+                "tokenizer": state, "has_blob": blob is not None,
+            }).encode())),
+        ):
+            if writer is None:
+                continue
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}", suffix=suffix)
+            with os.fdopen(fd, "wb") as f:
+                writer(f)
+            os.replace(tmp, folder / f"{key}{suffix}")  # the .json goes last: it marks the entry whole
+    except OSError:
+        pass
+
+
+class StreamBatcher:
+    """Cuts token ids into contiguous streams and serves consecutive TBPTT windows.
+
+    With N ids and `total_streams` = world_size x batch_size streams, each stream is a
+    contiguous run of L = N // total_streams ids (the tail that does not fit is dropped):
+
+        ids:       a b c d e f g h i j k l m n o p q r s t u v w x      (N = 24, 4 streams)
+        stream 0:  a b c d e f
+        stream 1:  g h i j k l
+        stream 2:  m n o p q r
+        stream 3:  s t u v w x
+
+    Window k (seq_len T) feeds x = streams[:, kT : kT+T] and predicts y = streams[:, kT+1 : kT+T+1];
+    window k+1 continues every stream where window k ended, which is why the hidden state can be
+    carried over. After the last whole window the streams wrap around (a new epoch) and the
+    state is reset. A rank of a data-parallel run owns streams [rank*B, (rank+1)*B).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1):
+        total_streams = batch_size * world_size
+        self.stream_len = len(ids) // total_streams
+        self.windows_per_epoch = (self.stream_len - 1) // seq_len if self.stream_len > 0 else 0
+        if self.windows_per_epoch < 1:
+            need = total_streams * (seq_len + 1)
+            raise CorpusError(
+                f"training text too small: {len(ids):,} tokens, but --batch-size {batch_size}"
+                + (f" x {world_size} processes" if world_size > 1 else "")
+                + f" x (--seq-len {seq_len} + 1) needs at least {need:,}; lower --batch-size or --seq-len"
+            )
+        self.batch_size, self.seq_len = batch_size, seq_len
+        streams = np.asarray(ids[: total_streams * self.stream_len]).reshape(total_streams, self.stream_len)
+        self.streams = streams[rank * batch_size : (rank + 1) * batch_size]  # (B, L), a view
+
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of window `index` (0 <= index < windows_per_epoch), each (B, T) int64."""
+        start = index * self.seq_len
+        chunk = torch.from_numpy(np.array(self.streams[:, start : start + self.seq_len + 1], dtype=np.int64))
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def min_tokens_for(batch_size: int, seq_len: int, world_size: int = 1) -> int:
+    return batch_size * world_size * (seq_len + 1)
+
+
+def fit_batch_size(n_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:
+    """The largest batch size <= `batch_size` that the text allows (at least one window), or 0."""
+    per_stream = seq_len + 1
+    return min(batch_size, n_tokens // (per_stream * world_size))
+
+
+def validation_windows(
+    ids: np.ndarray, context_token: int | None, num_streams: int, seq_len: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """Every validation id is predicted exactly once, with the hidden state carried.
+
+    The targets (all N ids) are cut into S streams of L; each stream's first input is the id
+    just before its first target (for the very first, the last training id), so no target is
+    skipped. Yields (inputs, targets, reset) per window; `reset` marks a new set of streams.
+    The few ids left over (N mod S) come last, as one stream continuing the last one.
+    With world_size > 1 each rank takes a disjoint share of the streams.
+    """
+    n = len(ids)
+    if n == 0:
+        return
+    prefix = np.empty(n + 1, dtype=np.int64)
+    prefix[0] = context_token if context_token is not None else ids[0]
+    prefix[1:] = ids
+    skip_first = context_token is None  # without context the first id is not a target
+    per_rank = max(1, min(num_streams, n // max(1, seq_len)) // world_size)
+    streams = per_rank * world_size
+    length = n // streams
+    if length == 0:  # fewer ids than streams: rank 0 takes it all as one stream
+        streams, length = 1, n
+        mine = range(1) if rank == 0 else range(0)
+    else:
+        mine = range(rank * per_rank, (rank + 1) * per_rank)
+    if len(mine) == 0:
+        return
+    block_x = np.stack([prefix[s * length : (s + 1) * length] for s in mine])  # (S, L)
+    block_y = np.stack([prefix[s * length + 1 : (s + 1) * length + 1] for s in mine])
+    if skip_first and mine[0] == 0:
+        block_y[0, 0] = -100  # ignore_index: nothing to predict it from
+    first = True
+    for start in range(0, length, seq_len):
+        x = torch.from_numpy(block_x[:, start : start + seq_len].copy())
+        y = torch.from_numpy(block_y[:, start : start + seq_len].copy())
+        yield x, y, first
+        first = False
+    tail_start = streams * length
+    if tail_start < n and mine[-1] == streams - 1:
+        x = torch.from_numpy(prefix[tail_start:n].copy())[None]
+        y = torch.from_numpy(prefix[tail_start + 1 : n + 1].copy())[None]
+        yield x, y, False  # continues the last stream: the caller keeps only that stream's state

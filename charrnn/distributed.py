@@ -1,0 +1,133 @@
+"""Data-parallel training with torch.distributed (DDP), launched by torchrun.
+
+`DistContext()` is the single-process default: every collective is a no-op. Under torchrun
+(RANK / WORLD_SIZE / LOCAL_RANK in the environment) `DistContext.from_env()` joins the
+process group (NCCL on CUDA, gloo on CPU) with a bounded timeout, so a failed rank ends the
+run with an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+# How long a collective may wait for the other ranks before the run fails instead of hanging.
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("CHARRNN_DIST_TIMEOUT", "120")))
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # set under torchrun: each rank's own device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @staticmethod
+    def launched_by_torchrun() -> bool:
+        return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+    @classmethod
+    def from_env(cls, device: str = "auto") -> "DistContext":
+        import torch.distributed as dist
+
+        if not cls.launched_by_torchrun():
+            return cls()
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        if device == "cuda" and not use_cuda:
+            raise ConfigError("--device cuda: no CUDA GPU is available on this node")
+        if use_cuda:
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        else:
+            dev = torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+        return cls(rank=rank, world_size=world, local_rank=local, device=dev)
+
+    # -- collectives (no-ops in a single process)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return value
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (a signal seen by one rank stops all)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        return bool(self.all_reduce_sum(t).item() > 0)
+
+    def broadcast_object(self, obj: Any) -> Any:
+        if not self.active:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_hidden(self, hidden):
+        """Every rank's carried state, joined along the stream dimension (for the checkpoint)."""
+        if hidden is None or not self.active:
+            return hidden
+        import torch.distributed as dist
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(t) for _ in range(self.world_size)]
+            dist.all_gather(parts, t.contiguous())
+            return torch.cat(parts, dim=1)
+
+        return tuple(gather(h) for h in hidden) if isinstance(hidden, tuple) else gather(hidden)
+
+    def scatter_hidden(self, hidden, batch_size: int, device: torch.device):
+        """This rank's streams of a saved state. A state saved with another number of streams
+        (resuming under a different world size) cannot be split: it is reset to zero."""
+        first = hidden[0] if isinstance(hidden, tuple) else hidden
+        if first.shape[1] != batch_size * self.world_size:
+            return None
+        lo, hi = self.rank * batch_size, (self.rank + 1) * batch_size
+        if isinstance(hidden, tuple):
+            return tuple(h[:, lo:hi].to(device) for h in hidden)
+        return hidden[:, lo:hi].to(device)
+
+    def close(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

@@ -1,0 +1,39 @@
+"""The one exception family that means "the user can fix this".
+
+Library code raises these; `cli.py` turns each into one line on stderr and a non-zero exit
+code. Anything else escaping to the CLI is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CharRNNError(Exception):
+    """A problem the user can fix (bad input, missing file, bad option value)."""
+
+    exit_code = 1
+
+
+class ConfigError(CharRNNError, ValueError):
+    """An option value out of range or inconsistent with another."""
+
+    exit_code = 2
+
+
+class CorpusError(CharRNNError):
+    """A corpus that cannot be read or used for training."""
+
+
+class CheckpointError(CharRNNError):
+    """A file that is not a loadable charrnn checkpoint, or a save that failed."""
+
+
+class TrainingDiverged(CharRNNError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(CharRNNError):
+    """Training stopped by a signal after writing its checkpoint (exit 128 + signal number)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

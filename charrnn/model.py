@@ -1,0 +1,201 @@
+"""The recurrent language model: embedding -> stacked LSTM/GRU/RNN -> linear over the vocabulary.
+
+This file depends on nothing else in the package. Training runs the fused multi-layer torch
+module over a whole window (no Python loop over time); sampling runs `FastStepper`, which
+does the same math one step at a time through plain matrix products, because the fused module
+called for a single step is an order of magnitude slower on CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# LSTM state is (h, c); GRU and RNN state is h. Each tensor is (num_layers, B, hidden_size).
+Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+
+class RNNLanguageModel(nn.Module):
+    """Many-to-many next-token model; a loss at every position of every window."""
+
+    def __init__(
+        self,
+        cell: str = "lstm",
+        vocab_size: int = 65,
+        embed_size: int = 64,
+        hidden_size: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.cell = cell
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        # nn.LSTM's own dropout sits between layers only; self.dropout adds it before the output.
+        between = dropout if num_layers > 1 else 0.0
+        if cell == "lstm":
+            self.rnn: nn.RNNBase = nn.LSTM(embed_size, hidden_size, num_layers, batch_first=True, dropout=between)
+        elif cell == "gru":
+            self.rnn = nn.GRU(embed_size, hidden_size, num_layers, batch_first=True, dropout=between)
+        elif cell in ("rnn", "rnn-relu"):
+            nonlinearity = "relu" if cell == "rnn-relu" else "tanh"
+            self.rnn = nn.RNN(embed_size, hidden_size, num_layers, nonlinearity=nonlinearity, batch_first=True, dropout=between)
+        else:
+            raise ValueError(f"unknown cell type {cell!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        if self.cell == "rnn-relu":
+            # Le, Jaitly & Hinton 2015 (IRNN): identity recurrence, zero bias, small input weights,
+            # so a ReLU RNN starts by remembering its state instead of exploding or vanishing.
+            for layer in range(self.num_layers):
+                nn.init.eye_(getattr(self.rnn, f"weight_hh_l{layer}"))
+                nn.init.normal_(getattr(self.rnn, f"weight_ih_l{layer}"), std=0.001)
+                nn.init.zeros_(getattr(self.rnn, f"bias_hh_l{layer}"))
+                nn.init.zeros_(getattr(self.rnn, f"bias_ih_l{layer}"))
+        elif self.cell == "lstm":
+            # Forget-gate bias 1 (Jozefowicz et al. 2015): remember by default early in training.
+            h = self.hidden_size
+            for layer in range(self.num_layers):
+                with torch.no_grad():
+                    getattr(self.rnn, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
+                    getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h].fill_(0.0)
+
+    def init_hidden(self, batch_size: int, device: torch.device | str | None = None) -> Hidden:
+        """Zero state for `batch_size` streams."""
+        device = device if device is not None else self.head.weight.device
+        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """tokens (B, T) int64 -> logits (B, T, V), new hidden state."""
+        if hidden is None:
+            hidden = self.init_hidden(tokens.shape[0], tokens.device)
+        x = self.embedding(tokens)  # (B, T, E)
+        out, hidden = self.rnn(x, hidden)  # (B, T, H)
+        return self.head(self.dropout(out)), hidden
+
+
+def detach_hidden(hidden: Hidden) -> Hidden:
+    """Cut the graph at a window boundary: the state's value carries over, its history does not,
+    so backpropagation stops at seq_len steps (truncated BPTT) instead of reaching the start."""
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)  # type: ignore[return-value]
+    return hidden.detach()
+
+
+def select_streams(hidden: Hidden, keep: torch.Tensor) -> Hidden:
+    """The state of some streams only (keep: bool or index tensor over the batch dimension)."""
+    if isinstance(hidden, tuple):
+        return tuple(h[:, keep] for h in hidden)  # type: ignore[return-value]
+    return hidden[:, keep]
+
+
+class FastStepper:
+    """One-token-at-a-time inference with the weights of an `RNNLanguageModel`.
+
+    The same math as the fused module in eval mode, arranged for a single step:
+    - the first layer's input projection is a lookup: embedding @ W_ih^T + biases is
+      precomputed for every token (V, G*H), so step 1 needs no input matmul at all;
+    - each later layer does one matmul over [x, h] with the input and recurrent weights
+      stacked, instead of two;
+    - weights are transposed and contiguous once, here, not at every step.
+    Per step that is one small matmul per layer plus the head: memory-bandwidth bound.
+    """
+
+    def __init__(self, model: RNNLanguageModel):
+        self.cell = model.cell
+        self.num_layers = model.num_layers
+        self.hidden_size = model.hidden_size
+        rnn = model.rnn
+        with torch.no_grad():
+            w_ih0 = rnn.weight_ih_l0.float()
+            b_ih0, b_hh0 = rnn.bias_ih_l0.float(), rnn.bias_hh_l0.float()
+            table = model.embedding.weight.float() @ w_ih0.t() + b_ih0  # (V, G*H)
+            if self.cell != "gru":  # GRU keeps b_hh apart: its n-gate multiplies it by r
+                table = table + b_hh0
+            self.input_table = table.contiguous()
+            self.w_hh0 = rnn.weight_hh_l0.float().t().contiguous()  # (H, G*H)
+            self.b_hh0 = b_hh0.contiguous()
+            # Later layers: [x, h] @ W (2H, G*H); GRU needs the h part separately for its n gate.
+            self.w_cat: list[torch.Tensor] = []
+            self.w_ih: list[torch.Tensor] = []
+            self.w_hh: list[torch.Tensor] = []
+            self.b_ih: list[torch.Tensor] = []
+            self.b_hh: list[torch.Tensor] = []
+            self.b_sum: list[torch.Tensor] = []
+            for layer in range(1, self.num_layers):
+                w_ih = getattr(rnn, f"weight_ih_l{layer}").float()
+                w_hh = getattr(rnn, f"weight_hh_l{layer}").float()
+                b_ih = getattr(rnn, f"bias_ih_l{layer}").float()
+                b_hh = getattr(rnn, f"bias_hh_l{layer}").float()
+                self.w_cat.append(torch.cat([w_ih, w_hh], dim=1).t().contiguous())
+                self.w_ih.append(w_ih.t().contiguous())
+                self.w_hh.append(w_hh.t().contiguous())
+                self.b_ih.append(b_ih)
+                self.b_hh.append(b_hh)
+                self.b_sum.append(b_ih + b_hh)
+            self.w_head = model.head.weight.float().t().contiguous()  # (H, V)
+            self.b_head = model.head.bias.float().contiguous()
+        self.relu = self.cell == "rnn-relu"
+
+    def init_hidden(self, batch_size: int) -> Hidden:
+        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+        """tokens (B,) int64 -> logits (B, V), new hidden state (fresh tensors)."""
+        if self.cell == "lstm":
+            h_all, c_all = hidden
+            hs, cs = [], []
+            gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
+            for layer in range(self.num_layers):
+                if layer > 0:
+                    x = torch.cat([hs[-1], h_all[layer]], dim=1)
+                    gates = torch.addmm(self.b_sum[layer - 1], x, self.w_cat[layer - 1])
+                i, f, g, o = gates.chunk(4, dim=1)
+                c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
+                hs.append(torch.sigmoid(o) * torch.tanh(c))
+                cs.append(c)
+            top = hs[-1]
+            new_hidden: Hidden = (torch.stack(hs), torch.stack(cs))
+        elif self.cell == "gru":
+            h_all = hidden
+            hs = []
+            for layer in range(self.num_layers):
+                h_prev = h_all[layer]
+                if layer == 0:
+                    gi = self.input_table[tokens]
+                    gh = torch.addmm(self.b_hh0, h_prev, self.w_hh0)
+                else:
+                    gi = torch.addmm(self.b_ih[layer - 1], hs[-1], self.w_ih[layer - 1])
+                    gh = torch.addmm(self.b_hh[layer - 1], h_prev, self.w_hh[layer - 1])
+                i_r, i_z, i_n = gi.chunk(3, dim=1)
+                h_r, h_z, h_n = gh.chunk(3, dim=1)
+                r = torch.sigmoid(i_r + h_r)
+                z = torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                hs.append(n + z * (h_prev - n))  # == (1 - z) * n + z * h_prev
+            top = hs[-1]
+            new_hidden = torch.stack(hs)
+        else:
+            h_all = hidden
+            hs = []
+            pre = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
+            for layer in range(self.num_layers):
+                if layer > 0:
+                    x = torch.cat([hs[-1], h_all[layer]], dim=1)
+                    pre = torch.addmm(self.b_sum[layer - 1], x, self.w_cat[layer - 1])
+                hs.append(F.relu(pre) if self.relu else torch.tanh(pre))
+            top = hs[-1]
+            new_hidden = torch.stack(hs)
+        logits = torch.addmm(self.b_head, top, self.w_head)  # (B, V)
+        return logits, new_hidden

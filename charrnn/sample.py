@@ -1,0 +1,128 @@
+"""Text generation: temperature, top-k, top-p, a prime, a stop string, streaming output.
+
+The prime runs through the fused module in one call (fast for long primes); each new token
+then goes through `FastStepper`, one small matmul per layer. `fast=False` uses the plain
+module per step instead: slower, and the reference the fast path is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .errors import ConfigError
+from .model import FastStepper, Hidden, RNNLanguageModel
+from .tokenizers import Tokenizer, show_chars
+
+
+def choose_next(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """logits (B, V) -> token ids (B,). Temperature 0 is argmax; top-k then top-p narrow the
+    candidates before drawing. The draw uses `generator`, so a seed fixes the text."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        # Drop a token when the tokens ranked above it already reach top_p (the top one stays).
+        drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def check_prime(tokenizer: Tokenizer, prime: str, drop_unknown: bool) -> tuple[str, list[str]]:
+    """The prime with unknown characters handled: an error naming them, or dropped on request."""
+    unknown = tokenizer.unknown_chars(prime)
+    if not unknown:
+        return prime, []
+    if not drop_unknown:
+        raise ConfigError(
+            f"--prime has {len(unknown)} character{'s' if len(unknown) > 1 else ''} the model never saw: "
+            f"{show_chars(unknown)} (add --drop-unknown to leave them out)"
+        )
+    bad = set(unknown)
+    return "".join(c for c in prime if c not in bad), unknown
+
+
+def _context_ids(tokenizer: Tokenizer, prime: str) -> list[int]:
+    """Ids to condition on. With no prime, a newline (when the vocabulary has one) sets the
+    model at the start of a line; it is context only and is not printed."""
+    if prime:
+        return [int(i) for i in tokenizer.encode(prime)]
+    if not tokenizer.unknown_chars("\n"):
+        ids = [int(i) for i in tokenizer.encode("\n")]
+        if ids:
+            return ids[-1:]
+    return [0]
+
+
+@torch.inference_mode()
+def generate(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    *,
+    length: int,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    prime: str = "",
+    stop: str | None = None,
+    generator: torch.Generator | None = None,
+    fast: bool = True,
+) -> Iterator[str]:
+    """Yield text as it is generated: the prime first, then `length` new characters (fewer
+    when `stop` appears; the sample then ends with it)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield from _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, generator, fast)
+    finally:
+        model.train(was_training)
+
+
+def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, generator, fast) -> Iterator[str]:
+    if prime:
+        yield prime
+    device = model.head.weight.device
+    context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)  # (1, T)
+    logits, hidden = model(context)  # prime through the fused module
+    logits = logits[:, -1]  # (1, V)
+    stepper = FastStepper(model) if fast else None
+    decoder = tokenizer.stream_decoder()
+    produced = 0
+    tail = prime[-len(stop) :] if stop else ""  # a stop string may begin inside the prime
+    while produced < length:
+        token = choose_next(logits, temperature, top_k, top_p, generator)  # (1,)
+        piece = decoder.feed(int(token))
+        if piece:
+            piece = piece[: length - produced]
+            if stop:
+                window = tail + piece
+                at = window.find(stop)
+                if at >= 0:
+                    yield piece[: at + len(stop) - len(tail)]
+                    return
+                tail = window[-(len(stop) - 1) :] if len(stop) > 1 else ""
+            produced += len(piece)
+            yield piece
+        if produced >= length:
+            break
+        logits, hidden = _advance(model, stepper, token, hidden)
+    rest = decoder.flush()[: length - produced]
+    if rest:
+        yield rest
+
+
+def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, hidden: Hidden):
+    if stepper is not None:
+        return stepper.step(token, hidden)
+    logits, hidden = model(token[:, None], hidden)
+    return logits[:, -1], hidden

@@ -1,0 +1,753 @@
+"""The training loop. It knows nothing about display: it reports through a `Reporter`.
+
+One `Trainer` owns the model, optimiser, data cursor and carried hidden state. Everything a
+run needs to continue bit-for-bit is in `last.safetensors` (weights, optimiser state, step,
+RNG state, the hidden state of every stream), so `--resume` picks up exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint, split_prefix
+from .config import DEFAULT_MAX_EPOCHS, ModelConfig, TrainConfig
+from .data import CorpusBytes, StreamBatcher, TokenData, fit_batch_size, load_tokens, validation_windows
+from .distributed import DistContext
+from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from .model import Hidden, RNNLanguageModel, detach_hidden, select_streams
+from .tokenizers import CharTokenizer, tokenizer_from_state
+
+LN2 = math.log(2.0)
+METRICS = "metrics.jsonl"
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    device: str
+    precision: str
+    precision_reason: str
+    parameters: int
+    tokenizer: str
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    batch_size: int
+    windows_per_epoch: int
+    total_steps: int | None
+    start_step: int
+    cached: bool
+    world_size: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StepReport:
+    step: int
+    epoch: float
+    loss: float  # nats per token, this step
+    lr: float
+    elapsed: float  # seconds of this run (all sessions of it)
+    chars_per_sec: float
+    tokens_per_sec: float
+    progress: float | None  # 0..1 of the run's limit; None when only patience ends it
+
+
+@dataclass
+class EvalReport:
+    step: int
+    epoch: float
+    train_loss: float  # mean nats per token since the last evaluation
+    val_loss: float  # nats per token
+    val_bpc: float  # bits per character: comparable across tokenizers
+    val_nats_per_char: float
+    best_val_bpc: float
+    is_best: bool
+    elapsed: float
+    eval_seconds: float
+    chars_per_sec: float
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_path: Path
+    last_path: Path
+    steps: int
+    best_val_bpc: float
+    best_val_loss: float
+    last_val_bpc: float
+    elapsed: float
+    stopped_because: str
+
+
+class Reporter:
+    """Hooks the training loop calls; the CLI draws a progress bar from them. Defaults do nothing."""
+
+    def on_start(self, info: RunInfo) -> None: ...
+
+    def on_step(self, report: StepReport) -> None: ...
+
+    def on_eval(self, report: EvalReport) -> None: ...
+
+    def on_sample(self, step: int, text: str) -> None: ...
+
+    def on_message(self, text: str) -> None: ...
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class StopFlag:
+    """Set by a signal handler; the loop checks it between steps and stops cleanly."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    """First SIGINT/SIGTERM: finish the step, save, stop. Second: exit at once (the last
+    complete checkpoint is intact because every save is an atomic rename)."""
+    flag = StopFlag()
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.signum is not None:
+            os._exit(128 + signum)
+        flag.signum = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: no signal handling, nothing to restore
+        pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: Apple MPS is not available here (use --device cpu or auto)")
+    return torch.device(requested)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 / AMX (x86) or the ARM BF16 extension: where bf16 matmuls run natively."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """(precision, why) for the device: auto = bf16 where the hardware runs it natively,
+    fp16 with loss scaling on GPUs without bf16, fp32 otherwise."""
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if requested == "auto":
+            return ("bf16", "the GPU supports bf16") if bf16 else ("fp16", "the GPU lacks bf16: fp16 with loss scaling")
+        if requested == "bf16" and not bf16:
+            raise ConfigError("--precision bf16: this GPU does not support bf16 (use fp16 or auto)")
+        return requested, "as asked"
+    if requested == "fp16":
+        raise ConfigError(f"--precision fp16 needs a CUDA GPU (this run is on {device.type}); use bf16 or fp32")
+    if requested == "auto":
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return "bf16", "this CPU runs bf16 natively"
+        return "fp32", f"no native bf16 on this {device.type}"
+    return requested, "as asked"
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_ids(
+    model: RNNLanguageModel,
+    ids,
+    context_token: int | None,
+    *,
+    seq_len: int,
+    num_streams: int,
+    device: torch.device,
+    precision: str = "fp32",
+    dist: DistContext | None = None,
+) -> tuple[float, int]:
+    """(total nats, targets scored) over `ids`, every id predicted once, hidden state carried."""
+    dist = dist or DistContext()
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    hidden: Hidden | None = None
+    for x, y, reset in validation_windows(ids, context_token, num_streams, seq_len, dist.rank, dist.world_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if reset or hidden is None:
+            hidden = model.init_hidden(x.shape[0], device)
+        elif _batch_of(hidden) != x.shape[0]:  # the leftover ids continue the last stream
+            hidden = select_streams(hidden, torch.tensor([_batch_of(hidden) - 1], device=device))
+        with autocast_for(device, precision):
+            logits, hidden = model(x, hidden)
+        losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum")
+        total += losses.double()
+        count += (y >= 0).sum()
+    model.train(was_training)
+    total, count = dist.all_reduce_sum(total), dist.all_reduce_sum(count)
+    return float(total), int(count)
+
+
+def _batch_of(hidden: Hidden) -> int:
+    return (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1]
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float | None) -> float:
+    """Linear warm-up, then cosine decay from lr to lr * min_lr_frac over the run's progress."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if progress is None:
+        return cfg.lr
+    p = min(max(progress, 0.0), 1.0)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Weight decay on matrices only: decaying biases and gains only hurts.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.95)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in split_prefix(tensors, "optim.").items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Trainer:
+    """Owns a run: model, optimiser, data cursor, carried hidden state, best-so-far."""
+
+    def __init__(
+        self,
+        data: TokenData,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        dist: DistContext | None = None,
+        reporter: Reporter | None = None,
+        stop: StopFlag | None = None,
+        save_every: int | None = None,
+    ):
+        self.dist = dist or DistContext()
+        self.reporter = reporter or Reporter()
+        self.stop = stop or StopFlag()
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.save_every = save_every
+        self.notes: list[str] = []
+        batch = fit_batch_size(len(data.train), train_cfg.batch_size, train_cfg.seq_len, self.dist.world_size)
+        if batch < 1:
+            StreamBatcher(data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size)  # raises
+        if batch < train_cfg.batch_size:
+            self.notes.append(f"corpus is small: --batch-size lowered from {train_cfg.batch_size} to {batch}")
+            train_cfg = replace(train_cfg, batch_size=batch)
+        self.cfg = train_cfg
+        self.model_cfg = model_cfg
+        self.batcher = StreamBatcher(data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size)
+        self.device = resolve_device(train_cfg.device) if self.dist.device is None else self.dist.device
+        self.precision, self.precision_reason = resolve_precision(train_cfg.precision, self.device)
+        torch.manual_seed(train_cfg.seed)
+        self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
+        self.ddp_model = self.dist.wrap(self.model)
+        self.optimizer = build_optimizer(self.model, train_cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step = 0
+        self.elapsed = 0.0  # seconds, across resumed sessions
+        self.hidden: Hidden | None = None
+        self.best_val_loss = math.inf
+        self.best_val_bpc = math.inf
+        self.last_val_loss = math.nan
+        self.last_val_bpc = math.nan
+        self.bad_evals = 0
+        self.train_loss_sum = 0.0
+        self.train_loss_count = 0
+        self.total_steps = self._total_steps()
+
+    # -- limits and schedule
+
+    def _total_steps(self) -> int | None:
+        cfg = self.cfg
+        candidates = []
+        if cfg.steps is not None:
+            candidates.append(cfg.steps)
+        if cfg.epochs is not None:
+            candidates.append(max(1, math.ceil(cfg.epochs * self.batcher.windows_per_epoch)))
+        if not cfg.has_limit:
+            candidates.append(max(1, math.ceil(DEFAULT_MAX_EPOCHS * self.batcher.windows_per_epoch)))
+        return min(candidates) if candidates else None
+
+    def progress(self) -> float | None:
+        parts = []
+        if self.total_steps is not None:
+            parts.append(self.step / self.total_steps)
+        if self.cfg.time_budget is not None:
+            parts.append(self.elapsed / self.cfg.time_budget)
+        return max(parts) if parts else None
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.batcher.windows_per_epoch
+
+    # -- one optimiser step
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One TBPTT window: forward from the carried state, backward, clip, update.
+        x, y: (B, T) int64 on the device. Returns the loss (nats/token)."""
+        lr = lr_at(self.cfg, self.step, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.hidden is None:
+            self.hidden = self.model.init_hidden(x.shape[0], self.device)
+        with autocast_for(self.device, self.precision):
+            logits, hidden = self.ddp_model(x, self.hidden)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss_value = loss.item()  # one host sync per step: needed for the NaN guard and the bar
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"loss became {loss_value} at step {self.step + 1}: training stopped, nothing written for this step; "
+                f"try a lower --lr (now {self.cfg.lr:g}) or a --grad-clip (now {self.cfg.grad_clip:g})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # Keep the state's value for the next window but not its graph: truncated BPTT.
+        self.hidden = _as_float(detach_hidden(hidden))
+        self.step += 1
+        return loss_value
+
+    # -- evaluation
+
+    def validate(self) -> tuple[float, float]:
+        """(nats per token, bits per character) over the whole validation split."""
+        context = int(self.data.train[-1]) if len(self.data.train) else None
+        nats, count = evaluate_ids(
+            self.model, self.data.val, context, seq_len=self.cfg.seq_len, num_streams=self.cfg.eval_batch_size,
+            device=self.device, precision=self.precision, dist=self.dist,
+        )
+        return nats / max(count, 1), nats / max(self.data.val_chars, 1) / LN2
+
+    # -- checkpoints
+
+    def _meta(self, kind: str) -> dict[str, Any]:
+        tok_state, _ = self.data.tokenizer.to_state()
+        return {
+            "kind": kind,
+            "charrnn_version": __version__,
+            "model": self.model_cfg.to_dict(),
+            "tokenizer": tok_state,
+            "train": self.cfg.to_dict(),
+            "corpus": self.data.name,
+            "corpus_sha256": self.data.digest,
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "val_loss": _json_float(self.best_val_loss if kind == "best" else self.last_val_loss),
+            "val_bpc": _json_float(self.best_val_bpc if kind == "best" else self.last_val_bpc),
+            "best_val_loss": _json_float(self.best_val_loss),
+            "best_val_bpc": _json_float(self.best_val_bpc),
+            "bad_evals": self.bad_evals,
+            "precision": self.precision,
+            "device_type": self.device.type,
+            "world_size": self.dist.world_size,
+            "created": time.time(),
+        }
+
+    def _model_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        _, blob = self.data.tokenizer.to_state()
+        if blob is not None:
+            tensors["tokenizer.model"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+        return tensors
+
+    def save(self, kind: str) -> Path:
+        """Write best.safetensors (weights) or last.safetensors (everything to resume)."""
+        path = self.run_dir / (BEST if kind == "best" else LAST)
+        tensors = self._model_tensors()
+        meta = self._meta(kind)
+        if kind == "last":
+            opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+            tensors.update(opt_tensors)
+            meta["optimizer"] = opt_meta
+            meta["scaler"] = self.scaler.state_dict() if self.scaler.is_enabled() else None
+            tensors["rng.torch"] = torch.get_rng_state()
+            if self.device.type == "cuda":
+                tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            hidden = self.dist.gather_hidden(self.hidden)
+            if hidden is not None:
+                parts = hidden if isinstance(hidden, tuple) else (hidden,)
+                for i, h in enumerate(parts):
+                    tensors[f"hidden.{i}"] = h
+            meta["train_loss_sum"], meta["train_loss_count"] = self.train_loss_sum, self.train_loss_count
+        if not all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()):
+            raise TrainingDiverged(f"weights became non-finite by step {self.step}: not saved; try a lower --lr or a --grad-clip")
+        if self.dist.is_main:
+            save_checkpoint(path, tensors, meta)
+        return path
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Everything `save('last')` wrote, back in place."""
+        self.model.load_state_dict(split_prefix(tensors, "model."))
+        if "optimizer" not in meta:
+            raise CheckpointError("this checkpoint holds weights only (a best.safetensors?); --resume needs last.safetensors")
+        optimizer_from_tensors(self.optimizer, tensors, meta["optimizer"])
+        if meta.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(meta["scaler"])
+        self.step = int(meta["step"])
+        self.elapsed = float(meta["elapsed"])
+        self.best_val_loss = _from_json_float(meta.get("best_val_loss"))
+        self.best_val_bpc = _from_json_float(meta.get("best_val_bpc"))
+        self.last_val_bpc = _from_json_float(meta.get("val_bpc"))
+        self.bad_evals = int(meta.get("bad_evals", 0))
+        self.train_loss_sum = float(meta.get("train_loss_sum", 0.0))
+        self.train_loss_count = int(meta.get("train_loss_count", 0))
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        parts = [tensors[f"hidden.{i}"] for i in range(2) if f"hidden.{i}" in tensors]
+        if parts:
+            hidden = (parts[0], parts[1]) if self.model.cell == "lstm" else parts[0]
+            self.hidden = self.dist.scatter_hidden(hidden, self.cfg.batch_size, self.device)
+
+    # -- the loop
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        info = RunInfo(
+            run_dir=self.run_dir, device=str(self.device), precision=self.precision, precision_reason=self.precision_reason,
+            parameters=sum(p.numel() for p in self.model.parameters()), tokenizer=self.data.tokenizer.kind,
+            vocab_size=self.data.tokenizer.vocab_size, train_tokens=len(self.data.train), val_tokens=len(self.data.val),
+            batch_size=cfg.batch_size, windows_per_epoch=self.batcher.windows_per_epoch, total_steps=self.total_steps,
+            start_step=self.step, cached=self.data.cached, world_size=self.dist.world_size, notes=self.notes,
+        )
+        self.reporter.on_start(info)
+        stopped = ""
+        session_start = time.perf_counter() - self.elapsed
+        window_start, chars_since = time.perf_counter(), 0
+        chars_per_token = self.data.train_chars / max(len(self.data.train), 1)
+        while True:
+            stopped = self._limit_reached()
+            if stopped:
+                break
+            index = self.step % self.batcher.windows_per_epoch
+            if index == 0:
+                self.hidden = None  # the streams wrapped around: start from a zero state
+            x, y = self.batcher.window(index)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            loss = self.train_step(x, y)
+            self.train_loss_sum += loss
+            self.train_loss_count += 1
+            self.elapsed = time.perf_counter() - session_start
+            chars_since += x.numel() * self.dist.world_size * chars_per_token
+            now = time.perf_counter()
+            speed = chars_since / max(now - window_start, 1e-9)
+            self.reporter.on_step(StepReport(
+                step=self.step, epoch=self.epoch, loss=loss, lr=self.optimizer.param_groups[0]["lr"],
+                elapsed=self.elapsed, chars_per_sec=speed, tokens_per_sec=speed / chars_per_token, progress=self.progress(),
+            ))
+            stop_now = self.dist.any(self.stop.requested)
+            if self.step % cfg.eval_every == 0:
+                self._evaluate_and_save(session_start, speed)
+                if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
+                    stopped = f"no improvement in {self.bad_evals} evaluations (--patience)"
+                    break
+                window_start, chars_since = time.perf_counter(), 0
+            elif self.save_every and self.step % self.save_every == 0:
+                self.save("last")
+            if stop_now:
+                self.save("last")
+                raise Interrupted(f"interrupted at step {self.step}", self.stop.signum or signal.SIGINT)
+        if self.step % cfg.eval_every != 0 or self.step == 0:
+            self._evaluate_and_save(session_start, 0.0)
+        return TrainResult(
+            run_dir=self.run_dir, best_path=self.run_dir / BEST, last_path=self.run_dir / LAST, steps=self.step,
+            best_val_bpc=self.best_val_bpc, best_val_loss=self.best_val_loss, last_val_bpc=self.last_val_bpc,
+            elapsed=self.elapsed, stopped_because=stopped,
+        )
+
+    def _limit_reached(self) -> str:
+        cfg = self.cfg
+        if cfg.steps is not None and self.step >= cfg.steps:
+            return f"reached --steps {cfg.steps}"
+        if cfg.epochs is not None and self.total_steps is not None and self.step >= self.total_steps:
+            return f"reached --epochs {cfg.epochs:g}"
+        if cfg.time_budget is not None and self.elapsed >= cfg.time_budget:
+            return f"reached --time-budget {cfg.time_budget:g}s"
+        if not cfg.has_limit and self.total_steps is not None and self.step >= self.total_steps:
+            return f"reached the default limit of {DEFAULT_MAX_EPOCHS:g} epochs"
+        return ""
+
+    def _evaluate_and_save(self, session_start: float, speed: float) -> None:
+        began = time.perf_counter()
+        val_loss, val_bpc = self.validate()
+        eval_seconds = time.perf_counter() - began
+        self.last_val_loss, self.last_val_bpc = val_loss, val_bpc
+        is_best = val_loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss, self.best_val_bpc, self.bad_evals = val_loss, val_bpc, 0
+        else:
+            self.bad_evals += 1
+        train_loss = self.train_loss_sum / max(self.train_loss_count, 1)
+        self.train_loss_sum, self.train_loss_count = 0.0, 0
+        self.elapsed = time.perf_counter() - session_start
+        report = EvalReport(
+            step=self.step, epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_bpc=val_bpc,
+            val_nats_per_char=val_bpc * LN2, best_val_bpc=self.best_val_bpc, is_best=is_best, elapsed=self.elapsed,
+            eval_seconds=eval_seconds, chars_per_sec=speed, lr=self.optimizer.param_groups[0]["lr"],
+        )
+        if is_best:
+            self.save("best")
+        self.save("last")
+        if self.dist.is_main:
+            _append_metrics(self.run_dir / METRICS, report, self.data.tokenizer.kind)
+        self.reporter.on_eval(report)
+        if self.cfg.sample_every and (self.step // self.cfg.eval_every) % self.cfg.sample_every == 0 and self.dist.is_main:
+            self._show_sample()
+
+    def _show_sample(self) -> None:
+        from .sample import generate  # only needed for --sample-every
+
+        gen = torch.Generator().manual_seed(self.cfg.seed + self.step)
+        text = "".join(generate(self.model, self.data.tokenizer, length=200, temperature=0.8, generator=gen))
+        with open(self.run_dir / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(f"--- step {self.step} (val {self.last_val_bpc:.3f} bpc)\n{text}\n")
+        self.reporter.on_sample(self.step, text)
+
+
+def _as_float(hidden: Hidden) -> Hidden:
+    if isinstance(hidden, tuple):
+        return tuple(h.float() for h in hidden)  # type: ignore[return-value]
+    return hidden.float()
+
+
+def _json_float(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _from_json_float(x: Any) -> float:
+    return math.inf if x is None else float(x)
+
+
+def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
+    import json
+
+    row = {
+        "step": report.step, "epoch": round(report.epoch, 4), "elapsed": round(report.elapsed, 3),
+        "train_loss": report.train_loss, "train_bpc": None, "val_loss": report.val_loss, "val_bpc": report.val_bpc,
+        "val_nats_per_char": report.val_nats_per_char, "best_val_bpc": report.best_val_bpc, "lr": report.lr,
+        "chars_per_sec": round(report.chars_per_sec, 1), "eval_seconds": round(report.eval_seconds, 3), "tokenizer": tokenizer,
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Create the run directory; refuse to overwrite an existing run unless asked."""
+    existing = [n for n in (BEST, LAST, METRICS) if (run_dir / n).exists()]
+    if resume:
+        if not (run_dir / LAST).exists():
+            raise CheckpointError(f"--resume: no {LAST} in {run_dir} to resume from")
+        return
+    if existing and not force:
+        raise ConfigError(
+            f"run directory {run_dir} already holds a run ({', '.join(existing)}): "
+            f"add --resume to continue it, --force to start over, or choose another --out"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+    if force:
+        for name in existing + ["samples.txt"]:
+            (run_dir / name).unlink(missing_ok=True)
+    for stale in run_dir.glob(".*.tmp"):  # left by a save killed mid-write
+        stale.unlink(missing_ok=True)
+
+
+def train(
+    corpus: CorpusBytes,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    tokenizer_kind: str = "char",
+    vocab_size: int | None = None,
+    encoding: str = "utf-8",
+    resume: bool = False,
+    init_from: Path | None = None,
+    force: bool = False,
+    limits: dict[str, Any] | None = None,
+    reporter: Reporter | None = None,
+    stop: StopFlag | None = None,
+    save_every: int | None = None,
+    dist: DistContext | None = None,
+) -> TrainResult:
+    """Train a model on `corpus` into `run_dir` (fresh, resumed, or fine-tuned from `init_from`).
+
+    On resume the model, tokenizer and training settings come from `last.safetensors`; only
+    the limits in `limits` (steps, epochs, time_budget, patience, eval_every) may change.
+    """
+    reporter = reporter or Reporter()
+    dist = dist or DistContext()
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        prepare_run_dir(run_dir, resume=resume, force=force)
+    dist.barrier()
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    tokenizer = None
+    if resume:
+        tensors, meta = load_checkpoint(run_dir / LAST)
+        model_cfg = ModelConfig.from_dict(meta["model"])
+        train_cfg = TrainConfig.from_dict({**meta["train"], **(limits or {})})
+        tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
+    elif init_from is not None:
+        tensors, meta = load_checkpoint(init_from)
+        tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
+        model_cfg = replace(ModelConfig.from_dict(meta["model"]), dropout=model_cfg.dropout)
+    if init_from is not None and not resume:
+        data = _tokens_for_finetune(corpus, tokenizer, train_cfg, encoding, reporter)
+    else:  # fresh: fit a tokenizer; resume: the checkpoint's
+        data = load_tokens(
+            corpus, tokenizer_kind=tokenizer_kind, vocab_size=vocab_size, val_frac=train_cfg.val_frac,
+            encoding=encoding, tokenizer=tokenizer,
+        )
+    model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
+    trainer = Trainer(data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every)
+    if resume:
+        _check_same_corpus(meta, data, run_dir)
+        trainer.restore(tensors, meta)
+    elif init_from is not None:
+        _load_grown_weights(trainer.model, split_prefix(tensors, "model."))
+    return trainer.run()
+
+
+def _blob(tensors: dict[str, torch.Tensor]) -> bytes | None:
+    t = tensors.get("tokenizer.model")
+    return None if t is None else t.numpy().tobytes()
+
+
+def _tokens_for_finetune(corpus, tokenizer, train_cfg: TrainConfig, encoding: str, reporter: Reporter) -> TokenData:
+    """The new corpus encoded with the old tokenizer; a char vocabulary grows to cover it."""
+    from .data import decode_corpus
+
+    if isinstance(tokenizer, CharTokenizer):
+        text = decode_corpus(corpus, encoding)
+        tokenizer, added = tokenizer.extend(text)
+        reporter.on_message(
+            f"--init-from: vocabulary extended by {added} new character{'s' if added != 1 else ''}" if added
+            else "--init-from: the new corpus uses no new characters"
+        )
+    return load_tokens(corpus, val_frac=train_cfg.val_frac, encoding=encoding, tokenizer=tokenizer)
+
+
+def _load_grown_weights(model: RNNLanguageModel, old: dict[str, torch.Tensor]) -> None:
+    """Old weights into a model whose vocabulary may have grown: the old rows of the embedding
+    and the output layer are copied; new rows keep their fresh initialisation."""
+    new_state = model.state_dict()
+    for name, value in old.items():
+        if name not in new_state:
+            raise CheckpointError(f"--init-from: weight {name} does not fit this model")
+        target = new_state[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]:
+            target[: value.shape[0]].copy_(value)
+        else:
+            raise CheckpointError(f"--init-from: weight {name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+    model.load_state_dict(new_state)
+
+
+def _check_same_corpus(meta: dict[str, Any], data: TokenData, run_dir: Path) -> None:
+    if meta.get("corpus_sha256") and meta["corpus_sha256"] != data.digest:
+        raise ConfigError(
+            f"--resume: {run_dir} was trained on a different corpus ({meta.get('corpus')!r}); "
+            f"give the same corpus, or use --init-from to fine-tune on a new one"
+        )
