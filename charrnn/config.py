@@ -93,8 +93,13 @@ class TrainConfig:
         _require(self.seq_len >= 1, f"--seq-len must be at least 1 (got {self.seq_len})")
         _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
         _require(_finite(self.lr) and self.lr > 0, f"--lr must be a positive number (got {self.lr})")
-        _require(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        _require(
+            self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})"
+        )
+        _require(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            f"--weight-decay must be >= 0 (got {self.weight_decay})",
+        )
         _require(_finite(self.grad_clip) and self.grad_clip >= 0, f"--grad-clip must be >= 0 (got {self.grad_clip})")
         _require(self.warmup_steps >= 0, f"--warmup must be >= 0 (got {self.warmup_steps})")
         _require(_finite(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac must be in [0, 1]")
@@ -114,7 +119,9 @@ class TrainConfig:
         )
         _require(self.patience is None or self.patience >= 1, f"--patience must be at least 1 (got {self.patience})")
         _require(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
-        _require(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        _require(
+            self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"
+        )
         _require(self.sample_every >= 0, f"--sample-every must be >= 0 (got {self.sample_every})")
         _require(self.eval_batch_size >= 1, "eval_batch_size must be at least 1")
 
@@ -156,7 +163,17 @@ class SampleConfig:
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {None: 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0}
+_UNIT_SECONDS = {
+    None: 1.0,
+    "ms": 0.001,
+    "s": 1.0,
+    "sec": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "d": 86400.0,
+}
 
 
 def parse_duration(text: str) -> float:

@@ -45,9 +45,15 @@ def read_corpus_bytes(path: Path, name: str | None = None) -> CorpusBytes:
     if not path.exists():
         raise CorpusError(f"corpus not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TEXT_SUFFIXES)
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TEXT_SUFFIXES
+        )
         if not files:
-            raise CorpusError(f"no text files in directory {path} (looked for {', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)")
+            raise CorpusError(
+                f"no text files in directory {path} (looked for {', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)"
+            )
         parts = [_read_file(f) for f in files]
         data = b"\n\n".join(p.rstrip(b"\r\n") for p in parts) + b"\n"
     else:
@@ -162,7 +168,13 @@ def load_tokens(
     train_ids = tokenizer.encode(train_text)
     val_ids = tokenizer.encode(val_text)
     data = TokenData(
-        corpus.name, tokenizer, train_ids, val_ids, val_chars=len(val_text), train_chars=len(train_text), digest=corpus.digest
+        corpus.name,
+        tokenizer,
+        train_ids,
+        val_ids,
+        val_chars=len(val_text),
+        train_chars=len(train_text),
+        digest=corpus.digest,
     )
     if use_cache:
         _write_cache(folder, key, data)
@@ -181,7 +193,9 @@ def _read_cache(folder: Path, key: str, name: str) -> TokenData | None:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return TokenData(name, tokenizer, ids[:n_train], ids[n_train:], int(meta["val_chars"]), int(meta["train_chars"]), cached=True)
+    return TokenData(
+        name, tokenizer, ids[:n_train], ids[n_train:], int(meta["val_chars"]), int(meta["train_chars"]), cached=True
+    )
 
 
 def _write_cache(folder: Path, key: str, data: TokenData) -> None:
@@ -191,13 +205,30 @@ def _write_cache(folder: Path, key: str, data: TokenData) -> None:
         state, blob = data.tokenizer.to_state()
         dtype = np.result_type(data.train.dtype, data.val.dtype)
         for suffix, writer in (
-            (".ids", lambda f: (f.write(np.asarray(data.train, dtype=dtype).tobytes()), f.write(np.asarray(data.val, dtype=dtype).tobytes()))),
+            (
+                ".ids",
+                lambda f: (
+                    f.write(np.asarray(data.train, dtype=dtype).tobytes()),
+                    f.write(np.asarray(data.val, dtype=dtype).tobytes()),
+                ),
+            ),
             (".tok", (lambda f: f.write(blob)) if blob is not None else None),
-            (".json", lambda f: f.write(json.dumps({
-                "dtype": dtype.str, "n_train": len(data.train), "n_val": len(data.val),
-                "val_chars": data.val_chars, "train_chars": data.train_chars,
-                "tokenizer": state, "has_blob": blob is not None,
-            }).encode())),
+            (
+                ".json",
+                lambda f: f.write(
+                    json.dumps(
+                        {
+                            "dtype": dtype.str,
+                            "n_train": len(data.train),
+                            "n_val": len(data.val),
+                            "val_chars": data.val_chars,
+                            "train_chars": data.train_chars,
+                            "tokenizer": state,
+                            "has_blob": blob is not None,
+                        }
+                    ).encode()
+                ),
+            ),
         ):
             if writer is None:
                 continue

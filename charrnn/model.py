@@ -44,7 +44,9 @@ class RNNLanguageModel(nn.Module):
             self.rnn = nn.GRU(embed_size, hidden_size, num_layers, batch_first=True, dropout=between)
         elif cell in ("rnn", "rnn-relu"):
             nonlinearity = "relu" if cell == "rnn-relu" else "tanh"
-            self.rnn = nn.RNN(embed_size, hidden_size, num_layers, nonlinearity=nonlinearity, batch_first=True, dropout=between)
+            self.rnn = nn.RNN(
+                embed_size, hidden_size, num_layers, nonlinearity=nonlinearity, batch_first=True, dropout=between
+            )
         else:
             raise ValueError(f"unknown cell type {cell!r}")
         self.dropout = nn.Dropout(dropout)

@@ -17,7 +17,11 @@ from .tokenizers import Tokenizer, show_chars
 
 
 def choose_next(
-    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """logits (B, V) -> token ids (B,). Temperature 0 is argmax; top-k then top-p narrow the
     candidates before drawing. The draw uses `generator`, so a seed fixes the text."""

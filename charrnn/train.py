@@ -229,7 +229,9 @@ def evaluate_ids(
             hidden = select_streams(hidden, torch.tensor([_batch_of(hidden) - 1], device=device))
         with autocast_for(device, precision):
             logits, hidden = model(x, hidden)
-        losses = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum")
+        losses = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
+        )
         total += losses.double()
         count += (y >= 0).sum()
     model.train(was_training)
@@ -315,13 +317,17 @@ class Trainer:
         self.notes: list[str] = []
         batch = fit_batch_size(len(data.train), train_cfg.batch_size, train_cfg.seq_len, self.dist.world_size)
         if batch < 1:
-            StreamBatcher(data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size)  # raises
+            StreamBatcher(
+                data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size
+            )  # raises
         if batch < train_cfg.batch_size:
             self.notes.append(f"corpus is small: --batch-size lowered from {train_cfg.batch_size} to {batch}")
             train_cfg = replace(train_cfg, batch_size=batch)
         self.cfg = train_cfg
         self.model_cfg = model_cfg
-        self.batcher = StreamBatcher(data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size)
+        self.batcher = StreamBatcher(
+            data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size
+        )
         self.device = resolve_device(train_cfg.device) if self.dist.device is None else self.dist.device
         self.precision, self.precision_reason = resolve_precision(train_cfg.precision, self.device)
         torch.manual_seed(train_cfg.seed)
@@ -403,8 +409,14 @@ class Trainer:
         """(nats per token, bits per character) over the whole validation split."""
         context = int(self.data.train[-1]) if len(self.data.train) else None
         nats, count = evaluate_ids(
-            self.model, self.data.val, context, seq_len=self.cfg.seq_len, num_streams=self.cfg.eval_batch_size,
-            device=self.device, precision=self.precision, dist=self.dist,
+            self.model,
+            self.data.val,
+            context,
+            seq_len=self.cfg.seq_len,
+            num_streams=self.cfg.eval_batch_size,
+            device=self.device,
+            precision=self.precision,
+            dist=self.dist,
         )
         return nats / max(count, 1), nats / max(self.data.val_chars, 1) / LN2
 
@@ -460,8 +472,12 @@ class Trainer:
                 for i, h in enumerate(parts):
                     tensors[f"hidden.{i}"] = h
             meta["train_loss_sum"], meta["train_loss_count"] = self.train_loss_sum, self.train_loss_count
-        if not all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()):
-            raise TrainingDiverged(f"weights became non-finite by step {self.step}: not saved; try a lower --lr or a --grad-clip")
+        if not all(
+            torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()
+        ):
+            raise TrainingDiverged(
+                f"weights became non-finite by step {self.step}: not saved; try a lower --lr or a --grad-clip"
+            )
         if self.dist.is_main:
             save_checkpoint(path, tensors, meta)
         return path
@@ -470,7 +486,9 @@ class Trainer:
         """Everything `save('last')` wrote, back in place."""
         self.model.load_state_dict(split_prefix(tensors, "model."))
         if "optimizer" not in meta:
-            raise CheckpointError("this checkpoint holds weights only (a best.safetensors?); --resume needs last.safetensors")
+            raise CheckpointError(
+                "this checkpoint holds weights only (a best.safetensors?); --resume needs last.safetensors"
+            )
         optimizer_from_tensors(self.optimizer, tensors, meta["optimizer"])
         if meta.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(meta["scaler"])
@@ -495,11 +513,22 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         info = RunInfo(
-            run_dir=self.run_dir, device=str(self.device), precision=self.precision, precision_reason=self.precision_reason,
-            parameters=sum(p.numel() for p in self.model.parameters()), tokenizer=self.data.tokenizer.kind,
-            vocab_size=self.data.tokenizer.vocab_size, train_tokens=len(self.data.train), val_tokens=len(self.data.val),
-            batch_size=cfg.batch_size, windows_per_epoch=self.batcher.windows_per_epoch, total_steps=self.total_steps,
-            start_step=self.step, cached=self.data.cached, world_size=self.dist.world_size, notes=self.notes,
+            run_dir=self.run_dir,
+            device=str(self.device),
+            precision=self.precision,
+            precision_reason=self.precision_reason,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            tokenizer=self.data.tokenizer.kind,
+            vocab_size=self.data.tokenizer.vocab_size,
+            train_tokens=len(self.data.train),
+            val_tokens=len(self.data.val),
+            batch_size=cfg.batch_size,
+            windows_per_epoch=self.batcher.windows_per_epoch,
+            total_steps=self.total_steps,
+            start_step=self.step,
+            cached=self.data.cached,
+            world_size=self.dist.world_size,
+            notes=self.notes,
         )
         self.reporter.on_start(info)
         stopped = ""
@@ -522,10 +551,18 @@ class Trainer:
             chars_since += x.numel() * self.dist.world_size * chars_per_token
             now = time.perf_counter()
             speed = chars_since / max(now - window_start, 1e-9)
-            self.reporter.on_step(StepReport(
-                step=self.step, epoch=self.epoch, loss=loss, lr=self.optimizer.param_groups[0]["lr"],
-                elapsed=self.elapsed, chars_per_sec=speed, tokens_per_sec=speed / chars_per_token, progress=self.progress(),
-            ))
+            self.reporter.on_step(
+                StepReport(
+                    step=self.step,
+                    epoch=self.epoch,
+                    loss=loss,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    elapsed=self.elapsed,
+                    chars_per_sec=speed,
+                    tokens_per_sec=speed / chars_per_token,
+                    progress=self.progress(),
+                )
+            )
             stop_now = self.dist.any(self.stop.requested)
             if self.step % cfg.eval_every == 0:
                 self._evaluate_and_save(session_start, speed)
@@ -541,9 +578,15 @@ class Trainer:
         if self.step % cfg.eval_every != 0 or self.step == 0:
             self._evaluate_and_save(session_start, 0.0)
         return TrainResult(
-            run_dir=self.run_dir, best_path=self.run_dir / BEST, last_path=self.run_dir / LAST, steps=self.step,
-            best_val_bpc=self.best_val_bpc, best_val_loss=self.best_val_loss, last_val_bpc=self.last_val_bpc,
-            elapsed=self.elapsed, stopped_because=stopped,
+            run_dir=self.run_dir,
+            best_path=self.run_dir / BEST,
+            last_path=self.run_dir / LAST,
+            steps=self.step,
+            best_val_bpc=self.best_val_bpc,
+            best_val_loss=self.best_val_loss,
+            last_val_bpc=self.last_val_bpc,
+            elapsed=self.elapsed,
+            stopped_because=stopped,
         )
 
     def _limit_reached(self) -> str:
@@ -572,9 +615,18 @@ class Trainer:
         self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.elapsed = time.perf_counter() - session_start
         report = EvalReport(
-            step=self.step, epoch=self.epoch, train_loss=train_loss, val_loss=val_loss, val_bpc=val_bpc,
-            val_nats_per_char=val_bpc * LN2, best_val_bpc=self.best_val_bpc, is_best=is_best, elapsed=self.elapsed,
-            eval_seconds=eval_seconds, chars_per_sec=speed, lr=self.optimizer.param_groups[0]["lr"],
+            step=self.step,
+            epoch=self.epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_bpc=val_bpc,
+            val_nats_per_char=val_bpc * LN2,
+            best_val_bpc=self.best_val_bpc,
+            is_best=is_best,
+            elapsed=self.elapsed,
+            eval_seconds=eval_seconds,
+            chars_per_sec=speed,
+            lr=self.optimizer.param_groups[0]["lr"],
         )
         if is_best:
             self.save("best")
@@ -582,7 +634,11 @@ class Trainer:
         if self.dist.is_main:
             _append_metrics(self.run_dir / METRICS, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
-        if self.cfg.sample_every and (self.step // self.cfg.eval_every) % self.cfg.sample_every == 0 and self.dist.is_main:
+        if (
+            self.cfg.sample_every
+            and (self.step // self.cfg.eval_every) % self.cfg.sample_every == 0
+            and self.dist.is_main
+        ):
             self._show_sample()
 
     def _show_sample(self) -> None:
@@ -613,10 +669,19 @@ def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
     import json
 
     row = {
-        "step": report.step, "epoch": round(report.epoch, 4), "elapsed": round(report.elapsed, 3),
-        "train_loss": report.train_loss, "train_bpc": None, "val_loss": report.val_loss, "val_bpc": report.val_bpc,
-        "val_nats_per_char": report.val_nats_per_char, "best_val_bpc": report.best_val_bpc, "lr": report.lr,
-        "chars_per_sec": round(report.chars_per_sec, 1), "eval_seconds": round(report.eval_seconds, 3), "tokenizer": tokenizer,
+        "step": report.step,
+        "epoch": round(report.epoch, 4),
+        "elapsed": round(report.elapsed, 3),
+        "train_loss": report.train_loss,
+        "train_bpc": None,
+        "val_loss": report.val_loss,
+        "val_bpc": report.val_bpc,
+        "val_nats_per_char": report.val_nats_per_char,
+        "best_val_bpc": report.best_val_bpc,
+        "lr": report.lr,
+        "chars_per_sec": round(report.chars_per_sec, 1),
+        "eval_seconds": round(report.eval_seconds, 3),
+        "tokenizer": tokenizer,
     }
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -696,11 +761,17 @@ def train(
         data = _tokens_for_finetune(corpus, tokenizer, train_cfg, encoding, reporter)
     else:  # fresh: fit a tokenizer; resume: the checkpoint's
         data = load_tokens(
-            corpus, tokenizer_kind=tokenizer_kind, vocab_size=vocab_size, val_frac=train_cfg.val_frac,
-            encoding=encoding, tokenizer=tokenizer,
+            corpus,
+            tokenizer_kind=tokenizer_kind,
+            vocab_size=vocab_size,
+            val_frac=train_cfg.val_frac,
+            encoding=encoding,
+            tokenizer=tokenizer,
         )
     model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
-    trainer = Trainer(data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every)
+    trainer = Trainer(
+        data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every
+    )
     if resume:
         _check_same_corpus(meta, data, run_dir)
         trainer.restore(tensors, meta)
@@ -722,7 +793,8 @@ def _tokens_for_finetune(corpus, tokenizer, train_cfg: TrainConfig, encoding: st
         text = decode_corpus(corpus, encoding)
         tokenizer, added = tokenizer.extend(text)
         reporter.on_message(
-            f"--init-from: vocabulary extended by {added} new character{'s' if added != 1 else ''}" if added
+            f"--init-from: vocabulary extended by {added} new character{'s' if added != 1 else ''}"
+            if added
             else "--init-from: the new corpus uses no new characters"
         )
     return load_tokens(corpus, val_frac=train_cfg.val_frac, encoding=encoding, tokenizer=tokenizer)
@@ -741,7 +813,9 @@ def _load_grown_weights(model: RNNLanguageModel, old: dict[str, torch.Tensor]) -
         elif target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]:
             target[: value.shape[0]].copy_(value)
         else:
-            raise CheckpointError(f"--init-from: weight {name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+            raise CheckpointError(
+                f"--init-from: weight {name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}"
+            )
     model.load_state_dict(new_state)
 
 

@@ -1,0 +1,75 @@
+"""The command line. Each command is a thin wrapper over a plain function of the package.
+
+This package is the only place that prints, exits, or imports Typer and Rich; one module per
+command group keeps each file readable. Known errors (`CharRNNError`, bad option values)
+become one line on stderr and a non-zero exit code; anything else is a bug and keeps its
+traceback. torch is imported inside commands, so `charrnn --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from ..errors import CharRNNError
+
+# Messages, progress and tables go to stderr; stdout carries only what a command produces
+# (sample text, --json output), so it can be redirected cleanly.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Turns every known error, Click's usage errors included, into one line on stderr."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except CharRNNError as exc:
+            fail(str(exc), exc.exit_code)
+        except typer.Abort:
+            fail("aborted", 130)
+        except BrokenPipeError:  # `charrnn sample | head`: the reader left, nothing is wrong
+            sys.stderr.close()
+            sys.exit(0)
+        except Exception as exc:
+            # Click's usage errors (typer vendors Click, so match on the interface, not the class).
+            if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+                fail(exc.format_message(), exc.exit_code)
+            raise
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+def fail(message: str, code: int) -> None:
+    """One line on stderr, then exit with `code`."""
+    one_line = " ".join(str(message).split())
+    print(f"error: {one_line}", file=sys.stderr)
+    sys.exit(code)
+
+
+def hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Train character-level or subword RNN language models and sample text from them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module registers its commands on `app` (or a sub-app) when imported.
+from . import corpus, sample, train  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

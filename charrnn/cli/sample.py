@@ -1,0 +1,103 @@
+"""`charrnn sample`: stream generated text to stdout."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import CharRNNError
+from . import app, stderr
+
+# ----------------------------------------------------------------------------- sample
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
+    ] = None,
+    temp: Annotated[
+        float, typer.Option("--temp", help="Temperature; 0 = always the most likely next character.")
+    ] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", help="Draw from the k most likely tokens only; 0 = all.")] = 0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Draw from the smallest set of tokens reaching probability p.")
+    ] = 1.0,
+    prime: Annotated[str, typer.Option(help="Text to start from (printed first).")] = "",
+    prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime text from a file.")] = None,
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 1000,
+    num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")] = None,
+    stop: Annotated[
+        Optional[str], typer.Option(help="End a sample where this string appears (\\n for newline).")
+    ] = None,
+    drop_unknown: Annotated[
+        bool, typer.Option("--drop-unknown", help="Leave out prime characters the model never saw.")
+    ] = False,
+) -> None:
+    """Generate text from a trained model; the text alone goes to stdout."""
+    from ..config import SampleConfig
+
+    if prime_file is not None:
+        if prime:
+            raise CharRNNError("give --prime or --prime-file, not both")
+        prime = _read_prime(prime_file)
+    if stop is not None:
+        stop = stop.encode("utf-8").decode("unicode_escape") if "\\" in stop else stop
+    cfg = SampleConfig(
+        temperature=temp, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples, seed=seed, stop=stop
+    )
+
+    import torch
+
+    from ..checkpoint import load_model, resolve_checkpoint
+    from ..sample import check_prime, generate
+
+    loaded = load_model(resolve_checkpoint(checkpoint))
+    prime, dropped = check_prime(loaded.tokenizer, prime, drop_unknown)
+    if dropped:
+        stderr.print(f"note: left out {len(dropped)} unknown prime character(s)", markup=False)
+    if cfg.seed is None:
+        cfg_seed = random.randrange(2**31)
+        stderr.print(f"seed {cfg_seed} (pass --seed {cfg_seed} to get this text again)")
+    else:
+        cfg_seed = cfg.seed
+    generator = torch.Generator().manual_seed(cfg_seed)
+    out = sys.stdout
+    for n in range(cfg.num_samples):
+        if n:
+            out.write("\n\n")
+        last = ""
+        for piece in generate(
+            loaded.model,
+            loaded.tokenizer,
+            length=cfg.length,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            prime=prime,
+            stop=cfg.stop,
+            generator=generator,
+        ):
+            out.write(piece)
+            out.flush()
+            last = piece or last
+        if not last.endswith("\n"):
+            out.write("\n")
+    out.flush()
+
+
+def _read_prime(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").replace("\r\n", "\n")
+    except FileNotFoundError:
+        raise CharRNNError(f"--prime-file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise CharRNNError(f"--prime-file {path} is not UTF-8 (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise CharRNNError(f"cannot read --prime-file {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,68 @@
+"""Shared fixtures: every test runs in its own directory with its own token-id cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\n"
+) * 40
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """A fresh working directory and cache; the mirror (when there is one) stays visible."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / ".cache"))
+    monkeypatch.delenv("CHARRNN_CORPORA", raising=False)
+    yield tmp_path
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process: cli(*args) -> result with .exit_code, .stdout, .stderr."""
+    from charrnn.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+# Tiny-model flags for CLI tests: seconds, not minutes.
+TINY_TRAIN = ["--hidden", "32", "--embed", "16", "--layers", "1", "--seq-len", "16", "--batch-size", "4"]
+
+
+def mirror() -> Path | None:
+    """The corpus mirror for tests that need tinyshakespeare (CHARRNN_MIRROR or ../shared/corpora)."""
+    for raw in (os.environ.get("CHARRNN_MIRROR"), str(REPO.parent / "shared" / "corpora")):
+        if raw and (Path(raw) / "tinyshakespeare.txt").exists():
+            return Path(raw)
+    return None
+
+
+@pytest.fixture
+def shakespeare(monkeypatch) -> Path:
+    found = mirror()
+    if found is None:
+        pytest.skip("tinyshakespeare not available: set CHARRNN_MIRROR to a directory holding tinyshakespeare.txt")
+    monkeypatch.setenv("CHARRNN_MIRROR", str(found))
+    return found / "tinyshakespeare.txt"
