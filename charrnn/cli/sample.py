@@ -47,8 +47,8 @@ def sample(
         if prime:
             raise CharRNNError("give --prime or --prime-file, not both")
         prime = _read_prime(prime_file)
-    if stop is not None:
-        stop = stop.encode("utf-8").decode("unicode_escape") if "\\" in stop else stop
+    if stop is not None and "\\" in stop:
+        stop = _unescape(stop)
     cfg = SampleConfig(
         temperature=temp, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples, seed=seed, stop=stop
     )
@@ -71,7 +71,7 @@ def sample(
     out = sys.stdout
     for n in range(cfg.num_samples):
         if n:
-            out.write("\n\n")
+            out.write("\n")  # a blank line between samples (each ends with a newline)
         last = ""
         for piece in generate(
             loaded.model,
@@ -90,6 +90,15 @@ def sample(
         if not last.endswith("\n"):
             out.write("\n")
     out.flush()
+
+
+def _unescape(text: str) -> str:
+    """Backslash escapes (\\n, \\t, \\u00e9) decoded; other characters, non-ASCII ones included, kept."""
+    try:
+        # backslashreplace turns characters beyond Latin-1 into \\uXXXX, which the codec turns back.
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as exc:
+        raise CharRNNError(f"--stop {text!r}: bad backslash escape ({exc.reason})") from None
 
 
 def _read_prime(path: Path) -> str:

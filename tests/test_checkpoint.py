@@ -1,0 +1,50 @@
+"""Checkpoint files: round trip, metadata, resolving which file `sample` uses."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+from conftest import TINY_TRAIN
+
+from charrnn.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from charrnn.errors import CheckpointError
+
+
+def test_trained_checkpoint_gives_identical_logits(cli, tiny_corpus):
+    result = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "5", "--model", "gru", "--out", "run")
+    assert result.exit_code == 0, result.stderr
+    loaded = load_model("run/best.safetensors")
+    again = load_model("run/best.safetensors")
+    tokens = torch.randint(0, loaded.tokenizer.vocab_size, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(tokens)[0], again.model(tokens)[0])
+    meta = loaded.meta
+    assert meta["model"]["cell"] == "gru" and meta["corpus"] == "tiny" and meta["step"] == 5
+    assert meta["tokenizer"]["kind"] == "char" and meta["val_bpc"] > 0
+
+
+def test_tensors_and_metadata_round_trip(tmp_path):
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int64), "c": torch.randn(2).bfloat16()}
+    save_checkpoint(tmp_path / "x.safetensors", tensors, {"step": 3, "nested": {"k": [1, 2]}})
+    back, meta = load_checkpoint(tmp_path / "x.safetensors")
+    assert meta == {"step": 3, "nested": {"k": [1, 2]}}
+    assert all(torch.equal(back[k], tensors[k]) for k in tensors)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+
+
+def test_resolve_prefers_best_then_newest_run(tmp_path):
+    root = tmp_path / "checkpoints"
+    for name in ("old", "new"):
+        (root / name).mkdir(parents=True)
+        save_checkpoint(root / name / "best.safetensors", {"w": torch.zeros(1)}, {})
+        save_checkpoint(root / name / "last.safetensors", {"w": torch.zeros(1)}, {})
+    past = time.time() - 100
+    for f in (root / "old").iterdir():
+        os.utime(f, (past, past))
+    assert resolve_checkpoint(None, root) == root / "new" / "best.safetensors"
+    assert resolve_checkpoint(root / "old", root) == root / "old" / "best.safetensors"
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        resolve_checkpoint(None, tmp_path / "nothing")

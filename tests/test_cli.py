@@ -1,0 +1,58 @@
+"""The command line end to end: train then sample, stdout hygiene, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import TINY_TRAIN
+
+
+def test_train_then_sample_writes_only_text_to_stdout(cli, tiny_corpus):
+    trained = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "20", "--eval-every", "10")
+    assert trained.exit_code == 0, trained.stderr
+    assert trained.stdout == ""  # progress and the summary go to stderr
+    assert "best validation" in trained.stderr and "checkpoints/tiny/best.safetensors" in trained.stderr
+    sampled = cli("sample", "--length", "120", "--seed", "4", "--prime", "All:")
+    assert sampled.exit_code == 0, sampled.stderr
+    assert sampled.stdout.startswith("All:") and len(sampled.stdout) == len("All:") + 120 + 1  # + final newline
+    again = cli("sample", "checkpoints/tiny", "--length", "120", "--seed", "4", "--prime", "All:")
+    assert again.stdout == sampled.stdout  # same checkpoint, same seed -> same text
+
+
+def test_sample_without_seed_says_which_seed_on_stderr(cli, tiny_corpus):
+    assert cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2").exit_code == 0
+    result = cli("sample", "--length", "10")
+    assert result.exit_code == 0 and "--seed" in result.stderr and "--seed" not in result.stdout
+
+
+def test_several_samples_and_stop(cli, tiny_corpus):
+    assert cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2").exit_code == 0
+    result = cli("sample", "--prime", "All:", "--length", "300", "--seed", "1", "--num-samples", "3", "--stop", "\\n")
+    assert result.exit_code == 0
+    samples = result.stdout.split("\n\n")
+    assert len(samples) == 3 and all(s.startswith("All:") and s.rstrip("\n").count("\n") == 0 for s in samples)
+
+
+def test_errors_are_one_line_on_stderr(cli, tiny_corpus):
+    for args, code, words in [
+        (["sample"], 1, "no checkpoint found"),
+        (["train", "missing.txt"], 1, "corpus not found"),
+        (["train", tiny_corpus, "--lr", "-1"], 2, "--lr must be a positive number"),
+        (["train", tiny_corpus, "--model", "transformer"], 2, "transformer"),
+        (["train", tiny_corpus, "--time-budget", "soon"], 2, "cannot read 'soon'"),
+        (["sample", "--top-p", "1.5"], 2, "--top-p must be in (0, 1]"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code == code, (args, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+def test_module_entry_point_and_fast_help():
+    result = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in result.stdout and "sample" in result.stdout
+    probe = "import sys, charrnn.cli; print('torch' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"  # --help does not pay for importing torch

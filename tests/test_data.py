@@ -1,0 +1,108 @@
+"""Reading corpora, the split, the token-id cache, and TBPTT stream batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from charrnn.data import (
+    CorpusBytes,
+    StreamBatcher,
+    decode_corpus,
+    load_tokens,
+    read_corpus_bytes,
+    split_point,
+    validation_windows,
+)
+from charrnn.errors import CorpusError
+
+
+def corpus(data: bytes) -> CorpusBytes:
+    return CorpusBytes(name="t", source="t.txt", data=data)
+
+
+def test_batcher_streams_are_contiguous_and_targets_offset_by_one():
+    ids = np.arange(103, dtype=np.uint16)
+    batcher = StreamBatcher(ids, batch_size=4, seq_len=5)
+    assert batcher.stream_len == 25 and batcher.windows_per_epoch == 4
+    x0, y0 = batcher.window(0)
+    x1, _ = batcher.window(1)
+    assert x0.shape == (4, 5) and x0.dtype.is_floating_point is False
+    assert (y0 == x0 + 1).all()  # targets are the next id
+    assert (x0[:, 0] == np.array([0, 25, 50, 75])).all()  # stream s starts at s * stream_len
+    assert (x1[:, 0] == x0[:, -1] + 1).all()  # window k+1 continues where window k ended
+
+
+def test_batcher_rank_owns_disjoint_streams():
+    ids = np.arange(200)
+    first = StreamBatcher(ids, batch_size=2, seq_len=4, rank=0, world_size=2).window(0)[0]
+    second = StreamBatcher(ids, batch_size=2, seq_len=4, rank=1, world_size=2).window(0)[0]
+    single = StreamBatcher(ids, batch_size=4, seq_len=4).window(0)[0]
+    assert (np.concatenate([first, second]) == single.numpy()).all()
+
+
+def test_batcher_too_small_says_the_minimum():
+    with pytest.raises(CorpusError, match="needs at least 132"):
+        StreamBatcher(np.arange(50), batch_size=4, seq_len=32)
+
+
+@pytest.mark.parametrize("n,streams,seq_len", [(100, 4, 7), (101, 8, 5), (5, 16, 64), (64, 1, 64)])
+def test_validation_windows_predict_every_id_once(n, streams, seq_len):
+    ids = np.arange(1, n + 1)
+    targets = []
+    for x, y, _ in validation_windows(ids, context_token=0, num_streams=streams, seq_len=seq_len):
+        assert (y == x + 1).all()  # each input is the id just before its target
+        targets.extend(y.flatten().tolist())
+    assert sorted(targets) == list(range(1, n + 1))
+
+
+def test_validation_windows_split_across_ranks_cover_everything_once():
+    ids = np.arange(1, 301)
+    seen = []
+    for rank in range(2):
+        for _, y, _ in validation_windows(ids, 0, num_streams=8, seq_len=10, rank=rank, world_size=2):
+            seen.extend(y.flatten().tolist())
+    assert sorted(seen) == list(range(1, 301))
+
+
+def test_decode_normalises_bom_and_line_endings():
+    assert decode_corpus(corpus("\ufeffa\r\nb\rc\n".encode())) == "a\nb\nc\n"
+
+
+def test_decode_reports_byte_offset_of_invalid_utf8():
+    with pytest.raises(CorpusError, match="offset 3"):
+        decode_corpus(corpus(b"abc\xff\xfe def"))
+
+
+@pytest.mark.parametrize("data,message", [(b"", "empty"), (b" \n\t\n", "only whitespace"), (b"ab\x00cd", "NUL")])
+def test_decode_rejects_unusable_text(data, message):
+    with pytest.raises(CorpusError, match=message):
+        decode_corpus(corpus(data))
+
+
+def test_directory_joins_sorted_files_with_a_blank_line(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "b.txt").write_text("second\n")
+    (folder / "a.txt").write_text("first\n")
+    (folder / "image.png").write_bytes(b"\x89PNG")
+    assert read_corpus_bytes(folder).data == b"first\n\nsecond\n"
+
+
+def test_split_moves_to_a_paragraph_start():
+    text = "x" * 85 + "\n\n" + "y" * 13
+    cut = split_point(text, 0.2)
+    assert text[cut:] == "y" * 13
+
+
+def test_char_ids_are_cached_memory_mapped_in_the_smallest_dtype():
+    raw = corpus(("hello world\n" * 500).encode())
+    first = load_tokens(raw)
+    second = load_tokens(raw)
+    assert not first.cached and second.cached
+    assert isinstance(second.train, np.memmap) and second.train.dtype == np.uint8
+    assert np.array_equal(first.train, second.train) and np.array_equal(first.val, second.val)
+    assert second.tokenizer.chars == first.tokenizer.chars
+    assert first.val_chars == len(first.val)
+    other = load_tokens(corpus(("hello there\n" * 500).encode()))
+    assert not other.cached  # keyed by content: a different corpus is encoded anew

@@ -1,0 +1,89 @@
+"""The training loop through its library API: learning, metrics, limits, run directories."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from charrnn.config import ModelConfig, TrainConfig, parse_duration
+from charrnn.data import read_corpus_bytes
+from charrnn.errors import ConfigError
+from charrnn.train import Reporter, lr_at, train
+
+MODEL = ModelConfig(embed_size=8, hidden_size=32, num_layers=1)
+FAST = dict(seq_len=16, batch_size=4, precision="fp32", eval_every=10, patience=None, warmup_steps=5)
+
+
+class Collect(Reporter):
+    def __init__(self):
+        self.losses, self.evals, self.info = [], [], None
+
+    def on_start(self, info):
+        self.info = info
+
+    def on_step(self, report):
+        self.losses.append(report.loss)
+
+    def on_eval(self, report):
+        self.evals.append(report)
+
+
+def test_loss_decreases_and_metrics_are_written(tiny_corpus, tmp_path):
+    seen = Collect()
+    result = train(
+        read_corpus_bytes(tiny_corpus), MODEL, TrainConfig(steps=60, lr=3e-2, **FAST), tmp_path / "run", reporter=seen
+    )
+    assert result.steps == 60 and result.stopped_because == "reached --steps 60"
+    assert sum(seen.losses[-10:]) / 10 < sum(seen.losses[:10]) / 10 - 0.7
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert rows[-1]["val_bpc"] == pytest.approx(rows[-1]["val_loss"] / math.log(2))  # char: 1 token = 1 char
+    assert result.best_val_bpc == min(r["val_bpc"] for r in rows)
+    assert (tmp_path / "run" / "best.safetensors").exists() and (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_patience_stops_a_run_that_no_longer_improves(tiny_corpus, tmp_path):
+    cfg = TrainConfig(**{**FAST, "patience": 1, "lr": 0.5, "optimizer": "sgd", "eval_every": 2})
+    result = train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run")
+    assert "--patience" in result.stopped_because
+
+
+def test_default_limit_is_ten_epochs(tmp_path):
+    small = tmp_path / "small.txt"
+    small.write_text("the quick brown fox jumps over the lazy dog\n" * 16)
+    seen = Collect()
+    cfg = TrainConfig(**{**FAST, "eval_every": 1000})
+    result = train(read_corpus_bytes(small), MODEL, cfg, tmp_path / "run", reporter=seen)
+    assert seen.info.total_steps == 10 * seen.info.windows_per_epoch == result.steps
+    assert "10 epochs" in result.stopped_because
+
+
+def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
+    cfg = TrainConfig(steps=2, **FAST)
+    train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run")
+    before = (tmp_path / "run" / "best.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "best.safetensors").read_bytes() == before
+    train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run", force=True)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
+    assert lr_at(cfg, 0, 0.0) < lr_at(cfg, 9, 0.1) <= 1.0
+    assert lr_at(cfg, 50, 0.0) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 50, 1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45), ("2 min", 120)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "ten minutes", "-5s", "0"])
+def test_bad_durations(bad):
+    with pytest.raises(ConfigError):
+        parse_duration(bad)
