@@ -314,7 +314,7 @@ class Trainer:
         self.data = data
         self.run_dir = Path(run_dir)
         self.save_every = save_every
-        self.notes: list[str] = []
+        self.notes: list[str] = list(getattr(data.tokenizer, "notes", []))  # e.g. a vocabulary smaller than asked
         batch = fit_batch_size(len(data.train), train_cfg.batch_size, train_cfg.seq_len, self.dist.world_size)
         if batch < 1:
             StreamBatcher(
