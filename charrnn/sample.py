@@ -102,7 +102,8 @@ def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, 
     stepper = FastStepper(model) if fast else None
     decoder = tokenizer.stream_decoder()
     produced = 0
-    tail = prime[-len(stop) :] if stop else ""  # a stop string may begin inside the prime
+    # A stop string may begin inside the prime, but must end in new text: keep len(stop) - 1 chars.
+    tail = prime[len(prime) - len(stop) + 1 :] if stop and len(stop) > 1 else ""
     while produced < length:
         token = choose_next(logits, temperature, top_k, top_p, generator)  # (1,)
         piece = decoder.feed(int(token))

@@ -81,6 +81,7 @@ class EvalReport:
     eval_seconds: float
     chars_per_sec: float
     lr: float
+    tokens_per_sec: float = 0.0  # training speed in tokens: what a subword vocabulary trades against bpc
 
 
 @dataclass
@@ -627,6 +628,7 @@ class Trainer:
             eval_seconds=eval_seconds,
             chars_per_sec=speed,
             lr=self.optimizer.param_groups[0]["lr"],
+            tokens_per_sec=speed * len(self.data.train) / max(self.data.train_chars, 1),
         )
         if is_best:
             self.save("best")
@@ -680,6 +682,7 @@ def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
         "best_val_bpc": report.best_val_bpc,
         "lr": report.lr,
         "chars_per_sec": round(report.chars_per_sec, 1),
+        "tokens_per_sec": round(report.tokens_per_sec, 1),
         "eval_seconds": round(report.eval_seconds, 3),
         "tokenizer": tokenizer,
     }

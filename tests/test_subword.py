@@ -17,7 +17,7 @@ from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
 from charrnn.subword import _SENTENCE_CHARS, SPACE, SentencePieceTokenizer, _training_sentences
-from charrnn.tokenizers import fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizers import CharTokenizer, fit_tokenizer, tokenizer_from_state
 
 KINDS = ["bpe", "unigram"]
 # A few KB with tabs, several spaces and non-ASCII, so that the learned pieces cover them.
@@ -173,3 +173,17 @@ def test_cli_trains_bpe_and_samples_exactly_n_characters(cli, tiny_corpus):
         assert len(text) == n, repr(out.stdout)
     again = cli("sample", "checkpoints/tiny", "--length", "123", "--seed", "5")
     assert again.stdout == out.stdout
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_a_stop_string_inside_the_prime_does_not_end_the_sample(kind):
+    tok = CharTokenizer.fit(SMALL_TEXT) if kind == "char" else fitted(kind)
+    torch.manual_seed(0)
+    model = RNNLanguageModel(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)
+    gen = torch.Generator().manual_seed(3)
+    text = "".join(generate(model, tok, length=30, prime="All:", stop=":", temperature=1.0, generator=gen))
+    assert text.startswith("All:") and len(text) > len("All:")
+    assert ":" not in text[4:-1]  # it ends at the first ":" of new text, or after 30 characters
+    gen = torch.Generator().manual_seed(3)
+    straddling = "".join(generate(model, tok, length=30, prime="Al", stop="l:", temperature=0, generator=gen))
+    assert straddling.startswith("Al") and ("l:" not in straddling[:-1])

@@ -205,7 +205,8 @@ def train(
     if dist.is_main:
         stderr.print(
             f"done ({result.stopped_because}) after {result.steps} steps in {hms(result.elapsed)}: "
-            f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char)"
+            f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char, "
+            f"{result.best_val_loss:.4f} nats/token)"
         )
         stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
 
@@ -277,7 +278,7 @@ class _TrainReporter:
             )
 
     def on_eval(self, r) -> None:
-        self.last_val = f"{r.val_bpc:.3f} bpc"
+        self.last_val = f"{r.val_bpc:.3f} bpc {r.val_loss:.3f}/token"
         line = (
             f"step {r.step} | epoch {r.epoch:.2f} | train {r.train_loss:.4f} | val {r.val_loss:.4f} nats/token "
             f"{r.val_bpc:.4f} bpc{' *' if r.is_best else ''} | {r.chars_per_sec:,.0f} chars/s | {hms(r.elapsed)}"
