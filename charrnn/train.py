@@ -82,6 +82,7 @@ class EvalReport:
     chars_per_sec: float
     lr: float
     tokens_per_sec: float = 0.0  # training speed in tokens: what a subword vocabulary trades against bpc
+    train_bpc: float = math.nan  # train_loss in bits per character (NaN when no step ran since the last evaluation)
 
 
 @dataclass
@@ -613,6 +614,8 @@ class Trainer:
         else:
             self.bad_evals += 1
         train_loss = self.train_loss_sum / max(self.train_loss_count, 1)
+        tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
+        train_bpc = train_loss * tokens_per_char / LN2 if self.train_loss_count else math.nan
         self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.elapsed = time.perf_counter() - session_start
         report = EvalReport(
@@ -629,6 +632,7 @@ class Trainer:
             chars_per_sec=speed,
             lr=self.optimizer.param_groups[0]["lr"],
             tokens_per_sec=speed * len(self.data.train) / max(self.data.train_chars, 1),
+            train_bpc=train_bpc,
         )
         if is_best:
             self.save("best")
@@ -675,7 +679,7 @@ def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
         "epoch": round(report.epoch, 4),
         "elapsed": round(report.elapsed, 3),
         "train_loss": report.train_loss,
-        "train_bpc": None,
+        "train_bpc": _json_float(report.train_bpc),
         "val_loss": report.val_loss,
         "val_bpc": report.val_bpc,
         "val_nats_per_char": report.val_nats_per_char,

@@ -131,6 +131,10 @@ def train(
     save_every: Annotated[
         Optional[int], typer.Option("--save-every", help="Also write last.safetensors every N steps.")
     ] = None,
+    tensorboard: Annotated[
+        Optional[Path],
+        typer.Option("--tensorboard", help="Also write TensorBoard event files to DIR (needs charrnn[tensorboard])."),
+    ] = None,
 ) -> None:
     """Train a model on CORPUS; checkpoints go to checkpoints/<corpus name>/.
 
@@ -169,7 +173,11 @@ def train(
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
-    reporter = _TrainReporter(quiet=not dist.is_main)
+    reporter: Any = _TrainReporter(quiet=not dist.is_main)
+    if tensorboard is not None and dist.is_main:
+        from ..plot import TensorBoardReporter
+
+        reporter = TensorBoardReporter(reporter, tensorboard)
     try:
         data = resolve_corpus(corpus, log=reporter.on_message)
         run_dir = out if out is not None else Path("checkpoints") / data.name
@@ -209,6 +217,19 @@ def train(
             f"{result.best_val_loss:.4f} nats/token)"
         )
         stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
+        _write_plot(result.run_dir)
+
+
+def _write_plot(run_dir: Path) -> None:
+    """The bits/char PNG in the run directory, when matplotlib is installed (a nicety, never fatal)."""
+    from ..plot import have_matplotlib, plot_run
+
+    if not have_matplotlib():
+        return
+    try:
+        stderr.print(f"plot: {plot_run(run_dir)}")
+    except CharRNNError as exc:
+        stderr.print(f"note: no plot written ({exc})", markup=False)
 
 
 class _TrainReporter:

@@ -1,0 +1,170 @@
+"""`charrnn eval`, `info`, `plot`, `visualize`: looking at trained models and runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app, hms, stderr
+
+
+class EvalDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class EvalPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+CheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
+]
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.")],
+    files: Annotated[list[Path], typer.Argument(help="Held-out text files to score.")],
+    val: Annotated[
+        bool,
+        typer.Option("--val", help="Score only the validation part of each file, split as training split it."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
+    device: Annotated[EvalDevice, typer.Option(help="Where to run the model.")] = EvalDevice.auto,
+    precision: Annotated[
+        Optional[EvalPrecision],
+        typer.Option(
+            help="Arithmetic [default: the checkpoint's validation precision where this device runs it, else fp32]."
+        ),
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+) -> None:
+    """Bits per character (and per token) of held-out text, hidden state carried through it."""
+    from ..checkpoint import load_model, resolve_checkpoint
+    from ..evaluation import evaluate_files
+    from ..train import resolve_device, resolve_precision
+
+    path = resolve_checkpoint(checkpoint)
+    target = resolve_device(device.value)
+    arithmetic = resolve_precision(precision.value, target)[0] if precision is not None else None
+    loaded = load_model(path, target)
+    scores, total = evaluate_files(
+        loaded, files, validation_only=val, encoding=encoding, device=target, precision=arithmetic
+    )
+    if as_json:
+        out = {"checkpoint": str(path), "validation_only": val, "files": [s.to_dict() for s in scores]}
+        out["total"] = total.to_dict()
+        print(json.dumps(out, indent=2))
+        return
+    rows = scores + ([total] if len(scores) > 1 else [])
+    width = max(len(s.source) for s in rows)
+    for s in rows:
+        print(
+            f"{s.source:<{width}}  {s.bits_per_char:.4f} bits/char  {s.bits_per_token:.4f} bits/token  "
+            f"({s.chars:,} chars, {s.tokens:,} tokens)"
+        )
+
+
+@app.command()
+def info(
+    checkpoint: CheckpointArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the details as JSON on stdout.")] = False,
+) -> None:
+    """Architecture, size, tokenizer, corpus and training state of a checkpoint."""
+    from ..checkpoint import resolve_checkpoint
+    from ..evaluation import checkpoint_info
+
+    details = checkpoint_info(resolve_checkpoint(checkpoint))
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    arch = details["architecture"]
+    best = details["best_val_bpc"]
+    seconds = details["training_seconds"]
+    lines = [
+        ("checkpoint", f"{details['path']} ({details['kind']}, {details['file_bytes'] / 1e6:.1f} MB)"),
+        (
+            "model",
+            f"{arch['cell']}, {arch['layers']} layer(s) x {arch['hidden']} units, embedding {arch['embed']}, "
+            f"dropout {arch['dropout']}",
+        ),
+        ("parameters", f"{details['parameters']:,}"),
+        ("tokenizer", f"{details['tokenizer']}, vocabulary of {details['vocab_size']:,}"),
+        ("corpus", str(details["corpus"])),
+        (
+            "trained",
+            f"{details['step']:,} steps ({details['epoch'] or 0:.2f} epochs)" if details["step"] is not None else "?",
+        ),
+        ("best validation", f"{best:.4f} bits/char" if best is not None else "none yet"),
+        ("training time", hms(seconds) if seconds is not None else "?"),
+        ("precision", f"{details['precision']} on {details['device_type']}"),
+        ("resumable", "yes (optimizer state included)" if details["resumable"] else "no (weights only)"),
+        ("charrnn", f"{details['charrnn_version']}, checkpoint format {details['format_version']}"),
+    ]
+    for key, value in lines:
+        print(f"{key + ':':<17}{value}")
+
+
+@app.command()
+def plot(
+    run: Annotated[Path, typer.Argument(help="Run directory (or its metrics.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write [default: RUN/bpc.png].")] = None,
+) -> None:
+    """PNG of train and validation bits/char against steps and wall time (needs charrnn[plot])."""
+    from ..plot import plot_run
+
+    stderr.print(f"wrote {plot_run(run, out)}", markup=False)
+
+
+@app.command()
+def visualize(
+    checkpoint: CheckpointArg = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Text file to read [default: stdin].")] = None,
+    out: Annotated[Path, typer.Option(help="HTML page to write.")] = Path("visualize.html"),
+    layer: Annotated[
+        Optional[int], typer.Option(help="Recurrent layer whose units are shown, from 1 [default: the top].")
+    ] = None,
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Show at most this many characters.")] = 2000,
+    encoding: Annotated[str, typer.Option(help="Text encoding of --text.")] = "utf-8",
+) -> None:
+    """One self-contained HTML page: each character colored by surprise, hidden units over the text."""
+    from ..checkpoint import load_model, resolve_checkpoint
+    from ..data import CorpusBytes, decode_corpus
+    from ..errors import ConfigError
+    from ..evaluation import read_text
+    from ..visualize import write_visualization
+
+    if max_chars < 1:
+        raise ConfigError(f"--max-chars must be at least 1 (got {max_chars})")
+    if text is not None:
+        content = read_text(text, encoding)
+    else:
+        content = decode_corpus(CorpusBytes("stdin", "stdin", sys.stdin.buffer.read()), encoding)
+    path = resolve_checkpoint(checkpoint)
+    loaded = load_model(path)
+    analysis = write_visualization(
+        loaded,
+        content,
+        out,
+        title=f"charrnn: {path.parent.name}/{path.name}",
+        layer=layer,
+        max_chars=max_chars,
+        log=lambda m: stderr.print(m, markup=False),
+    )
+    top = analysis.proposals[0] if analysis.proposals else None
+    found = f"; best unit: {top.track}{top.unit} tracks {top.feature} (r={top.r:+.2f})" if top else ""
+    stderr.print(
+        f"wrote {out}: {len(analysis.text):,} characters at {analysis.bits_per_char:.3f} bits/char{found}",
+        markup=False,
+    )

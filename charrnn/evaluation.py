@@ -1,0 +1,228 @@
+"""Scoring held-out text with a trained model (`charrnn eval`) and describing a checkpoint (`charrnn info`).
+
+Evaluation reuses the training loop's `evaluate_ids`: the text is cut into parallel streams
+with the hidden state carried from window to window, every token is predicted once, and the
+total is reported in bits per character (comparable across tokenizers) and bits per token.
+With the checkpoint's own stream count and window length, and `validation_only` on the
+training corpus, the number is exactly the validation bpc that training reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import LoadedModel, load_checkpoint
+from .config import TrainConfig
+from .data import decode_corpus, read_corpus_bytes, split_point
+from .errors import CheckpointError, ConfigError, CorpusError
+from .tokenizers import Tokenizer, show_chars
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TextScore:
+    """How well a model predicts one text."""
+
+    source: str
+    chars: int  # characters scored: the denominator of bits per character
+    tokens: int  # tokens scored: the denominator of bits per token
+    nats: float  # total negative log-likelihood
+    bits_per_char: float
+    bits_per_token: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _score(source: str, nats: float, chars: int, tokens: int) -> TextScore:
+    return TextScore(
+        source=source,
+        chars=chars,
+        tokens=tokens,
+        nats=nats,
+        bits_per_char=nats / max(chars, 1) / LN2,
+        bits_per_token=nats / max(tokens, 1) / LN2,
+    )
+
+
+def start_context(tokenizer: Tokenizer) -> int | None:
+    """The id a text is predicted from when nothing precedes it: a newline when the vocabulary
+    has one (a file starts like a line does), so that its first character is scored too."""
+    if tokenizer.unknown_chars("\n"):
+        return None
+    ids = tokenizer.encode("\n")
+    return int(ids[-1]) if len(ids) else None
+
+
+def checkpoint_precision(loaded: LoadedModel, device: torch.device) -> str:
+    """The precision the model was validated in during training, where `device` runs it; else fp32.
+    (bf16 and fp32 differ in the 4th decimal of bpc: same precision, same number.)"""
+    from .train import resolve_precision
+
+    wanted = loaded.meta.get("precision", "fp32")
+    if loaded.meta.get("device_type") != device.type or wanted not in ("fp32", "bf16", "fp16"):
+        return "fp32"
+    try:
+        return resolve_precision(wanted, device)[0]
+    except ConfigError:
+        return "fp32"
+
+
+def read_text(path: Path, encoding: str = "utf-8") -> str:
+    """A text file decoded and normalised the way training reads a corpus (BOM, line endings)."""
+    return decode_corpus(read_corpus_bytes(Path(path)), encoding)
+
+
+def evaluate_text(
+    loaded: LoadedModel,
+    text: str,
+    *,
+    source: str = "<text>",
+    context_token: int | None = None,
+    use_start_context: bool = True,
+    device: torch.device | str = "cpu",
+    num_streams: int | None = None,
+    seq_len: int | None = None,
+    precision: str | None = None,
+) -> TextScore:
+    """Score `text` (every token predicted once, hidden state carried).
+
+    Streams and window length default to the checkpoint's validation settings, which is what
+    makes the result match training's validation bpc (streams start from a zero state, so
+    their number changes the figure slightly).
+    """
+    from .train import evaluate_ids  # the training loop's scorer: one definition of bpc
+
+    tokenizer = loaded.tokenizer
+    unknown = tokenizer.unknown_chars(text)
+    if unknown:
+        raise CorpusError(
+            f"{source}: {len(unknown)} character{'s' if len(unknown) > 1 else ''} the model never saw: "
+            f"{show_chars(unknown)} (the model cannot score them)"
+        )
+    if not text:
+        raise CorpusError(f"{source}: no text to evaluate")
+    cfg = TrainConfig.from_dict(loaded.meta.get("train", {}))
+    ids = tokenizer.encode(text)
+    if context_token is None and use_start_context:
+        context_token = start_context(tokenizer)
+    device = torch.device(device)
+    loaded.model.to(device)
+    nats, count = evaluate_ids(
+        loaded.model,
+        ids,
+        context_token,
+        seq_len=seq_len or cfg.seq_len,
+        num_streams=num_streams or cfg.eval_batch_size,
+        device=device,
+        precision=precision or checkpoint_precision(loaded, device),
+    )
+    # Without any context the first token is not predicted; its characters are not scored either.
+    chars = len(text) if context_token is not None else len(text) - len(tokenizer.decode(ids[:1]))
+    return _score(source, nats, chars, count)
+
+
+def evaluate_files(
+    loaded: LoadedModel,
+    paths: list[Path],
+    *,
+    validation_only: bool = False,
+    encoding: str = "utf-8",
+    device: torch.device | str = "cpu",
+    num_streams: int | None = None,
+    seq_len: int | None = None,
+    precision: str | None = None,
+) -> tuple[list[TextScore], TextScore]:
+    """Scores of each file and of all of them together (totals, not a mean of ratios).
+
+    `validation_only`: score only the part of each file that training held out (the last
+    --val-frac, cut as training cuts it), predicted from the last training token, as training
+    did. On the training corpus this reproduces the validation bpc of the checkpoint.
+    """
+    scores = []
+    val_frac = TrainConfig.from_dict(loaded.meta.get("train", {})).val_frac
+    for path in paths:
+        text = read_text(path, encoding)
+        context = None
+        if validation_only:
+            cut = split_point(text, val_frac)
+            train_text, text = text[:cut], text[cut:]
+            # The whole training part, not its tail: a subword tokenizer's last piece may depend on more.
+            train_ids = loaded.tokenizer.encode(train_text) if train_text else []
+            context = int(train_ids[-1]) if len(train_ids) else None
+        scores.append(
+            evaluate_text(
+                loaded,
+                text,
+                source=str(path),
+                context_token=context,
+                use_start_context=not validation_only,
+                device=device,
+                num_streams=num_streams,
+                seq_len=seq_len,
+                precision=precision,
+            )
+        )
+    total = _score(
+        "total",
+        sum(s.nats for s in scores),
+        sum(s.chars for s in scores),
+        sum(s.tokens for s in scores),
+    )
+    return scores, total
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """What a checkpoint holds, from its header and tensors, without building the model."""
+    from safetensors import safe_open
+
+    tensors, meta = load_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception:  # load_checkpoint just read it; a race with a writer is all that is left
+        header = {}
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: no model description in the checkpoint")
+    tok = meta.get("tokenizer") or {}
+    params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
+    train = meta.get("train") or {}
+    try:
+        version = int(header.get("format_version", "0"))
+    except ValueError:
+        raise ConfigError(f"{path}: unreadable format version") from None
+    return {
+        "path": str(path),
+        "kind": meta.get("kind"),
+        "architecture": {
+            "cell": model.get("cell"),
+            "layers": model.get("num_layers"),
+            "hidden": model.get("hidden_size"),
+            "embed": model.get("embed_size"),
+            "dropout": model.get("dropout"),
+        },
+        "parameters": params,
+        "tokenizer": tok.get("kind"),
+        "vocab_size": model.get("vocab_size"),
+        "corpus": meta.get("corpus"),
+        "step": meta.get("step"),
+        "epoch": meta.get("epoch"),
+        "val_bpc": meta.get("val_bpc"),
+        "best_val_bpc": meta.get("best_val_bpc"),
+        "training_seconds": meta.get("elapsed"),
+        "seq_len": train.get("seq_len"),
+        "batch_size": train.get("batch_size"),
+        "precision": meta.get("precision"),
+        "device_type": meta.get("device_type"),
+        "charrnn_version": meta.get("charrnn_version"),
+        "format_version": version,
+        "resumable": "optimizer" in meta,
+        "file_bytes": Path(path).stat().st_size,
+    }

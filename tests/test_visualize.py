@@ -1,0 +1,192 @@
+"""charrnn visualize: the analysis, the unit proposals, and the page rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_TEXT, TINY_TRAIN
+from typer.testing import CliRunner
+
+SAMPLE_TEXT = 'First Citizen:\nSpeak, "speak" (all).\n\nAll:\nResolved. resolved.\n' * 3
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    from charrnn.cli import app
+
+    root = tmp_path_factory.mktemp("visualize")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT + 'Speak "(quoted)" speak.\n', encoding="utf-8")
+    args = ["train", str(corpus), *TINY_TRAIN, "--layers", "2", "--steps", "10", "--out", str(root / "run")]
+    result = CliRunner().invoke(app, args, env={"CHARRNN_CACHE": str(root / "cache")})
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+def test_surprise_matches_eval_of_the_same_text(run):
+    from charrnn.checkpoint import load_model
+    from charrnn.evaluation import evaluate_text
+    from charrnn.visualize import analyze
+
+    loaded = load_model(run / "best.safetensors")
+    analysis = analyze(loaded, SAMPLE_TEXT)
+    assert analysis.text == SAMPLE_TEXT
+    assert analysis.char_bits.sum() == pytest.approx(analysis.token_bits.sum())
+    # One stream, one window, fp32: the same conditional probabilities as the step-by-step path.
+    score = evaluate_text(loaded, SAMPLE_TEXT, num_streams=1, seq_len=len(SAMPLE_TEXT), precision="fp32")
+    assert analysis.bits_per_char == pytest.approx(score.bits_per_char, rel=1e-4)
+    assert len(analysis.guesses) == len(SAMPLE_TEXT) and all(len(g) == 5 for g in analysis.guesses)
+    probs = [p for _, p in analysis.guesses[0]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
+    names = [t.name for t in analysis.tracks]
+    assert names == ["h", "c"] and analysis.tracks[0].values.shape == (len(SAMPLE_TEXT), 32)
+
+
+def test_layer_choice_and_range(run):
+    from charrnn.checkpoint import load_model
+    from charrnn.errors import ConfigError
+    from charrnn.visualize import analyze
+
+    loaded = load_model(run / "best.safetensors")
+    first, top = analyze(loaded, SAMPLE_TEXT, layer=1), analyze(loaded, SAMPLE_TEXT)
+    assert top.layer == 2 and not np.allclose(first.tracks[0].values, top.tracks[0].values)
+    with pytest.raises(ConfigError, match="--layer must be between 1 and 2"):
+        analyze(loaded, SAMPLE_TEXT, layer=3)
+
+
+def test_text_features():
+    from charrnn.visualize import text_features
+
+    f = text_features('ab "cd" (e)\nxy')
+    assert f["inside double quotes"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert f["inside brackets"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert f["position in the line"].tolist()[-4:] == [11, 0, 1, 2]
+
+
+def test_proposals_find_a_planted_quote_unit():
+    from charrnn.visualize import Analysis, Track, propose_units, text_features
+
+    text = 'He said "yes, go" and "no" then left. "Why?" she asked, "why not?"\n' * 4
+    quote = text_features(text)["inside double quotes"]
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(len(text), 16)).astype(np.float32)
+    values[:, 11] = quote + 0.3 * rng.normal(size=len(text))  # unit 11 tracks quotes, noisily
+    analysis = Analysis(text, np.arange(len(text)), np.zeros(len(text)), [], [Track("h", values)], 1)
+    best = [p for p in propose_units(analysis) if p.feature == "inside double quotes"][0]
+    assert (best.track, best.unit) == ("h", 11) and best.r > 0.8
+
+
+def _page_data(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
+    assert match, "no data block in the page"
+    return json.loads(match.group(1))
+
+
+def test_page_is_self_contained(cli, run, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text(SAMPLE_TEXT, encoding="utf-8")
+    out = tmp_path / "page.html"
+    result = cli("visualize", run, "--text", text, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and "bits/char" in result.stderr
+    html = out.read_text(encoding="utf-8")
+    assert not re.search(r"(src|href)\s*=|https?://|@import", html), "the page must not load anything"
+    data = _page_data(html)
+    assert data["text"] == text.read_text(encoding="utf-8")
+    assert len(data["charBits"]) == len(data["charToken"]) == len(data["text"])
+    assert data["proposals"] and {"feature", "track", "unit", "r"} <= set(data["proposals"][0])
+
+
+def test_page_data_cannot_break_out_of_its_script_block():
+    from charrnn.visualize import render_page
+
+    html = render_page({"title": "<b>t</b> & co", "text": "x</script><script>alert(1)</script>"})
+    assert "<title>&lt;b>t&lt;/b> &amp; co</title>" in html
+    assert _page_data(html)["text"] == "x</script><script>alert(1)</script>"
+    assert html.count("</script>") == 2  # the data block's and the page script's own
+
+
+def test_visualize_cuts_long_text_and_drops_unknown(cli, run, tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("\u00e9" + SAMPLE_TEXT * 20, encoding="utf-8")
+    out = tmp_path / "page.html"
+    result = cli("visualize", run, "--text", text, "--out", out, "--max-chars", "300")
+    assert result.exit_code == 0, result.stderr
+    assert "left out" in result.stderr
+    assert _page_data(out.read_text(encoding="utf-8"))["text"] == (SAMPLE_TEXT * 20)[:300]
+
+
+# ----------------------------------------------------------------------------- a real browser
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed with apt-get when missing and we are root, else skipped."""
+    found = _find_chromium()
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("no chromium, and it cannot be installed here (needs root and apt-get: apt-get install chromium)")
+    try:
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "chromium"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"chromium could not be installed: {exc}")
+    found = _find_chromium()
+    if found is None:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        pytest.skip(f"chromium could not be installed with apt-get: {tail[0]}")
+    return found
+
+
+def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        return subprocess.run(
+            [browser, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+        )
+
+
+def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
+    image = pytest.importorskip("matplotlib.image", reason="reading the screenshot needs matplotlib (charrnn[plot])")
+    text = tmp_path / "in.txt"
+    text.write_text(SAMPLE_TEXT, encoding="utf-8")
+    page = tmp_path / "page.html"
+    assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
+    shot = tmp_path / "shot.png"
+    done = _headless(chromium, f"--screenshot={shot}", "--window-size=1200,800", page.as_uri())
+    assert shot.exists(), done.stderr[-2000:]
+    rgb = image.imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
+    assert rgb.shape[:2] == (800, 1200)
+    saturation = rgb.max(axis=-1) - rgb.min(axis=-1)
+    red = (rgb[..., 0] - rgb[..., 2] > 0.15) & (saturation > 0.15)
+    blue = (rgb[..., 2] - rgb[..., 0] > 0.15) & (saturation > 0.15)
+    # Colored character backgrounds: the surprise panel is red, the unit panel red and/or blue.
+    assert red.sum() > 2000, f"only {red.sum()} reddish pixels: the text was not colored"
+    lower = slice(rgb.shape[0] // 2, None)  # the unit panel: activations in red and blue
+    assert (red[lower] | blue[lower]).sum() > 1000
+    # And the script built one span per character in each of the two panels.
+    dom = _headless(chromium, "--dump-dom", page.as_uri())
+    assert dom.stdout.count("data-i=") == 2 * len(SAMPLE_TEXT), dom.stderr[-2000:]
