@@ -165,6 +165,11 @@ def load_tokens(
     train_text, val_text = text[:cut], text[cut:]
     if tokenizer is None:
         tokenizer = fit_tokenizer(tokenizer_kind, text if tokenizer_kind == "char" else train_text, vocab_size)
+        if tokenizer.vocab_size < 2:  # every prediction is certain: a model would learn nothing
+            raise CorpusError(
+                f"{corpus.source} uses only one distinct {'character' if tokenizer_kind == 'char' else 'token'} "
+                f"({text[:1]!r}): there is nothing to learn"
+            )
     train_ids = tokenizer.encode(train_text)
     val_ids = tokenizer.encode(val_text)
     data = TokenData(

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import BEST, LAST, load_checkpoint, save_checkpoint, split_prefix
+from .checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint, split_prefix
 from .config import DEFAULT_MAX_EPOCHS, ModelConfig, TrainConfig
 from .data import CorpusBytes, StreamBatcher, TokenData, fit_batch_size, load_tokens, validation_windows
 from .distributed import DistContext
-from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from .errors import CheckpointError, ConfigError, CorpusError, Interrupted, TrainingDiverged
 from .model import Hidden, RNNLanguageModel, detach_hidden, select_streams
 from .tokenizers import CharTokenizer, tokenizer_from_state
 
@@ -110,6 +110,9 @@ class Reporter:
     def on_sample(self, step: int, text: str) -> None: ...
 
     def on_message(self, text: str) -> None: ...
+
+    def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
+        """`path` ("best" or "last") is complete on disk: called after the atomic rename."""
 
 
 # ----------------------------------------------------------------------------- signals
@@ -318,10 +321,12 @@ class Trainer:
         self.save_every = save_every
         self.notes: list[str] = list(getattr(data.tokenizer, "notes", []))  # e.g. a vocabulary smaller than asked
         batch = fit_batch_size(len(data.train), train_cfg.batch_size, train_cfg.seq_len, self.dist.world_size)
-        if batch < 1:
-            StreamBatcher(
-                data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size
-            )  # raises
+        if batch < 1:  # not even one stream of one window: a smaller batch cannot help
+            need = (train_cfg.seq_len + 1) * self.dist.world_size
+            raise CorpusError(
+                f"training text too small: {len(data.train):,} tokens, but one window of --seq-len "
+                f"{train_cfg.seq_len} needs {need:,}; lower --seq-len or give more text"
+            )
         if batch < train_cfg.batch_size:
             self.notes.append(f"corpus is small: --batch-size lowered from {train_cfg.batch_size} to {batch}")
             train_cfg = replace(train_cfg, batch_size=batch)
@@ -482,6 +487,10 @@ class Trainer:
             )
         if self.dist.is_main:
             save_checkpoint(path, tensors, meta)
+            # getattr: reporters are duck-typed (the CLI's and wrappers around it need not subclass Reporter).
+            hook = getattr(self.reporter, "on_checkpoint", None)
+            if hook is not None:
+                hook(kind, path, self.step)
         return path
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -697,18 +706,21 @@ def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
-    """Create the run directory; refuse to overwrite an existing run unless asked."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> list[Path]:
+    """Create the run directory; refuse to overwrite an existing run unless asked.
+    Returns the directories it created, outermost first (removed again if the run fails early)."""
     existing = [n for n in (BEST, LAST, METRICS) if (run_dir / n).exists()]
     if resume:
         if not (run_dir / LAST).exists():
             raise CheckpointError(f"--resume: no {LAST} in {run_dir} to resume from")
-        return
+        _remove_stale_temporaries(run_dir)
+        return []
     if existing and not force:
         raise ConfigError(
             f"run directory {run_dir} already holds a run ({', '.join(existing)}): "
             f"add --resume to continue it, --force to start over, or choose another --out"
         )
+    created = [p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -719,8 +731,22 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
     if force:
         for name in existing + ["samples.txt"]:
             (run_dir / name).unlink(missing_ok=True)
+    _remove_stale_temporaries(run_dir)
+    return created
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
     for stale in run_dir.glob(".*.tmp"):  # left by a save killed mid-write
         stale.unlink(missing_ok=True)
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """A run that failed before writing anything leaves no empty directories behind."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it and its parents
+            return
 
 
 def train(
@@ -749,42 +775,59 @@ def train(
     reporter = reporter or Reporter()
     dist = dist or DistContext()
     run_dir = Path(run_dir)
-    if dist.is_main:
-        prepare_run_dir(run_dir, resume=resume, force=force)
+    created = prepare_run_dir(run_dir, resume=resume, force=force) if dist.is_main else []
     dist.barrier()
-    tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, Any] = {}
-    tokenizer = None
-    if resume:
-        tensors, meta = load_checkpoint(run_dir / LAST)
-        model_cfg = ModelConfig.from_dict(meta["model"])
-        train_cfg = TrainConfig.from_dict({**meta["train"], **(limits or {})})
-        tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
-    elif init_from is not None:
-        tensors, meta = load_checkpoint(init_from)
-        tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
-        model_cfg = replace(ModelConfig.from_dict(meta["model"]), dropout=model_cfg.dropout)
-    if init_from is not None and not resume:
-        data = _tokens_for_finetune(corpus, tokenizer, train_cfg, encoding, reporter)
-    else:  # fresh: fit a tokenizer; resume: the checkpoint's
-        data = load_tokens(
-            corpus,
-            tokenizer_kind=tokenizer_kind,
-            vocab_size=vocab_size,
-            val_frac=train_cfg.val_frac,
-            encoding=encoding,
-            tokenizer=tokenizer,
+    try:
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, Any] = {}
+        tokenizer = None
+        if resume:
+            tensors, meta = load_checkpoint(run_dir / LAST)
+            with _checkpoint_content(run_dir / LAST):
+                model_cfg = ModelConfig.from_dict(meta["model"])
+                train_cfg = TrainConfig.from_dict({**meta["train"], **(limits or {})})
+                tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
+        elif init_from is not None:
+            init_from = resolve_checkpoint(init_from)  # a run directory means its best checkpoint
+            tensors, meta = load_checkpoint(init_from)
+            with _checkpoint_content(init_from):
+                tokenizer = tokenizer_from_state(meta["tokenizer"], _blob(tensors))
+                model_cfg = replace(ModelConfig.from_dict(meta["model"]), dropout=model_cfg.dropout)
+        if init_from is not None and not resume:
+            data = _tokens_for_finetune(corpus, tokenizer, train_cfg, encoding, reporter)
+        else:  # fresh: fit a tokenizer; resume: the checkpoint's
+            data = load_tokens(
+                corpus,
+                tokenizer_kind=tokenizer_kind,
+                vocab_size=vocab_size,
+                val_frac=train_cfg.val_frac,
+                encoding=encoding,
+                tokenizer=tokenizer,
+            )
+        model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
+        trainer = Trainer(
+            data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every
         )
-    model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
-    trainer = Trainer(
-        data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every
-    )
-    if resume:
-        _check_same_corpus(meta, data, run_dir)
-        trainer.restore(tensors, meta)
-    elif init_from is not None:
-        _load_grown_weights(trainer.model, split_prefix(tensors, "model."))
-    return trainer.run()
+        if resume:
+            _check_same_corpus(meta, data, run_dir)
+            trainer.restore(tensors, meta)
+        elif init_from is not None:
+            _load_grown_weights(trainer.model, split_prefix(tensors, "model."))
+        return trainer.run()
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+
+
+@contextmanager
+def _checkpoint_content(path: Path) -> Iterator[None]:
+    """A checkpoint that loads (checksum fine) but lacks what a run needs: one clear error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise CheckpointError(f"{path}: checkpoint content does not describe a run ({exc!r})") from None
 
 
 def _blob(tensors: dict[str, torch.Tensor]) -> bytes | None:

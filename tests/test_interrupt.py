@@ -1,0 +1,255 @@
+"""Interruptions and crashes: Ctrl-C / SIGTERM save and say how to resume, kill -9 never leaves a
+broken checkpoint, a failing save keeps the previous one, a diverging run writes nothing non-finite."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_TRAIN
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import CorpusBytes
+from charrnn.train import train
+
+KILLS = 20
+
+
+def _lines(stream) -> queue.Queue:
+    """A pipe's lines, read by a thread: the test waits on a queue with a timeout, never on the pipe."""
+    q: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            q.put(line)
+        q.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return q
+
+
+def _wait_for(q: queue.Queue, prefix: str, seen: list[str], timeout: float = 120) -> None:
+    while True:
+        line = q.get(timeout=timeout)
+        assert line is not None, "the process ended early:\n" + "".join(seen)
+        seen.append(line)
+        if line.startswith(prefix):
+            return
+
+
+def _drain(q: queue.Queue, seen: list[str]) -> str:
+    while (line := q.get(timeout=120)) is not None:
+        seen.append(line)
+    return "".join(seen)
+
+
+def test_signals_save_and_tell_how_to_resume(cli, tiny_corpus):
+    """Ctrl-C (exit 130) and SIGTERM (exit 143), in two runs side by side (each start-up costs seconds)."""
+    runs = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", signum.name]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        runs[signum] = (proc, _lines(proc.stderr), [])
+    try:
+        for signum, (proc, q, seen) in runs.items():
+            _wait_for(q, "step ", seen)  # the first evaluation line: training is under way
+            proc.send_signal(signum)
+        for signum, (proc, q, seen) in runs.items():
+            err = _drain(q, seen)
+            assert proc.wait(timeout=120) == 128 + signum, err
+            assert proc.stdout.read() == ""  # stdout carries products only
+            assert "Traceback" not in err
+            last_line = err.strip().splitlines()[-1]
+            assert f"{signum.name}/last.safetensors" in last_line and "resume with: charrnn train" in last_line
+            _, meta = load_checkpoint(Path(signum.name, "last.safetensors"))
+            stopped = meta["step"]
+            assert f"interrupted at step {stopped}" in last_line
+
+            command = shlex.split(last_line.split("resume with: ", 1)[1])
+            assert command[:2] == ["charrnn", "train"] and "--resume" in command
+            resumed = cli(*command[1:], "--steps", str(stopped + 2))
+            assert resumed.exit_code == 0, resumed.stderr
+            assert f"resuming at step {stopped}" in resumed.stderr
+            assert load_checkpoint(Path(signum.name, "last.safetensors"))[1]["step"] == stopped + 2
+    finally:
+        for proc, _, _ in runs.values():
+            proc.kill()
+
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+from charrnn.train import stop_on_signals
+with stop_on_signals() as flag:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)  # the handler runs between bytecodes
+    assert flag.requested and flag.signum == signal.SIGINT
+    print("first: flag set", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+    print("still running after the second Ctrl-C", flush=True)
+"""
+
+
+def test_second_ctrl_c_exits_at_once():
+    done = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "first: flag set\n", done.stderr
+    assert done.returncode == 130
+
+
+# The driver imports torch once, then forks a training child per round, kills it with SIGKILL at a
+# random moment and reports; the test checks the run directory before letting the next round start.
+# Each child resumes the run the previous one left (or starts it, when nothing was saved yet).
+KILL_DRIVER = """
+import json, os, random, signal, sys, time
+from pathlib import Path
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import read_corpus_bytes
+from charrnn.train import Reporter, train
+
+import safetensors.torch, torch
+torch.set_num_threads(1)  # one thread: nothing of OpenMP's pool to break in the forked children
+torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # imports torch._dynamo (seconds) once, not per child
+corpus_path, run_dir, kills, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+for round_ in range(kills):
+    log = run_dir.parent / f"saves-{round_}.log"
+    resume = (run_dir / "last.safetensors").exists()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+            class Log(Reporter):
+                def on_checkpoint(self, kind, path, step):
+                    os.write(fd, f"{kind} {step}\\n".encode())
+
+            model = ModelConfig(cell="lstm", embed_size=8, hidden_size=24, num_layers=1)
+            cfg = TrainConfig(seq_len=16, batch_size=4, steps=10**6, eval_every=4, patience=None,
+                              device="cpu", precision="fp32")
+            train(read_corpus_bytes(corpus_path), model, cfg, run_dir, resume=resume, force=not resume,
+                  save_every=1, reporter=Log())
+        finally:
+            os._exit(3)
+    if rng.random() < 0.8:  # mostly mid-training; sometimes during start-up or the resume's load
+        deadline = time.monotonic() + 60
+        while (not log.exists() or not log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.25))
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"round": round_, "log": str(log), "resumed": resume,
+                      "killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL}), flush=True)
+    sys.stdin.readline()  # the test has checked the files
+"""
+
+
+def test_kill_9_never_breaks_the_checkpoint(tmp_path, tiny_corpus):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_DRIVER, str(tiny_corpus), str(run_dir), str(KILLS), "7"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    survived, mid_save_leftovers, total_saves = 0, 0, 0
+    disk_step = 0
+    try:
+        for _ in range(KILLS):
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            report = json.loads(line)
+            assert report["killed"], "the child ended before the kill"
+            logged = Path(report["log"]).read_text().split() if Path(report["log"]).exists() else []
+            saves = [(logged[i], int(logged[i + 1])) for i in range(0, len(logged), 2)]
+            total_saves += len(saves)
+            last_saves = [step for kind, step in saves if kind == "last"]
+            # The last save this child reported complete; a save can also complete between the
+            # rename and the report, so the file may be one step newer, never older, never broken.
+            floor = last_saves[-1] if last_saves else disk_step
+            if (run_dir / "last.safetensors").exists():
+                _, meta = load_checkpoint(run_dir / "last.safetensors")  # raises if damaged
+                assert floor <= meta["step"] <= floor + 1, (floor, meta["step"])
+                assert meta["step"] >= disk_step
+                disk_step = meta["step"]
+            else:
+                assert not last_saves and disk_step == 0
+            if (run_dir / "best.safetensors").exists():
+                load_checkpoint(run_dir / "best.safetensors")
+            mid_save_leftovers += len(list(run_dir.glob(".*.tmp")))
+            survived += 1
+            proc.stdin.write("next\n")
+            proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    assert survived == KILLS
+    assert total_saves >= KILLS  # most kills landed in the middle of training, between or inside saves
+    assert disk_step > 0
+
+    # The run resumes after all that, and the resume clears temporaries left by saves killed mid-write.
+    corpus = CorpusBytes("tiny", str(tiny_corpus), tiny_corpus.read_bytes())
+    result = train(corpus, ModelConfig(), TrainConfig(), run_dir, resume=True, limits={"steps": disk_step + 2})
+    assert result.steps == disk_step + 2
+    assert list(run_dir.glob(".*.tmp")) == []
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("failing", ["replace", "fsync"])
+def test_failed_save_keeps_the_previous_checkpoint(cli, tiny_corpus, monkeypatch, failing):
+    first = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "4", "--eval-every", "4", "--out", "run")
+    assert first.exit_code == 0, first.stderr
+    before = {name: Path("run", name).read_bytes() for name in ("best.safetensors", "last.safetensors")}
+
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith(".safetensors"):
+            _enospc()
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace) if failing == "replace" else monkeypatch.setattr(os, "fsync", _enospc)
+    resumed = cli("train", tiny_corpus, "--steps", "8", "--out", "run", "--resume")
+    assert resumed.exit_code == 1
+    assert "Traceback" not in resumed.stderr
+    error_lines = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "could not write checkpoint" in error_lines[0] and "No space left on device" in error_lines[0]
+    assert "previous checkpoint there is intact" in error_lines[0]
+    for name, data in before.items():
+        assert Path("run", name).read_bytes() == data
+    assert list(Path("run").glob(".*.tmp")) == []
+
+
+def test_non_finite_loss_stops_and_keeps_best(cli, tiny_corpus):
+    # Plain SGD at an absurd rate without clipping blows up within a few steps.
+    args = ["--optimizer", "sgd", "--lr", "1e12", "--grad-clip", "0", "--warmup", "0", "--precision", "fp32"]
+    done = cli("train", tiny_corpus, *TINY_TRAIN, *args, "--steps", "50", "--eval-every", "2", "--out", "run")
+    assert done.exit_code == 1
+    assert "Traceback" not in done.stderr
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "step" in error[0] and "--lr" in error[0] and "--grad-clip" in error[0]
+    assert "became" in error[0]
+    for name in ("best.safetensors", "last.safetensors"):
+        tensors, meta = load_checkpoint(Path("run", name))
+        assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+    assert meta["step"] >= 2
