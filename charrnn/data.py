@@ -278,11 +278,16 @@ class StreamBatcher:
         streams = np.asarray(ids[: total_streams * self.stream_len]).reshape(total_streams, self.stream_len)
         self.streams = streams[rank * batch_size : (rank + 1) * batch_size]  # (B, L), a view
 
+    pin_memory = False  # set for CUDA runs: page-locked windows make `.to(device, non_blocking=True)` async
+
     def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of window `index` (0 <= index < windows_per_epoch), each (B, T) int64."""
         start = index * self.seq_len
         chunk = torch.from_numpy(np.array(self.streams[:, start : start + self.seq_len + 1], dtype=np.int64))
-        return chunk[:, :-1], chunk[:, 1:]
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        if self.pin_memory:  # a non-contiguous source would be staged through pageable memory: copy first
+            x, y = x.contiguous().pin_memory(), y.contiguous().pin_memory()
+        return x, y
 
 
 def min_tokens_for(batch_size: int, seq_len: int, world_size: int = 1) -> int:

@@ -30,6 +30,9 @@ from .tokenizers import CharTokenizer, tokenizer_from_state
 
 LN2 = math.log(2.0)
 METRICS = "metrics.jsonl"
+# On a GPU the step's loss is read back (a host sync) only every this many steps and before
+# every evaluation; in between the GPU runs ahead of Python.
+LOSS_SYNC_EVERY = 32
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -336,6 +339,7 @@ class Trainer:
             data.train, train_cfg.batch_size, train_cfg.seq_len, self.dist.rank, self.dist.world_size
         )
         self.device = resolve_device(train_cfg.device) if self.dist.device is None else self.dist.device
+        self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
         self.precision, self.precision_reason = resolve_precision(train_cfg.precision, self.device)
         torch.manual_seed(train_cfg.seed)
         self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
@@ -352,6 +356,8 @@ class Trainer:
         self.bad_evals = 0
         self.train_loss_sum = 0.0
         self.train_loss_count = 0
+        self._pending_losses: list[torch.Tensor] = []  # CUDA only: losses not yet read back
+        self._shown_loss = math.nan
         self.total_steps = self._total_steps()
 
     # -- limits and schedule
@@ -392,12 +398,11 @@ class Trainer:
         with autocast_for(self.device, self.precision):
             logits, hidden = self.ddp_model(x, self.hidden)  # (B, T, V)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss_value = loss.item()  # one host sync per step: needed for the NaN guard and the bar
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss became {loss_value} at step {self.step + 1}: training stopped, nothing written for this step; "
-                f"try a lower --lr (now {self.cfg.lr:g}) or a --grad-clip (now {self.cfg.grad_clip:g})"
-            )
+        if self.device.type == "cuda":
+            loss_value = self._loss_without_sync(loss)
+        else:  # on the CPU reading the loss costs nothing: check every step
+            loss_value = loss.item()
+            self._check_finite([loss_value], self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -409,6 +414,30 @@ class Trainer:
         self.hidden = _as_float(detach_hidden(hidden))
         self.step += 1
         return loss_value
+
+    def _loss_without_sync(self, loss: torch.Tensor) -> float:
+        """The NaN guard and the displayed loss without a host sync every step: losses queue on
+        the GPU and are read back together every LOSS_SYNC_EVERY steps and at the step before an
+        evaluation (so no checkpoint is written from weights a NaN step reached unchecked; `save`
+        also refuses non-finite weights), and at a session's first step. In between, the last
+        block's mean loss is returned, so the logged train loss is a close approximation on CUDA."""
+        self._pending_losses.append(loss.detach())
+        step = self.step + 1
+        due = len(self._pending_losses) >= LOSS_SYNC_EVERY or step % self.cfg.eval_every == 0
+        if due or math.isnan(self._shown_loss):
+            values = torch.stack(self._pending_losses).tolist()
+            self._pending_losses.clear()
+            self._check_finite(values, step - len(values) + 1)
+            self._shown_loss = sum(values) / len(values)
+        return self._shown_loss
+
+    def _check_finite(self, losses: list[float], first_step: int) -> None:
+        for offset, value in enumerate(losses):
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at step {first_step + offset}: training stopped, nothing written for "
+                    f"this step; try a lower --lr (now {self.cfg.lr:g}) or a --grad-clip (now {self.cfg.grad_clip:g})"
+                )
 
     # -- evaluation
 

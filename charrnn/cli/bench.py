@@ -1,0 +1,126 @@
+"""`charrnn bench`: measure training, sampling, data-path and quality figures on this machine."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from . import app, stderr, stdout
+
+
+class Section(str, Enum):
+    training = "training"
+    sampling = "sampling"
+    data = "data"
+    quality = "quality"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller measurements: about a minute.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
+    only: Annotated[Optional[list[Section]], typer.Option("--only", help="Run only this section (repeatable).")] = None,
+    device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device.auto,
+) -> None:
+    """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
+    from ..bench import BenchPlan, run_bench
+
+    plan = BenchPlan.quick() if quick else BenchPlan.full()
+    sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section)
+    if as_json:
+        report = run_bench(plan, device=device.value, sections=sections)
+        stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
+        return
+    with stderr.status("starting") as status:
+        report = run_bench(
+            plan, device=device.value, sections=sections, progress=lambda what: status.update(f"measuring {what}")
+        )
+    _print_report(report)
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    m = report.machine
+    stdout.print(
+        f"[bold]charrnn bench[/]{' --quick' if report.quick else ''}: {m.device}, {m.threads} threads, torch {m.torch}"
+    )
+    stdout.print(f"--precision auto picks [bold]{m.auto_precision}[/] here ({m.auto_reason})")
+    cfg = report.config
+    if report.training:
+        table = Table(
+            title=f"Training: LSTM {cfg['layers']}x{cfg['hidden']}, seq {cfg['seq_len']}, batch {cfg['batch_size']}",
+            title_justify="left",
+        )
+        for col in ("precision", "charrnn chars/s", "reference chars/s", "ratio", "GFLOP/s", "matmul peak", "util."):
+            table.add_column(col, justify="right")
+        for t in report.training:
+            peak = report.matmul_peak.get(t.precision)
+            table.add_row(
+                t.precision,
+                _rate(t.charrnn_chars_per_sec),
+                _rate(t.reference_chars_per_sec),
+                f"{t.ratio:.2f}x",
+                f"{t.flops_per_sec / 1e9:.1f}",
+                f"{peak / 1e9:.0f}" if peak else "-",
+                f"{t.utilization:.1%}" if t.utilization is not None else "-",
+            )
+        speeds = {t.precision: t.charrnn_chars_per_sec for t in report.training}
+        if "fp32" in speeds and "bf16" in speeds:
+            table.caption = f"bf16 / fp32 training speed: {speeds['bf16'] / speeds['fp32']:.2f}x"
+        stdout.print(table)
+    if report.sampling:
+        table = Table(
+            title=f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s)",
+            title_justify="left",
+        )
+        for col in ("model", "streams", "chars/s", "bandwidth limit", "of limit", "weights"):
+            table.add_column(col, justify="right")
+        for s in report.sampling:
+            table.add_row(
+                f"{s.cell} {s.layers}x{s.hidden}",
+                str(s.streams),
+                _rate(s.chars_per_sec),
+                _rate(s.limit_chars_per_sec),
+                f"{s.chars_per_sec / s.limit_chars_per_sec:.1%}",
+                f"{s.weight_bytes / 1e6:.2f} MB",
+            )
+        stdout.print(table)
+    if report.data is not None:
+        d = report.data
+        table = Table(title=f"Data path: generated {d.corpus_mb:.0f} MB corpus", title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("first run: decode + fit + encode + cache", f"{d.encode_seconds:.2f} s")
+        table.add_row("peak RSS (process, torch included)", f"{d.peak_rss_mb:,.0f} MB")
+        table.add_row("RSS after imports", f"{d.baseline_rss_mb:,.0f} MB")
+        table.add_row("cached ids dtype", d.ids_dtype)
+        table.add_row("second run: ready to train (cached ids, model built)", f"{d.second_run_ready_seconds:.2f} s")
+        table.add_row("second run: first step done", f"{d.second_run_first_step_seconds:.2f} s")
+        if not d.cached:
+            table.caption = "warning: the second run did not read the cache"
+        stdout.print(table)
+    if report.quality is not None:
+        q = report.quality
+        if q.skipped:
+            stdout.print(f"Quality: skipped: {q.skipped}")
+        else:
+            stdout.print(
+                f"Quality: tinyshakespeare, default settings, {q.budget_seconds:g}s budget: "
+                f"val {q.val_bpc:.3f} bpc after {q.steps} steps"
+            )
+    stdout.print(f"[dim]{report.seconds:.0f}s in all[/]")
