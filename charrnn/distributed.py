@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from .errors import ConfigError
+from .errors import CharRNNError, ConfigError
 
 # How long a collective may wait for the other ranks before the run fails instead of hanging.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("CHARRNN_DIST_TIMEOUT", "120")))
@@ -85,6 +86,36 @@ class DistContext:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
 
+    def agree(self, stop: bool, elapsed: float) -> tuple[bool, float]:
+        """One collective per step: stop everywhere when any rank was signalled, and take the
+        slowest rank's clock, so that --time-budget and a time-based learning-rate schedule
+        decide the same on every rank (ranks stopping at different steps would hang)."""
+        if not self.active:
+            return stop, elapsed
+        import torch.distributed as dist
+
+        t = torch.tensor([1.0 if stop else 0.0, elapsed], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t[0].item() > 0), float(t[1].item())
+
+    def check_same(self, settings: dict[str, Any]) -> None:
+        """Refuse ranks launched with different options or corpora (they would train different
+        models, or hang in a collective): every rank gets the same error naming the difference."""
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * self.world_size
+        dist.all_gather_object(everyone, settings)
+        for rank, other in enumerate(everyone[1:], start=1):
+            diff = _first_difference(everyone[0], other)
+            if diff is not None:
+                key, ours, theirs = diff
+                raise ConfigError(
+                    f"the {self.world_size} processes of this run disagree: rank {rank} has {key}={theirs!r} but "
+                    f"rank 0 has {ours!r}; launch every rank with the same options and the same corpus"
+                )
+
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any (a signal seen by one rank stops all)."""
         if not self.active:
@@ -125,9 +156,49 @@ class DistContext:
             return tuple(h[:, lo:hi].to(device) for h in hidden)
         return hidden[:, lo:hi].to(device)
 
+    @contextmanager
+    def failures_as_errors(self) -> Iterator[None]:
+        """A broken connection or a collective timing out means another rank died or hangs:
+        say so in one line instead of a backend traceback (torchrun names the failed rank)."""
+        if not self.active:
+            yield
+            return
+        import torch.distributed as dist
+
+        try:
+            yield
+        except (dist.DistError, RuntimeError) as exc:
+            text = str(exc)
+            if not isinstance(exc, dist.DistError) and not any(w in text for w in _COMM_FAILURE_WORDS):
+                raise
+            first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+            raise RankFailed(
+                f"rank {self.rank}: lost contact with the other processes of this run (another rank failed or "
+                f"stopped answering within {TIMEOUT.total_seconds():g}s, CHARRNN_DIST_TIMEOUT): {first[:200]}"
+            ) from None
+
     def close(self) -> None:
         if self.active:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+class RankFailed(CharRNNError):
+    """Another process of a data-parallel run died or stopped answering."""
+
+
+# What gloo and NCCL say when a peer is gone or a collective timed out.
+_COMM_FAILURE_WORDS = ("gloo", "NCCL", "Connection", "connection", "timed out", "Timeout", "peer")
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """(dotted key, a's value, b's value) of the first place two JSON-like values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            found = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (key or "settings", a, b)

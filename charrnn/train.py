@@ -329,6 +329,7 @@ class Trainer:
             raise CorpusError(
                 f"training text too small: {len(data.train):,} tokens, but one window of --seq-len "
                 f"{train_cfg.seq_len} needs {need:,}; lower --seq-len or give more text"
+                + (f", or use fewer than {self.dist.world_size} processes" if self.dist.world_size > 1 else "")
             )
         if batch < train_cfg.batch_size:
             self.notes.append(f"corpus is small: --batch-size lowered from {train_cfg.batch_size} to {batch}")
@@ -547,6 +548,11 @@ class Trainer:
         if parts:
             hidden = (parts[0], parts[1]) if self.model.cell == "lstm" else parts[0]
             self.hidden = self.dist.scatter_hidden(hidden, self.cfg.batch_size, self.device)
+            if self.hidden is None:
+                self.notes.append(
+                    f"resumed with {self.dist.world_size} x {self.cfg.batch_size} streams where the run saved "
+                    f"{parts[0].shape[1]}: the streams are cut anew, so the hidden state starts from zero"
+                )
 
     # -- the loop
 
@@ -587,7 +593,8 @@ class Trainer:
             loss = self.train_step(x, y)
             self.train_loss_sum += loss
             self.train_loss_count += 1
-            self.elapsed = time.perf_counter() - session_start
+            # All ranks take the same clock and the same stop decision, so they stop at the same step.
+            stop_now, self.elapsed = self.dist.agree(self.stop.requested, time.perf_counter() - session_start)
             chars_since += x.numel() * self.dist.world_size * chars_per_token
             now = time.perf_counter()
             speed = chars_since / max(now - window_start, 1e-9)
@@ -603,7 +610,6 @@ class Trainer:
                     progress=self.progress(),
                 )
             )
-            stop_now = self.dist.any(self.stop.requested)
             if self.step % cfg.eval_every == 0:
                 self._evaluate_and_save(session_start, speed)
                 if self.cfg.patience is not None and self.bad_evals >= self.cfg.patience:
@@ -655,7 +661,7 @@ class Trainer:
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if self.train_loss_count else math.nan
         self.train_loss_sum, self.train_loss_count = 0.0, 0
-        self.elapsed = time.perf_counter() - session_start
+        _, self.elapsed = self.dist.agree(False, time.perf_counter() - session_start)  # same clock on all ranks
         report = EvalReport(
             step=self.step,
             epoch=self.epoch,
@@ -834,9 +840,15 @@ def train(
                 tokenizer=tokenizer,
             )
         model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
+        train_cfg, batch_note = _per_rank_batch(train_cfg, meta, dist) if resume else (train_cfg, None)
+        settings = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "corpus_sha256": data.digest}
+        dist.check_same(
+            {**settings, "tokenizer": data.tokenizer.fingerprint(), "resume": resume, "run_dir": str(run_dir)}
+        )
         trainer = Trainer(
             data, model_cfg, train_cfg, run_dir, dist=dist, reporter=reporter, stop=stop, save_every=save_every
         )
+        trainer.notes += [batch_note] if batch_note else []
         if resume:
             _check_same_corpus(meta, data, run_dir)
             trainer.restore(tensors, meta)
@@ -846,6 +858,21 @@ def train(
     except BaseException:
         _remove_if_empty(created)
         raise
+
+
+def _per_rank_batch(train_cfg: TrainConfig, meta: dict[str, Any], dist: DistContext) -> tuple[TrainConfig, str | None]:
+    """Resuming with another number of processes keeps the global batch (the streams, their
+    hidden state and the data cursor) when it divides evenly: a run saved by 2 x 4 streams
+    resumes in one process as 1 x 8 and back. Otherwise the per-process batch is kept."""
+    saved_world = int(meta.get("world_size", 1))
+    total = train_cfg.batch_size * saved_world
+    if saved_world == dist.world_size:
+        return train_cfg, None
+    if total % dist.world_size == 0:
+        per_rank = total // dist.world_size
+        note = f"resumed a {saved_world}-process run with {dist.world_size}: {dist.world_size} x {per_rank} streams"
+        return replace(train_cfg, batch_size=per_rank), note
+    return train_cfg, None
 
 
 @contextmanager

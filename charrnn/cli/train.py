@@ -181,7 +181,7 @@ def train(
     try:
         data = resolve_corpus(corpus, log=reporter.on_message)
         run_dir = out if out is not None else Path("checkpoints") / data.name
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop, dist.failures_as_errors():
             try:
                 result = run_training(
                     data,
@@ -202,7 +202,10 @@ def train(
                 )
             except Interrupted as exc:
                 reporter.close()
-                again = f"charrnn train {shlex.quote(corpus)} --out {shlex.quote(str(run_dir))} --resume"
+                if not dist.is_main:  # every rank stopped at the same step; rank 0 says so, once
+                    raise typer.Exit(exc.exit_code) from None
+                launcher = "torchrun <the same torchrun options> -m charrnn" if dist.active else "charrnn"
+                again = f"{launcher} train {shlex.quote(corpus)} --out {shlex.quote(str(run_dir))} --resume"
                 raise Interrupted(
                     f"{exc}; saved {run_dir / 'last.safetensors'}; resume with: {again}", exc.exit_code - 128
                 ) from None

@@ -1,0 +1,163 @@
+"""Data-parallel training under torchrun: two CPU processes (gloo, loopback), a tiny model.
+
+The two-process run is launched once per module (each launch costs seconds of interpreter
+start-up) and several tests read it. Equivalence is checked against a single process with
+the whole batch: DDP averages the ranks' gradients, which is the gradient of the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_TEXT
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.distributed import DistContext, _first_difference
+
+# Per-rank batch 2; the single-process twin uses 4. fp32: bf16 would hide real differences.
+FLAGS = ["--hidden", "32", "--embed", "16", "--layers", "1", "--seq-len", "16", "--precision", "fp32"]
+FLAGS += ["--lr", "0.01", "--warmup", "0", "--seed", "3", "--eval-every", "3", "--device", "cpu"]
+
+
+def _env(cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(CHARRNN_CACHE=str(cache), OMP_NUM_THREADS="1", CHARRNN_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1")
+    return env
+
+
+def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "charrnn", "train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=_env(cwd / ".cache"), capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """A 6-step run by 2 processes x 2 streams: (work dir, run dir, finished process)."""
+    work = tmp_path_factory.mktemp("ddp")
+    (work / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    done = torchrun(work, "tiny.txt", *FLAGS, "--batch-size", "2", "--steps", "6", "--out", "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work, work / "run", done
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = model_weights(a), model_weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=f"{name} differs")
+
+
+def single(corpus: Path, out: str, steps: int, resume: bool = False) -> Path:
+    """FLAGS in one process with the whole batch (4 streams), through the library: no CLI start-up."""
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.data import read_corpus_bytes
+    from charrnn.train import train
+
+    model = ModelConfig(embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
+    cfg = TrainConfig(seq_len=16, batch_size=4, lr=0.01, warmup_steps=0, seed=3, eval_every=3, steps=steps)
+    cfg = replace(cfg, device="cpu", precision="fp32")
+    train(read_corpus_bytes(corpus), model, cfg, Path(out), resume=resume, limits={"steps": steps})
+    return Path(out) / "last.safetensors"
+
+
+def single_resumed(corpus: Path, out: str) -> Path:
+    """6 steps, then resumed to 12 (the learning-rate schedule follows --steps, so an
+    interrupted run is compared with a run interrupted the same way)."""
+    single(corpus, out, 6)
+    return single(corpus, out, 12, resume=True)
+
+
+def test_two_processes_write_one_ordinary_checkpoint_that_samples(ddp_run, cli):
+    _, run, done = ddp_run
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["best.safetensors", "last.safetensors"]
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no leftover temporary files
+    assert done.stderr.count("done (reached --steps 6)") == 1  # only rank 0 reports
+    assert "batch 2 x 2 processes" in done.stderr
+    assert [line.count('"step"') for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 1]
+    tensors, meta = load_checkpoint(run / "last.safetensors")
+    assert meta["step"] == 6 and meta["world_size"] == 2
+    assert not any("module." in name for name in tensors)  # the model, not its DDP wrapper
+    assert tensors["hidden.0"].shape[1] == 4  # both ranks' streams
+    result = cli("sample", run, "--length", "40", "--seed", "1")
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout) >= 40
+
+
+def test_two_processes_reach_the_weights_of_one_process_with_the_whole_batch(ddp_run):
+    work, run, _ = ddp_run
+    assert_same_weights(run / "last.safetensors", single(work / "tiny.txt", "single6", 6))
+
+
+def test_resume_under_ddp_continues_the_steps_and_the_loss_curve(ddp_run):
+    work, run, _ = ddp_run
+    shutil.copytree(run, work / "resumed")
+    done = torchrun(work, "tiny.txt", "--out", "resumed", "--resume", "--steps", "12")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming at step 6" in done.stderr
+    steps = [line.split('"step": ')[1].split(",")[0] for line in (work / "resumed" / "metrics.jsonl").open()]
+    assert steps == ["3", "6", "9", "12"]
+    # Hidden state and data cursor kept: the same weights as one process resumed the same way.
+    assert_same_weights(work / "resumed" / "last.safetensors", single_resumed(work / "tiny.txt", "single"))
+
+
+def test_a_ddp_run_resumes_in_one_process_with_the_same_global_batch(ddp_run, cli):
+    work, run, _ = ddp_run
+    shutil.copytree(run, "from-ddp")
+    result = cli("train", work / "tiny.txt", "--out", "from-ddp", "--resume", "--steps", "12")
+    assert result.exit_code == 0, result.stderr
+    assert "1 x 4 streams" in result.stderr  # the note: 2 x 2 became 1 x 4, hidden state kept
+    assert_same_weights(Path("from-ddp") / "last.safetensors", single_resumed(work / "tiny.txt", "single"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ranks_launched_with_different_options_fail_with_one_line(tiny_corpus):
+    port = str(_free_port())
+    procs = []
+    for rank, lr in ((0, "0.01"), (1, "0.02")):
+        env = _env(tiny_corpus.parent / ".cache")
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, "-m", "charrnn", "train", tiny_corpus, *FLAGS, "--lr", lr, "--steps", "2", "--out", "r"]
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert "Traceback" not in err
+        assert "rank 1 has train.lr=0.02 but rank 0 has 0.01" in err.strip().splitlines()[-1]
+    assert not Path("r", "last.safetensors").exists()
+
+
+def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.data import load_tokens, read_corpus_bytes
+    from charrnn.errors import CorpusError
+    from charrnn.train import Trainer
+
+    # A world size without a process group: the check must come before any collective.
+    data = load_tokens(read_corpus_bytes(tiny_corpus))
+    many = DistContext(rank=0, world_size=1000)
+    with pytest.raises(CorpusError, match="fewer than 1000 processes"):
+        Trainer(data, ModelConfig(hidden_size=8), TrainConfig(seq_len=16, batch_size=4, steps=1), Path("r"), dist=many)
+
+
+def test_first_difference_names_the_key():
+    assert _first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ("a.c", 2, 3)
+    assert _first_difference({"a": 1}, {"a": 1}) is None
