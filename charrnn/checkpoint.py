@@ -112,12 +112,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise CheckpointError(f"{path} is {kind}, not a charrnn checkpoint (charrnn never unpickles files)")
     header = _read_header(path, data)
     meta_raw = header.get("__metadata__") or {}
-    if meta_raw.get("format") != FORMAT:
+    if not isinstance(meta_raw, dict) or meta_raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a charrnn checkpoint (no charrnn metadata)")
     try:
         version = int(meta_raw.get("format_version", ""))
-    except ValueError:
+    except (ValueError, TypeError):
         raise CheckpointError(f"{path}: unreadable format version {meta_raw.get('format_version')!r}") from None
+    if version < 1:  # versions start at 1: anything lower is damage, not an old file
+        raise CheckpointError(f"{path} is corrupted: impossible format version {version}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} uses checkpoint format {version}, newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
@@ -133,6 +135,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         meta = json.loads(meta_json)
     except json.JSONDecodeError:
         raise CheckpointError(f"{path} is corrupted: unreadable metadata") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a charrnn checkpoint: its metadata is not an object")
     return tensors, meta
 
 
@@ -158,7 +162,10 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safetensors checkpoint, or its header is damaged") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint (header is not an object)")
-    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (KeyError, IndexError, TypeError, ValueError):  # a damaged header can hold anything
+        raise CheckpointError(f"{path} is corrupted: its header does not describe tensors") from None
     if ends and max(ends) > len(data) - 8 - size:
         raise CheckpointError(f"{path} is truncated: tensor data ends early")
     return header
