@@ -580,6 +580,7 @@ class Trainer:
         stopped = ""
         session_start = time.perf_counter() - self.elapsed
         window_start, chars_since = time.perf_counter(), 0
+        speed = 0.0  # chars/s since the last evaluation; the final evaluation reports it too
         chars_per_token = self.data.train_chars / max(len(self.data.train), 1)
         while True:
             stopped = self._limit_reached()
@@ -622,7 +623,7 @@ class Trainer:
                 self.save("last")
                 raise Interrupted(f"interrupted at step {self.step}", self.stop.signum or signal.SIGINT)
         if self.step % cfg.eval_every != 0 or self.step == 0:
-            self._evaluate_and_save(session_start, 0.0)
+            self._evaluate_and_save(session_start, speed)
         return TrainResult(
             run_dir=self.run_dir,
             best_path=self.run_dir / BEST,

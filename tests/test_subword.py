@@ -187,3 +187,6 @@ def test_a_stop_string_inside_the_prime_does_not_end_the_sample(kind):
     gen = torch.Generator().manual_seed(3)
     straddling = "".join(generate(model, tok, length=30, prime="Al", stop="l:", temperature=0, generator=gen))
     assert straddling.startswith("Al") and ("l:" not in straddling[:-1])
+    gen = torch.Generator().manual_seed(3)
+    short_prime = "".join(generate(model, tok, length=30, prime="A", stop="Al:", temperature=0, generator=gen))
+    assert short_prime.startswith("A") and ("Al:" not in short_prime[:-1])
