@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,6 +68,28 @@ class TrainSpeed:
 
 
 @dataclass
+class PrecisionShape:
+    """charrnn's training step in fp32 and in bf16 at one batch/sequence shape."""
+
+    batch_size: int
+    seq_len: int
+    fp32_chars_per_sec: float
+    bf16_chars_per_sec: float
+    speedup: float  # bf16 / fp32
+
+
+@dataclass
+class PrecisionQuality:
+    """Validation loss after the same steps from the same start in fp32 and in bf16."""
+
+    steps: int
+    fp32_val_loss: float | None = None  # nats per token
+    bf16_val_loss: float | None = None
+    relative_difference: float | None = None  # (bf16 - fp32) / fp32; the target is within 1%
+    skipped: str | None = None
+
+
+@dataclass
 class SampleSpeed:
     cell: str
     hidden: int
@@ -106,9 +128,11 @@ class BenchReport:
     matmul_peak: dict[str, float] = field(default_factory=dict)  # precision -> FLOP/s
     read_bandwidth: float = 0.0  # bytes/s
     training: list[TrainSpeed] = field(default_factory=list)
+    bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
     data: DataPath | None = None
     quality: Quality | None = None
+    precision_quality: PrecisionQuality | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,6 +150,9 @@ class BenchPlan:
     precisions: tuple[str, ...] = ("fp32", "bf16")
     train_rounds: int = 5
     train_steps_per_round: int = 4
+    # Where does bf16 pay off? (batch, seq_len) shapes timed in fp32 and bf16.
+    bf16_shapes: tuple[tuple[int, int], ...] = ((32, 64), (32, 128), (64, 64), (128, 64), (128, 128))
+    precision_steps: int = 300  # fp32 vs bf16 validation loss at equal steps; 0 skips
     sample_models: tuple[tuple[str, int], ...] = (("lstm", 256), ("lstm", 512), ("gru", 256), ("gru", 512))
     sample_streams: tuple[int, ...] = (1, 32)
     sample_seconds: float = 2.0
@@ -145,6 +172,8 @@ class BenchPlan:
             sample_seconds=0.7,
             data_mb=20.0,
             quality_seconds=15.0,
+            bf16_shapes=(),
+            precision_steps=0,
         )
 
 
@@ -271,19 +300,10 @@ def bench_training(
     plan: BenchPlan, precision: str, device: torch.device, peak: float | None = None, workdir: Path | None = None
 ) -> TrainSpeed:
     """charrnn's train_step and the reference loop on the same windows, alternating rounds."""
-    model_cfg = ModelConfig(cell="lstm", vocab_size=VOCAB, hidden_size=plan.hidden, num_layers=plan.layers)
-    train_cfg = TrainConfig(
-        seq_len=plan.seq_len,
-        batch_size=plan.batch_size,
-        precision=precision,
-        device=device.type,
-        steps=10**9,
-        warmup_steps=0,
-    )
-    tokens = plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000
-    data = _synthetic_tokens(tokens)
+    data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000)
     with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
-        trainer = Trainer(data, model_cfg, train_cfg, Path(run_dir))
+        trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
+        model_cfg = trainer.model_cfg
         reference = ReferenceLoop(VOCAB, model_cfg.embed_size, plan.hidden, plan.layers, device, trainer.precision)
         batcher = trainer.batcher
         cursor = [0]
@@ -318,6 +338,69 @@ def bench_training(
         flops_per_sec=flops,
         utilization=flops / peak if peak else None,
     )
+
+
+def _bench_trainer(plan: BenchPlan, precision: str, device: torch.device, run_dir: Path, data: TokenData) -> Trainer:
+    model_cfg = ModelConfig(
+        cell="lstm", vocab_size=data.tokenizer.vocab_size, hidden_size=plan.hidden, num_layers=plan.layers
+    )
+    train_cfg = TrainConfig(
+        seq_len=plan.seq_len,
+        batch_size=plan.batch_size,
+        precision=precision,
+        device=device.type,
+        steps=10**9,
+        warmup_steps=0,
+    )
+    return Trainer(data, model_cfg, train_cfg, run_dir)
+
+
+def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: torch.device) -> PrecisionShape:
+    """charrnn's step in fp32 and bf16 at (batch_size, seq_len), alternating rounds."""
+    plan = replace(plan, batch_size=batch_size, seq_len=seq_len)
+    data = _synthetic_tokens(batch_size * (seq_len * 16 + 1) * 10 // 9 + 1000)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainers = {p: _bench_trainer(plan, p, device, Path(run_dir), data) for p in ("fp32", "bf16")}
+        times: dict[str, list[float]] = {p: [] for p in trainers}
+        for round_ in range(plan.train_rounds + 1):
+            for precision, trainer in trainers.items():
+                windows = [
+                    tuple(t.to(device) for t in trainer.batcher.window(i % trainer.batcher.windows_per_epoch))
+                    for i in range(round_ * plan.train_steps_per_round, (round_ + 1) * plan.train_steps_per_round)
+                ]
+                seconds = _timed(lambda: [trainer.train_step(x, y) for x, y in windows], device)
+                if round_:  # round 0 warms up
+                    times[precision].append(seconds)
+    chars = plan.train_steps_per_round * batch_size * seq_len
+    fp32, bf16 = (chars / statistics.median(times[p]) for p in ("fp32", "bf16"))
+    return PrecisionShape(batch_size, seq_len, fp32, bf16, bf16 / fp32)
+
+
+def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path | None = None) -> PrecisionQuality:
+    """Train the benchmark config on `corpus` (default tinyshakespeare) for `plan.precision_steps`
+    steps in fp32 and in bf16 from the same initialisation and data; compare the validation loss."""
+    from .data import load_tokens, read_corpus_bytes
+
+    steps = plan.precision_steps
+    path = corpus or find_shakespeare()
+    if path is None:
+        return PrecisionQuality(steps, skipped="tinyshakespeare not found")
+    data = load_tokens(read_corpus_bytes(path))
+    losses = {}
+    with tempfile.TemporaryDirectory() as run_dir:
+        for precision in ("fp32", "bf16"):
+            trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
+            trainer.cfg = replace(trainer.cfg, steps=steps, warmup_steps=min(50, steps // 10))
+            trainer.total_steps = steps  # the cosine schedule runs over exactly these steps
+            for i in range(steps):
+                index = i % trainer.batcher.windows_per_epoch
+                if index == 0:
+                    trainer.hidden = None
+                x, y = trainer.batcher.window(index)
+                trainer.train_step(x.to(device), y.to(device))
+            losses[precision], _ = trainer.validate()
+    fp32, bf16 = losses["fp32"], losses["bf16"]
+    return PrecisionQuality(steps, fp32, bf16, (bf16 - fp32) / fp32)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -526,6 +609,9 @@ def run_bench(
             report.matmul_peak[precision] = measure_matmul_peak(dev, precision)
             progress(f"training throughput ({precision})")
             report.training.append(bench_training(plan, precision, dev, report.matmul_peak[precision], workdir))
+        for batch_size, seq_len in plan.bf16_shapes:
+            progress(f"bf16 vs fp32 at batch {batch_size}, seq {seq_len}")
+            report.bf16_shapes.append(bench_bf16_shape(plan, batch_size, seq_len, dev))
     if "sampling" in sections:
         progress("memory bandwidth")
         report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
@@ -541,5 +627,8 @@ def run_bench(
     if "quality" in sections:
         progress(f"quality ({plan.quality_seconds:g}s of training)")
         report.quality = bench_quality(plan.quality_seconds, dev, workdir)
+        if plan.precision_steps:
+            progress(f"fp32 vs bf16 validation loss after {plan.precision_steps} steps")
+            report.precision_quality = bench_precision_quality(plan, dev)
     report.seconds = time.perf_counter() - began
     return report

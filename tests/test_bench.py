@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -36,6 +37,8 @@ TINY_PLAN = BenchPlan(
     sample_seconds=0.05,
     data_mb=0.05,
     quality_seconds=1.0,
+    bf16_shapes=((2, 4),),
+    precision_steps=2,
 )
 
 
@@ -153,6 +156,22 @@ def test_bench_training_runs_both_loops():
     assert 0 < result.utilization == pytest.approx(result.flops_per_sec / peak)
 
 
+def test_bench_bf16_shape_times_both_precisions():
+    result = bench_mod.bench_bf16_shape(TINY_PLAN, 3, 5, torch.device("cpu"))
+    assert (result.batch_size, result.seq_len) == (3, 5)
+    assert result.speedup == pytest.approx(result.bf16_chars_per_sec / result.fp32_chars_per_sec)
+
+
+def test_precision_quality_compares_equal_steps(tiny_corpus):
+    result = bench_mod.bench_precision_quality(TINY_PLAN, torch.device("cpu"), corpus=tiny_corpus)
+    assert result.skipped is None and result.steps == 2
+    assert 3.0 < result.fp32_val_loss < 4.0  # ~ln(36), the vocabulary, after two steps of a tiny model
+    assert result.relative_difference == pytest.approx(
+        (result.bf16_val_loss - result.fp32_val_loss) / result.fp32_val_loss
+    )
+    assert abs(result.relative_difference) < 0.05
+
+
 def test_bench_sampling_reports_the_bandwidth_limit():
     result = bench_mod.bench_sampling("lstm", 16, 2, streams=3, seconds=0.02, bandwidth=1e9)
     assert result.chars_per_sec > 0
@@ -176,7 +195,8 @@ def test_quality_is_skipped_with_a_reason_without_the_corpus(monkeypatch):
 
 def test_cli_bench_json_has_every_section(cli, monkeypatch):
     monkeypatch.setenv("CHARRNN_MIRROR", "")
-    monkeypatch.setattr(BenchPlan, "quick", classmethod(lambda cls: TINY_PLAN))
+    plan = dataclasses.replace(TINY_PLAN, sample_models=(("lstm", 16), ("gru", 16)), train_rounds=1)
+    monkeypatch.setattr(BenchPlan, "quick", classmethod(lambda cls: plan))
     result = cli("bench", "--quick", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -189,6 +209,8 @@ def test_cli_bench_json_has_every_section(cli, monkeypatch):
     assert data["peak_rss_mb"] >= data["baseline_rss_mb"] > 0
     assert 0 < data["second_run_ready_seconds"] <= data["second_run_first_step_seconds"]
     assert report["quality"]["skipped"]
+    assert report["precision_quality"]["skipped"]
+    assert [(b["batch_size"], b["seq_len"]) for b in report["bf16_shapes"]] == [(2, 4)]
 
 
 def test_cli_bench_prints_tables(cli, monkeypatch):
@@ -199,3 +221,82 @@ def test_cli_bench_prints_tables(cli, monkeypatch):
     assert "--precision auto picks" in result.stdout
     assert "reference" in result.stdout and "limit" in result.stdout
     assert "Data path" not in result.stdout and "Quality" not in result.stdout
+
+
+# ----------------------------------------------------------------------------- CUDA paths
+
+
+def _tiny_trainer(tmp_path, device: str = "cpu", eval_every: int = 200):
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.train import Trainer
+
+    data = bench_mod._synthetic_tokens(5000)
+    model_cfg = ModelConfig(vocab_size=bench_mod.VOCAB, embed_size=8, hidden_size=16, num_layers=1)
+    train_cfg = TrainConfig(seq_len=8, batch_size=4, device=device, precision="fp32", eval_every=eval_every)
+    return Trainer(data, model_cfg, train_cfg, tmp_path / "run")
+
+
+def test_deferred_loss_check_reads_back_in_blocks_and_names_the_bad_step(tmp_path):
+    from charrnn.errors import TrainingDiverged
+    from charrnn.train import LOSS_SYNC_EVERY
+
+    trainer = _tiny_trainer(tmp_path, eval_every=1000)
+    assert trainer._loss_without_sync(torch.tensor(2.0)) == 2.0  # a session's first step reads back at once
+    trainer.step = 1
+    for i in range(LOSS_SYNC_EVERY - 1):  # queued: the last block's mean is shown meanwhile
+        assert trainer._loss_without_sync(torch.tensor(1.0 + i)) == 2.0
+        trainer.step += 1
+    shown = trainer._loss_without_sync(torch.tensor(100.0))
+    assert shown == pytest.approx((sum(1.0 + i for i in range(LOSS_SYNC_EVERY - 1)) + 100.0) / LOSS_SYNC_EVERY)
+    trainer.step += 1
+    trainer._loss_without_sync(torch.tensor(1.0))
+    trainer.step += 1
+    bad_step = trainer.step + 1
+    trainer._loss_without_sync(torch.tensor(float("nan")))
+    trainer.step += 1
+    with pytest.raises(TrainingDiverged, match=f"at step {bad_step}:"):
+        for _ in range(LOSS_SYNC_EVERY):
+            trainer._loss_without_sync(torch.tensor(1.0))
+            trainer.step += 1
+
+
+def test_deferred_loss_check_reads_back_before_an_evaluation(tmp_path):
+    from charrnn.errors import TrainingDiverged
+
+    trainer = _tiny_trainer(tmp_path, eval_every=5)
+    trainer._loss_without_sync(torch.tensor(1.0))
+    trainer.step = 3
+    trainer._loss_without_sync(torch.tensor(float("inf")))  # step 4: queued
+    trainer.step = 4
+    with pytest.raises(TrainingDiverged, match="at step 4:"):
+        trainer._loss_without_sync(torch.tensor(1.0))  # step 5 evaluates: read back first
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_cuda_windows_are_pinned_and_the_first_loss_matches_cpu(tmp_path):
+    first = {}
+    for device in ("cpu", "cuda"):
+        trainer = _tiny_trainer(tmp_path / device, device=device)
+        assert trainer.batcher.pin_memory == (device == "cuda")
+        x, y = trainer.batcher.window(0)
+        assert x.is_pinned() == y.is_pinned() == (device == "cuda")
+        first[device] = trainer.train_step(x.to(trainer.device, non_blocking=True), y.to(trainer.device))
+        for i in range(1, 5):
+            trainer.train_step(*(t.to(trainer.device, non_blocking=True) for t in trainer.batcher.window(i)))
+        assert math.isfinite(trainer._shown_loss if device == "cuda" else first[device])
+    assert first["cuda"] == pytest.approx(first["cpu"], rel=1e-4)
+
+
+@needs_cuda
+def test_cuda_training_stops_on_a_nan_loss(tmp_path):
+    from charrnn.errors import TrainingDiverged
+
+    trainer = _tiny_trainer(tmp_path, device="cuda", eval_every=4)
+    with torch.no_grad():
+        trainer.model.head.bias.fill_(float("nan"))
+    x, y = trainer.batcher.window(0)
+    with pytest.raises(TrainingDiverged, match="at step 1:"):
+        trainer.train_step(x.cuda(), y.cuda())

@@ -83,6 +83,19 @@ def _print_report(report) -> None:
         if "fp32" in speeds and "bf16" in speeds:
             table.caption = f"bf16 / fp32 training speed: {speeds['bf16'] / speeds['fp32']:.2f}x"
         stdout.print(table)
+    if report.bf16_shapes:
+        table = Table(title="Where bf16 pays off: charrnn's training step by shape", title_justify="left")
+        for col in ("batch", "seq", "fp32 chars/s", "bf16 chars/s", "bf16 / fp32"):
+            table.add_column(col, justify="right")
+        for b in report.bf16_shapes:
+            table.add_row(
+                str(b.batch_size),
+                str(b.seq_len),
+                _rate(b.fp32_chars_per_sec),
+                _rate(b.bf16_chars_per_sec),
+                f"{b.speedup:.2f}x",
+            )
+        stdout.print(table)
     if report.sampling:
         table = Table(
             title=f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s)",
@@ -122,5 +135,14 @@ def _print_report(report) -> None:
             stdout.print(
                 f"Quality: tinyshakespeare, default settings, {q.budget_seconds:g}s budget: "
                 f"val {q.val_bpc:.3f} bpc after {q.steps} steps"
+            )
+    pq = report.precision_quality
+    if pq is not None:
+        if pq.skipped:
+            stdout.print(f"fp32 vs bf16 at equal steps: skipped: {pq.skipped}")
+        else:
+            stdout.print(
+                f"fp32 vs bf16 at equal steps ({pq.steps} steps, tinyshakespeare): val loss "
+                f"{pq.fp32_val_loss:.4f} vs {pq.bf16_val_loss:.4f} nats/token ({pq.relative_difference:+.2%})"
             )
     stdout.print(f"[dim]{report.seconds:.0f}s in all[/]")
