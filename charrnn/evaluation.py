@@ -18,7 +18,7 @@ import torch
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .config import TrainConfig
-from .data import decode_corpus, read_corpus_bytes, split_point
+from .data import decode_corpus, split_point
 from .errors import CheckpointError, ConfigError, CorpusError
 from .tokenizers import Tokenizer, show_chars
 
@@ -74,9 +74,12 @@ def checkpoint_precision(loaded: LoadedModel, device: torch.device) -> str:
         return "fp32"
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """A text file decoded and normalised the way training reads a corpus (BOM, line endings)."""
-    return decode_corpus(read_corpus_bytes(Path(path)), encoding)
+def read_text(path: Path | str, encoding: str = "utf-8") -> str:
+    """A text file, a directory of them, or a ready corpus name, decoded and normalised the way
+    training reads a corpus (BOM dropped, line endings), so that the same text gives the same ids."""
+    from .corpora import resolve_corpus
+
+    return decode_corpus(resolve_corpus(str(path)), encoding)
 
 
 def evaluate_text(
@@ -194,10 +197,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     tok = meta.get("tokenizer") or {}
     params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
     train = meta.get("train") or {}
-    try:
-        version = int(header.get("format_version", "0"))
-    except ValueError:
-        raise ConfigError(f"{path}: unreadable format version") from None
+    version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
     return {
         "path": str(path),
         "kind": meta.get("kind"),
