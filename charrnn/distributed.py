@@ -9,6 +9,7 @@ run with an error instead of a hang.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,7 +59,15 @@ class DistContext:
         else:
             dev = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+            try:
+                dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=TIMEOUT)
+            except dist.DistError as exc:  # a rank that never came, an address nobody listens on
+                first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise RankFailed(
+                    f"rank {rank}: the {world} processes of this run could not all meet within "
+                    f"CHARRNN_DIST_TIMEOUT={TIMEOUT.total_seconds():g}s ({first[:200]}); check the rendezvous "
+                    f"address and that every node started"
+                ) from None
         return cls(rank=rank, world_size=world, local_rank=local, device=dev)
 
     # -- collectives (no-ops in a single process)
@@ -103,10 +112,7 @@ class DistContext:
         models, or hang in a collective): every rank gets the same error naming the difference."""
         if not self.active:
             return
-        import torch.distributed as dist
-
-        everyone: list[Any] = [None] * self.world_size
-        dist.all_gather_object(everyone, settings)
+        everyone = self.all_gather_json(settings)
         for rank, other in enumerate(everyone[1:], start=1):
             diff = _first_difference(everyone[0], other)
             if diff is not None:
@@ -116,21 +122,23 @@ class DistContext:
                     f"rank 0 has {ours!r}; launch every rank with the same options and the same corpus"
                 )
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when it is true on any (a signal seen by one rank stops all)."""
+    def all_gather_json(self, value: Any) -> list[Any]:
+        """Every rank's JSON-able `value`, in rank order. JSON bytes in a tensor rather than
+        torch's *_object collectives, which pickle (this project never unpickles)."""
         if not self.active:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        return bool(self.all_reduce_sum(t).item() > 0)
-
-    def broadcast_object(self, obj: Any) -> Any:
-        if not self.active:
-            return obj
+            return [value]
         import torch.distributed as dist
 
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        blob = torch.frombuffer(bytearray(json.dumps(value, sort_keys=True).encode()), dtype=torch.uint8)
+        size = torch.tensor([blob.numel()], dtype=torch.int64, device=self.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size)
+        longest = int(max(s.item() for s in sizes))
+        padded = torch.zeros(longest, dtype=torch.uint8, device=self.device)
+        padded[: blob.numel()] = blob.to(self.device)
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return [json.loads(p[: int(n.item())].cpu().numpy().tobytes()) for p, n in zip(parts, sizes)]
 
     def gather_hidden(self, hidden):
         """Every rank's carried state, joined along the stream dimension (for the checkpoint)."""
@@ -173,8 +181,8 @@ class DistContext:
                 raise
             first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
             raise RankFailed(
-                f"rank {self.rank}: lost contact with the other processes of this run (another rank failed or "
-                f"stopped answering within {TIMEOUT.total_seconds():g}s, CHARRNN_DIST_TIMEOUT): {first[:200]}"
+                f"rank {self.rank}: lost contact with the other processes of this run (a rank failed, or did not "
+                f"answer for CHARRNN_DIST_TIMEOUT={TIMEOUT.total_seconds():g}s); the backend said: {first[:200]}"
             ) from None
 
     def close(self) -> None:

@@ -145,6 +145,19 @@ def test_ranks_launched_with_different_options_fail_with_one_line(tiny_corpus):
     assert not Path("r", "last.safetensors").exists()
 
 
+def test_a_rank_that_never_comes_ends_the_run_with_one_line_not_a_hang(tiny_corpus):
+    env = _env(tiny_corpus.parent / ".cache")
+    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    env["CHARRNN_DIST_TIMEOUT"] = "3"
+    cmd = [sys.executable, "-m", "charrnn", "train", tiny_corpus, *FLAGS, "--steps", "2", "--out", "r"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        next(line for line in done.stderr.splitlines() if line.startswith("error: rank 0: the 2 processes"))
+    ]
+    assert "CHARRNN_DIST_TIMEOUT=3s" in done.stderr
+
+
 def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data import load_tokens, read_corpus_bytes
