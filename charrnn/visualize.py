@@ -32,6 +32,7 @@ from .model import FastStepper
 LN2 = math.log(2.0)
 TOP_GUESSES = 5
 PROPOSALS_PER_FEATURE = 2
+STRUCTURAL = ("inside double quotes", "inside brackets", "position in the line")
 
 
 @dataclass
@@ -183,7 +184,9 @@ def propose_units(analysis: Analysis) -> list[Proposal]:
                 candidates.append(Proposal(name, track.name, int(unit), float(r[unit])))
         candidates.sort(key=lambda p: -abs(p.r))
         proposals.extend(candidates[:PROPOSALS_PER_FEATURE])
-    proposals.sort(key=lambda p: -abs(p.r))
+    # Long-range structure first (the page selects the first proposal): a unit that counts along the
+    # line or remembers an open quote says more about the model than one that spots letters.
+    proposals.sort(key=lambda p: (not (p.feature in STRUCTURAL and abs(p.r) >= 0.3), -abs(p.r)))
     return proposals
 
 

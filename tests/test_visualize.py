@@ -187,6 +187,10 @@ def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     assert red.sum() > 2000, f"only {red.sum()} reddish pixels: the text was not colored"
     lower = slice(rgb.shape[0] // 2, None)  # the unit panel: activations in red and blue
     assert (red[lower] | blue[lower]).sum() > 1000
-    # And the script built one span per character in each of the two panels.
-    dom = _headless(chromium, "--dump-dom", page.as_uri())
+    # The script built one span per character in each of the two panels, and the tooltip of a
+    # character (pinned by #hover=N, as nothing hovers in a headless browser) lists the guesses.
+    dom = _headless(chromium, "--dump-dom", page.as_uri() + "#hover=3")
     assert dom.stdout.count("data-i=") == 2 * len(SAMPLE_TEXT), dom.stderr[-2000:]
+    tip = re.search(r'<div id="tip" style="([^"]*)">(.*?)</div>', dom.stdout, re.S)
+    assert tip and "display: block" in tip.group(1) and "the model guessed" in tip.group(2)
+    assert tip.group(2).count("<tr>") == 5
