@@ -131,3 +131,75 @@ def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.
         return stepper.step(token, hidden)
     logits, hidden = model(token[:, None], hidden)
     return logits[:, -1], hidden
+
+
+def generate_documents(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    count: int,
+    *,
+    start: str = "",
+    renumber: str | None = None,
+    max_chars: int = 2000,
+    attempts: int = 10,
+    temperature: float = 0.8,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Iterator[str]:
+    """Yield up to `count` whole documents, each as the model wrote it between two blank lines
+    (without them). The model starts conditioned on a blank line, i.e. at a document's start;
+    documents that do not begin with `start` or run past `max_chars` without ending are dropped.
+    With `renumber` (a field such as "X:"), the document's line starting with it becomes
+    `X:1`, `X:2`, ... in output order. Stops after `count * attempts` documents were drawn."""
+    if count < 1:
+        raise ConfigError(f"the number of documents must be at least 1 (got {count})")
+    # Conditioning on a blank line puts the model at the start of a document.
+    prime = "\n\n" if not tokenizer.unknown_chars("\n") else ""
+    produced = drawn = 0
+    buffer = ""
+    overflow = False  # the current document ran past max_chars: drop it at its end
+    first = True  # text before the first blank line may be the tail of a document
+    pieces = generate(
+        model,
+        tokenizer,
+        length=count * attempts * max_chars,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        prime=prime,
+        generator=generator,
+    )
+    try:
+        for piece in pieces:
+            buffer += piece
+            if first and prime:
+                buffer = buffer[len(prime) :]  # the prime is context, not output
+                first = False
+            while "\n\n" in buffer:
+                doc, buffer = buffer.split("\n\n", 1)
+                doc = doc.strip("\n")
+                if overflow:  # the tail of a document that ran too long ends here
+                    overflow, doc = False, ""
+                if not doc:
+                    continue
+                drawn += 1
+                if doc.startswith(start):
+                    produced += 1
+                    yield _renumber(doc, renumber, produced) if renumber else doc
+                if produced >= count or drawn >= count * attempts:
+                    return
+            if len(buffer) > max_chars:
+                overflow, buffer = True, ""
+                drawn += 1
+    finally:
+        pieces.close()
+
+
+def _renumber(doc: str, field: str, number: int) -> str:
+    lines = doc.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(field):
+            lines[i] = f"{field}{number}"
+            break
+    return "\n".join(lines)

@@ -68,7 +68,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` (or a sub-app) when imported.
-from . import bench, corpus, inspect, sample, train  # noqa: E402,F401
+from . import bench, corpus, inspect, music, sample, train  # noqa: E402,F401
 
 
 def main() -> None:

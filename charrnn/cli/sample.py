@@ -39,6 +39,17 @@ def sample(
     drop_unknown: Annotated[
         bool, typer.Option("--drop-unknown", help="Leave out prime characters the model never saw.")
     ] = False,
+    docs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--docs",
+            help="Emit N whole documents (text between blank lines), one blank line apart; --length caps each.",
+        ),
+    ] = None,
+    tunes: Annotated[
+        Optional[int],
+        typer.Option("--tunes", help="Emit N whole ABC tunes, each from its X: header to its end, renumbered 1..N."),
+    ] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
     from ..config import SampleConfig
@@ -58,6 +69,8 @@ def sample(
     from ..checkpoint import load_model, resolve_checkpoint
     from ..sample import check_prime, generate
 
+    if docs is not None or tunes is not None:
+        _check_document_options(docs, tunes, prime, stop, num_samples)
     loaded = load_model(resolve_checkpoint(checkpoint))
     prime, dropped = check_prime(loaded.tokenizer, prime, drop_unknown)
     if dropped:
@@ -69,6 +82,9 @@ def sample(
         cfg_seed = cfg.seed
     generator = torch.Generator().manual_seed(cfg_seed)
     out = sys.stdout
+    if docs is not None or tunes is not None:
+        _write_documents(loaded, cfg, generator, docs, tunes)
+        return
     for n in range(cfg.num_samples):
         if n:
             out.write("\n")  # a blank line between samples (each ends with a newline)
@@ -99,6 +115,47 @@ def _unescape(text: str) -> str:
         return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError as exc:
         raise CharRNNError(f"--stop {text!r}: bad backslash escape ({exc.reason})") from None
+
+
+def _check_document_options(docs, tunes, prime: str, stop, num_samples: int) -> None:
+    if docs is not None and tunes is not None:
+        raise CharRNNError("give --docs or --tunes, not both")
+    name = "--tunes" if tunes is not None else "--docs"
+    if (tunes if tunes is not None else docs) < 1:
+        raise CharRNNError(f"{name} must be at least 1")
+    if prime or stop is not None or num_samples != 1:
+        raise CharRNNError(
+            f"{name} starts each document at its beginning and ends it at a blank line: "
+            "it cannot be combined with --prime, --prime-file, --stop or --num-samples"
+        )
+
+
+def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None) -> None:
+    from ..sample import generate_documents
+
+    count = tunes if tunes is not None else docs
+    what = "tunes" if tunes is not None else "documents"
+    written = 0
+    for doc in generate_documents(
+        loaded.model,
+        loaded.tokenizer,
+        count,
+        start="X:" if tunes is not None else "",
+        renumber="X:" if tunes is not None else None,
+        max_chars=cfg.length,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        generator=generator,
+    ):
+        sys.stdout.write(("\n" if written else "") + doc + "\n")
+        sys.stdout.flush()
+        written += 1
+    if written < count:
+        raise CharRNNError(
+            f"the model wrote only {written} complete {what} of {count} asked "
+            f"(train it longer, or raise --length above {cfg.length} if its {what} are long)"
+        )
 
 
 def _read_prime(path: Path) -> str:

@@ -1,0 +1,297 @@
+"""`abc check`: is each ABC tune of a file a playable, well-formed tune? And its MIDI file.
+
+A tune is valid when music21 parses it, its header has a title (T:), a meter (M:) and a key
+(K:), it contains notes, and every bar fills its meter. Real tunes bend that last rule in
+known ways, which are allowed: a pickup (anacrusis) before the first bar, a short last bar,
+and short bars next to a section boundary (a repeat sign, a double bar, a first or second
+ending), where the bar before the boundary and the pickup after it share one bar between them.
+Anything else that is too short or too long (a deleted note, a bar from another meter) fails.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .music import require_music21, split_documents
+
+_HEADER = re.compile(r"^([A-Za-z]):[ \t]*(.*)$")
+# Quarter lengths are exact binary fractions or tuplet thirds: compare with a tolerance.
+_EPS = 1e-6
+
+
+@dataclass
+class TuneCheck:
+    """The verdict on one tune (index counts from 1 in file order)."""
+
+    index: int
+    title: str = ""
+    parses: bool = False
+    has_title: bool = False
+    has_meter: bool = False
+    has_key: bool = False
+    has_notes: bool = False
+    bars_ok: bool = False
+    bars: int = 0
+    bad_bars: list[int] = field(default_factory=list)  # music21 measure numbers
+    error: str = ""  # why it does not parse
+    midi: str = ""  # the .mid written for it, when asked
+
+    @property
+    def valid(self) -> bool:
+        return self.parses and self.has_title and self.has_meter and self.has_key and self.has_notes and self.bars_ok
+
+    def problems(self) -> list[str]:
+        if not self.parses:
+            return [f"does not parse: {self.error}"]
+        named = [("no title", self.has_title), ("no meter", self.has_meter), ("no key", self.has_key)]
+        out = [name for name, ok in named if not ok]
+        if not self.has_notes:
+            out.append("no notes")
+        elif not self.bars_ok:
+            shown = ", ".join(str(b) for b in self.bad_bars[:5]) + (", ..." if len(self.bad_bars) > 5 else "")
+            out.append(f"bars that do not fit the meter: {shown}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "valid": self.valid, "problems": self.problems()}
+
+
+@dataclass
+class CheckSummary:
+    results: list[TuneCheck]
+
+    @property
+    def tunes(self) -> int:
+        return len(self.results)
+
+    @property
+    def valid(self) -> int:
+        return sum(r.valid for r in self.results)
+
+    @property
+    def valid_share(self) -> float:
+        return self.valid / self.tunes if self.tunes else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "tunes": self.tunes,
+            "valid": self.valid,
+            "valid_share": round(self.valid_share, 4),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def header_fields(tune: str) -> dict[str, str]:
+    """The first value of each header field, read up to and including the K: line."""
+    found: dict[str, str] = {}
+    for line in tune.split("\n"):
+        m = _HEADER.match(line.strip())
+        if not m:
+            if found:
+                break  # the body began without a K: line
+            continue
+        found.setdefault(m.group(1), m.group(2).strip())
+        if m.group(1) == "K":
+            break
+    return found
+
+
+# A tune may have this many bars that do not fit, a slip that real collections have (Essen's
+# tunes declare one meter where the source mixes several). See the README's calibration.
+MAX_MISFIT_BARS = 1
+
+
+def check_tune(
+    tune: str, index: int = 1, midi_path: Path | None = None, max_misfit_bars: int = MAX_MISFIT_BARS
+) -> TuneCheck:
+    """Check one tune; when it is valid and `midi_path` is given, write its MIDI file there."""
+    music21 = require_music21()
+    header = header_fields(tune)
+    result = TuneCheck(index=index, title=header.get("T", ""))
+    result.has_title = bool(header.get("T"))
+    result.has_key = "K" in header
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # `::` is shorthand for `:|:`, which music21 does not read as a repeat.
+            score = music21.converter.parse(re.sub(r"(?<![|:]):{2}(?![|:])", ":|:", tune), format="abc")
+        part = score.parts[0] if score.parts else score
+        measures = list(part.getElementsByClass("Measure"))
+        notes = list(part.recurse().notes)
+    except Exception as exc:  # music21 raises many kinds on bad input; any of them means "does not parse"
+        result.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        return result
+    result.parses = True
+    result.has_meter = "M" in header and bool(list(part.recurse().getElementsByClass("TimeSignature")))
+    result.has_notes = bool(notes)
+    result.bars = len(measures)
+    result.bad_bars = misfit_bars(part, measures, declared_meters(music21, tune)) if result.has_meter else []
+    result.bars_ok = result.has_meter and result.has_notes and len(result.bad_bars) <= max_misfit_bars
+    if midi_path is not None and result.valid:
+        midi_path.parent.mkdir(parents=True, exist_ok=True)
+        score.write("midi", fp=str(midi_path))
+        result.midi = str(midi_path)
+    return result
+
+
+def declared_meters(music21, tune: str) -> set[str]:
+    """The meters the tune declares (header M: and any later M: field), as music21 ratios."""
+    found = set()
+    for value in re.findall(r"(?:^|\[)M:\s*([^\]\n]*)", tune, flags=re.M):
+        try:
+            found.add(music21.meter.TimeSignature(value.strip()).ratioString)
+        except Exception:  # not a meter music21 knows: declares nothing
+            pass
+    return found
+
+
+def misfit_bars(part, measures: list, declared: set[str]) -> list[int]:
+    """Numbers of the bars whose length disagrees with their meter, beyond the allowed pickups
+    and section-boundary splits (see the module docstring)."""
+    lengths = [float(m.duration.quarterLength) for m in measures]
+    # Empty "measures" (a bar line at the very start, `||:` and the like) carry nothing.
+    keep = [i for i, q in enumerate(lengths) if q > _EPS]
+    if not keep:
+        return []
+    boundary_after = _section_ends(part, measures)
+    # The declared meter in force. music21 splits a bar that is too long into a full bar and a
+    # remainder, giving the remainder a made-up meter that fits it; such meters are ignored here,
+    # so the remainder shows up as the short bar it is. (The split is what we want for collections
+    # such as Essen, where a line end closes a bar without a bar line.)
+    meters: list[float | None] = []
+    current = None
+    for m in measures:
+        ts = m.timeSignature
+        if ts is not None and ts.ratioString in declared:
+            current = float(ts.barDuration.quarterLength)
+        meters.append(current)
+    bad: list[int] = []
+    for pos, i in enumerate(keep):
+        measure, length, expected = measures[i], lengths[i], meters[i]
+        if expected is None:
+            continue  # before any meter: nothing to compare with
+        if abs(length - expected) < _EPS:
+            continue
+        if length > expected:
+            bad.append(measure.number)
+            continue
+        first, last = pos == 0, pos == len(keep) - 1
+        prev_i = keep[pos - 1] if pos > 0 else None
+        after_boundary = prev_i is not None and prev_i in boundary_after
+        if not (first or last or after_boundary or i in boundary_after):
+            bad.append(measure.number)
+        elif after_boundary and lengths[prev_i] < expected - _EPS and abs(lengths[prev_i] + length - expected) > _EPS:
+            # Short on both sides of a section boundary: together they must make one bar.
+            bad.append(measure.number)
+    return bad
+
+
+def _section_ends(part, measures: list) -> set[int]:
+    """Indices of measures after which a section ends: a repeat sign, double or final bar on
+    either side of the bar line, or the end of a first/second ending."""
+    index = {id(m): i for i, m in enumerate(measures)}
+    ends: set[int] = set()
+    for i, m in enumerate(measures):
+        right = m.rightBarline
+        if right is not None and (right.type != "regular" or type(right).__name__ == "Repeat"):
+            ends.add(i)
+        left = m.leftBarline
+        if i > 0 and left is not None and (left.type != "regular" or type(left).__name__ == "Repeat"):
+            ends.add(i - 1)
+    for bracket in part.spanners.getElementsByClass("RepeatBracket"):
+        spanned = [index[id(m)] for m in bracket.getSpannedElements() if id(m) in index]
+        if spanned:
+            ends.add(max(spanned))
+            if min(spanned) > 0:
+                ends.add(min(spanned) - 1)
+    return ends
+
+
+def tune_file_name(index: int, title: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:40] or "tune"
+    return f"{index:03d}-{slug}.mid"
+
+
+def check_tunes(
+    tunes: Iterable[str],
+    midi_dir: Path | None = None,
+    max_misfit_bars: int = MAX_MISFIT_BARS,
+    progress: Callable[[TuneCheck], None] = lambda _: None,
+) -> CheckSummary:
+    """Check every tune; with `midi_dir`, write one .mid per valid tune into it."""
+    results = []
+    for i, tune in enumerate(tunes, start=1):
+        title = header_fields(tune).get("T", "")
+        path = midi_dir / tune_file_name(i, title) if midi_dir is not None else None
+        result = check_tune(tune, i, path, max_misfit_bars)
+        results.append(result)
+        progress(result)
+    return CheckSummary(results)
+
+
+def check_abc_file(
+    path: Path, midi_dir: Path | None = None, max_misfit_bars: int = MAX_MISFIT_BARS, progress=lambda _: None
+) -> CheckSummary:
+    """Check the blank-line-separated tunes of an ABC file."""
+    from .errors import CorpusError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CorpusError(f"ABC file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path} is not UTF-8 (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    tunes = split_documents(text)
+    if not tunes:
+        raise CorpusError(f"{path} holds no tunes (tunes are separated by a blank line)")
+    require_music21()
+    return check_tunes(tunes, midi_dir, max_misfit_bars, progress)
+
+
+def calibrate(
+    tunes: list[str],
+    sample: int = 500,
+    seed: int = 0,
+    max_misfit_bars: int = MAX_MISFIT_BARS,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """How often the checker passes real tunes and rejects corrupted copies of them, on a
+    seeded random sample: {"real": share passed, "swap_bars"/"delete_notes"/"remove_header":
+    share rejected, "corrupted": share of all corrupted copies rejected}."""
+    import random
+
+    from .music import corrupt_delete_notes, corrupt_remove_header, corrupt_swap_bars
+
+    rng = random.Random(seed)
+    chosen = rng.sample(tunes, min(sample, len(tunes)))
+    meter = {id(t): header_fields(t).get("M") for t in tunes}
+
+    def donor_for(tune: str) -> str:
+        while True:  # a tune in another meter (the corpus has several)
+            donor = rng.choice(tunes)
+            if meter[id(donor)] != meter[id(tune)]:
+                return donor
+
+    corruptions = {
+        "swap_bars": lambda t: corrupt_swap_bars(t, donor_for(t), rng),
+        "delete_notes": lambda t: corrupt_delete_notes(t, rng),
+        "remove_header": lambda t: corrupt_remove_header(t, rng),
+    }
+    passed = sum(check_tune(t, max_misfit_bars=max_misfit_bars).valid for t in chosen)
+    out: dict = {"sample": len(chosen), "seed": seed, "max_misfit_bars": max_misfit_bars}
+    out["real"] = passed / len(chosen)
+    progress(f"real tunes passed: {passed}/{len(chosen)}")
+    rejected_all = 0
+    for name, corrupt in corruptions.items():
+        rejected = sum(not check_tune(corrupt(t), max_misfit_bars=max_misfit_bars).valid for t in chosen)
+        rejected_all += rejected
+        out[name] = rejected / len(chosen)
+        progress(f"{name}: rejected {rejected}/{len(chosen)}")
+    out["corrupted"] = rejected_all / (len(chosen) * len(corruptions))
+    return out

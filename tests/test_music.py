@@ -1,0 +1,212 @@
+"""ABC tunes: the folk-abc builder, the checker (valid tunes and each kind of corruption),
+MIDI output, and `sample --tunes`."""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import pytest
+
+from charrnn.errors import CorpusError
+from charrnn.music import (
+    build_folk_abc,
+    corrupt_delete_notes,
+    corrupt_remove_header,
+    corrupt_swap_bars,
+    require_music21,
+    split_documents,
+)
+
+REEL = """X:1
+T:The Test Reel
+M:4/4
+L:1/8
+K:D
+A|:d2fd efdB|AFDF A2FA|d2fd efdB|AFEF D3:|
+|:e|f2af gfed|cAeA fAeA|f2af gfed|cAeg fd d2:|"""
+
+JIG = """X:2
+T:First and Second
+M:6/8
+L:1/8
+K:G
+D|:G2B dBG|A2B cBA|G2B dBG|1 FAF G2D:|2 FAF G3||
+|:d2e fed|c2d edc|B2c dcB|AGF G3:|"""
+
+WALTZ = """X:3
+T:Waltz
+M:3/4
+L:1/4
+K:C
+C E G|c2 G|E G c|e3|d B G|c3|]"""
+
+RAW_COLLECTION = {
+    "b.abc": """% a file header comment
+X:7
+T:Second File Tune
+N:a note that is dropped
+R:reel
+M:2/4
+L:1/16
+K:G
+"Em"G2A2 B2c2|!trill!d4 {g}d4|\\
+~e2d2 (B2A2)|G8|]
+
+X:8
+T:Free meter
+M:none
+K:C
+CDEF GABc
+""",
+    "a.abc": """X:1
+T:First File Tune
+Z:someone
+M:6/8
+K:D
+A|d2e fed|uB2A vA2F|d2e f2a|1 gfe d2:|2 gfe d3|]
+
+X:2
+T:Two voices
+M:4/4
+K:C
+V:1
+CDEF GABc|
+V:2
+C,D,E,F, G,A,B,C|
+""",
+}
+
+
+@pytest.fixture
+def music21():
+    return pytest.importorskip("music21", reason="needs the [music] extra (pip install music21)")
+
+
+def _collection(root):
+    root.mkdir()
+    for name, text in RAW_COLLECTION.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+# ----------------------------------------------------------------------------- the builder
+
+
+def test_build_is_deterministic_and_normalized(tmp_path):
+    first = build_folk_abc(_collection(tmp_path / "c1"))
+    assert first == build_folk_abc(_collection(tmp_path / "c2"))
+    tunes = split_documents(first)
+    # Files in sorted order; the two-voice and the free-meter tunes are out of scope.
+    assert [t.split("\n")[1] for t in tunes] == ["T:First File Tune", "T:Second File Tune"]
+    assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2"]  # renumbered
+    assert first.count("\n\n") == 1 and first.endswith("\n") and "\n\n\n" not in first
+    reel = tunes[1]
+    assert reel.split("\n")[:5] == ["X:2", "T:Second File Tune", "M:2/4", "L:1/16", "K:G"]
+    for dropped in ('"', "!", "{", "~", "(", "N:", "R:", "%", "\\"):
+        assert dropped not in reel
+    assert "G2A2 B2c2|d4 d4|" in reel
+    assert "L:1/8" in tunes[0]  # ABC's default unit length for 6/8, made explicit
+    assert "|1 gfe d2:|2 gfe d3|]" in tunes[0] and "uB2A" not in tunes[0]
+
+
+def test_missing_music21_says_how_to_install(monkeypatch, cli, tmp_path):
+    monkeypatch.setitem(sys.modules, "music21", None)
+    with pytest.raises(CorpusError, match="pip install"):
+        require_music21()
+    (tmp_path / "t.abc").write_text(REEL, encoding="utf-8")
+    result = cli("abc", "check", "t.abc")
+    assert result.exit_code != 0
+    assert "pip install" in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- the checker
+
+
+def test_real_tunes_pass(music21):
+    from charrnn.abc_check import check_tunes
+
+    summary = check_tunes([REEL, JIG, WALTZ], max_misfit_bars=0)
+    assert [r.problems() for r in summary.results] == [[], [], []]
+    assert (summary.tunes, summary.valid) == (3, 3)
+    assert summary.results[1].title == "First and Second"
+
+
+@pytest.mark.parametrize(
+    "damaged, problem",
+    [
+        (REEL.replace("T:The Test Reel\n", ""), "no title"),
+        (REEL.replace("M:4/4\n", ""), "no meter"),
+        (REEL.replace("K:D\n", "") + "\n", "no key"),
+        (REEL.replace("AFDF A2FA", "AFD A2FA").replace("cAeA fAeA", "cAeA fA"), "bars that do not fit"),
+        (JIG.replace("A2B cBA|G2B", "A2B cBA d2|G2B").replace("c2d edc", "c2d edc d"), "bars that do not fit"),
+        ("X:9\nT:Words\nM:4/4\nL:1/8\nK:C\n", "no notes"),
+    ],
+)
+def test_corruptions_fail(music21, damaged, problem):
+    from charrnn.abc_check import check_tune
+
+    result = check_tune(damaged)
+    assert not result.valid
+    assert any(p.startswith(problem) for p in result.problems()), result.problems()
+
+
+def test_corruption_functions_are_caught(music21):
+    from charrnn.abc_check import check_tune
+
+    rng = random.Random(3)
+    assert not check_tune(corrupt_swap_bars(REEL, WALTZ, rng, count=3)).valid
+    assert not check_tune(corrupt_delete_notes(REEL, rng, count=3), max_misfit_bars=0).valid
+    for seed in range(3):
+        damaged = corrupt_remove_header(JIG, random.Random(seed))
+        assert damaged != JIG and not check_tune(damaged).valid
+
+
+def test_check_cli_json_and_midi_read_back(music21, cli, tmp_path):
+    (tmp_path / "tunes.abc").write_text("\n\n".join([REEL, JIG, REEL.replace("K:D\n", "")]) + "\n", encoding="utf-8")
+    result = cli("abc", "check", "tunes.abc", "--json", "--midi", "midi")
+    assert result.exit_code == 0, result.stderr
+    import json
+
+    summary = json.loads(result.stdout)
+    assert (summary["tunes"], summary["valid"]) == (3, 2)
+    files = sorted((tmp_path / "midi").glob("*.mid"))
+    assert [f.name for f in files] == ["001-the-test-reel.mid", "002-first-and-second.mid"]
+    back = music21.converter.parse(files[0])
+    assert len(back.flatten().notes) > 20
+
+    table = cli("abc", "check", "tunes.abc")
+    assert "2 of 3 tunes valid" in table.stdout
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_generate_documents_keeps_whole_tunes_and_renumbers(monkeypatch):
+    import charrnn.sample as sampling
+
+    stream = ["\n\n", "X:7\nT:A\nK:C\nCD", "EF|\n\nT:no header\n\n", "X:9\nT:", "B\nK:G\n" + "G" * 50, "\n\n"]
+    stream += ["\n\nX:3\nT:C\nK:D\nd|\n\nX:4\nT:D\nK:D\nd|\n\n"]
+    monkeypatch.setattr(sampling, "generate", lambda *a, **k: (piece for piece in stream))
+    tokenizer = type("T", (), {"unknown_chars": lambda self, text: []})()
+    docs = list(sampling.generate_documents(None, tokenizer, 2, start="X:", renumber="X:", max_chars=40))
+    # The headerless document and the one longer than 40 characters are dropped.
+    assert docs == ["X:1\nT:A\nK:C\nCDEF|", "X:2\nT:C\nK:D\nd|"]
+
+
+def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path):
+    corpus = tmp_path / "tunes.abc"
+    two = "X:1\nT:Reel\nM:2/4\nL:1/8\nK:D\nA|:dfed|cAFA|dfed|cdd2:|\n\nX:2\nT:Jig\nM:6/8\nL:1/8\nK:G\nGAB dBG|A3 A2D|]\n\n"
+    corpus.write_text(two * 100, encoding="utf-8")
+    small = ["--hidden", "64", "--embed", "16", "--layers", "1", "--seq-len", "32", "--batch-size", "8", "--lr", "0.01"]
+    trained = cli("train", corpus, *small, "--steps", "120", "--out", "run", "--seed", "1")
+    assert trained.exit_code == 0, trained.stderr
+    result = cli("sample", "run", "--tunes", "3", "--seed", "1", "--temp", "0.5")
+    assert result.exit_code == 0, result.stderr
+    tunes = split_documents(result.stdout)
+    assert len(tunes) == 3 and result.stdout.count("\n\n") == 2 and not result.stdout.endswith("\n\n")
+    assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2", "X:3"]
+    assert all("\nK:" in t for t in tunes)
+
+    refused = cli("sample", "run", "--tunes", "2", "--prime", "X:")
+    assert refused.exit_code != 0 and "--tunes" in refused.stderr
