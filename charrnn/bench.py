@@ -98,6 +98,8 @@ class SampleSpeed:
     chars_per_sec: float
     weight_bytes: int  # bytes of weights read per step (all streams share one read)
     limit_chars_per_sec: float  # streams * bandwidth / weight_bytes: the memory-bound ceiling
+    # fp32 matmul peak / (2 FLOPs per weight per character): the ceiling once many streams share a read
+    compute_limit_chars_per_sec: float | None = None
 
 
 @dataclass
@@ -127,6 +129,7 @@ class BenchReport:
     config: dict[str, Any]
     matmul_peak: dict[str, float] = field(default_factory=dict)  # precision -> FLOP/s
     read_bandwidth: float = 0.0  # bytes/s
+    cpu_matmul_peak: float = 0.0  # fp32 FLOP/s on the CPU, where sampling runs
     training: list[TrainSpeed] = field(default_factory=list)
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
@@ -157,6 +160,7 @@ class BenchPlan:
     sample_streams: tuple[int, ...] = (1, 32)
     sample_seconds: float = 2.0
     data_mb: float = 100.0
+    data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
     quality_seconds: float = 300.0
 
     @classmethod
@@ -418,7 +422,14 @@ def stepper_weight_bytes(stepper: FastStepper) -> int:
 
 @torch.inference_mode()
 def bench_sampling(
-    cell: str, hidden: int, layers: int, streams: int, seconds: float, bandwidth: float, temperature: float = 0.8
+    cell: str,
+    hidden: int,
+    layers: int,
+    streams: int,
+    seconds: float,
+    bandwidth: float,
+    peak: float | None = None,
+    temperature: float = 0.8,
 ) -> SampleSpeed:
     """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once."""
     torch.manual_seed(0)
@@ -450,6 +461,7 @@ def bench_sampling(
         chars_per_sec=steps * streams / (now - start),
         weight_bytes=weight_bytes,
         limit_chars_per_sec=streams * bandwidth / weight_bytes,
+        compute_limit_chars_per_sec=peak / (2 * weight_bytes / 4) if peak else None,
     )
 
 
@@ -489,7 +501,7 @@ def generate_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
                 break
 
 
-def _data_child(mode: str, corpus_path: str, out_path: str) -> None:
+def _data_child(mode: str, corpus_path: str, out_path: str, hidden: int = 512) -> None:
     """Runs in a fresh interpreter (see `bench_data`) so that peak memory is this work's alone.
     Writes its figures as JSON to `out_path`."""
     import resource
@@ -507,7 +519,7 @@ def _data_child(mode: str, corpus_path: str, out_path: str) -> None:
     result["dtype"] = str(data.train.dtype)
     if mode == "first-step":
         cfg = TrainConfig(device="cpu", precision="fp32", steps=1)
-        model_cfg = ModelConfig(vocab_size=data.tokenizer.vocab_size)
+        model_cfg = ModelConfig(vocab_size=data.tokenizer.vocab_size, hidden_size=hidden)
         with tempfile.TemporaryDirectory() as run_dir:
             trainer = Trainer(data, model_cfg, cfg, Path(run_dir))
             x, y = trainer.batcher.window(0)
@@ -518,9 +530,9 @@ def _data_child(mode: str, corpus_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
-def _run_child(mode: str, corpus: Path, cache: Path, out: Path) -> dict[str, Any]:
+def _run_child(mode: str, corpus: Path, cache: Path, out: Path, hidden: int) -> dict[str, Any]:
     env = {**os.environ, "CHARRNN_CACHE": str(cache)}
-    code = f"from charrnn.bench import _data_child; _data_child({mode!r}, {str(corpus)!r}, {str(out)!r})"
+    code = f"from charrnn.bench import _data_child; _data_child({mode!r}, {str(corpus)!r}, {str(out)!r}, {hidden})"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -528,15 +540,15 @@ def _run_child(mode: str, corpus: Path, cache: Path, out: Path) -> dict[str, Any
     return json.loads(out.read_text())
 
 
-def bench_data(megabytes: float, workdir: Path | None = None) -> DataPath:
+def bench_data(megabytes: float, workdir: Path | None = None, hidden: int = 512) -> DataPath:
     """Encode a generated corpus in a fresh process (time, peak RSS), then time a second run's
     start on the same corpus: the ids come memory-mapped from the cache."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp)
         corpus = folder / "generated.txt"
         generate_corpus(corpus, megabytes)
-        first = _run_child("encode", corpus, folder / "cache", folder / "first.json")
-        second = _run_child("first-step", corpus, folder / "cache", folder / "second.json")
+        first = _run_child("encode", corpus, folder / "cache", folder / "first.json", hidden)
+        second = _run_child("first-step", corpus, folder / "cache", folder / "second.json", hidden)
         size = corpus.stat().st_size
     return DataPath(
         corpus_mb=size / 1e6,
@@ -615,15 +627,25 @@ def run_bench(
     if "sampling" in sections:
         progress("memory bandwidth")
         report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
+        cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
+        report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
         for cell, hidden in plan.sample_models:
             for streams in plan.sample_streams:
                 progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s)")
                 report.sampling.append(
-                    bench_sampling(cell, hidden, plan.layers, streams, plan.sample_seconds, report.read_bandwidth)
+                    bench_sampling(
+                        cell,
+                        hidden,
+                        plan.layers,
+                        streams,
+                        plan.sample_seconds,
+                        report.read_bandwidth,
+                        report.cpu_matmul_peak,
+                    )
                 )
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
-        report.data = bench_data(plan.data_mb, workdir)
+        report.data = bench_data(plan.data_mb, workdir, plan.data_hidden)
     if "quality" in sections:
         progress(f"quality ({plan.quality_seconds:g}s of training)")
         report.quality = bench_quality(plan.quality_seconds, dev, workdir)

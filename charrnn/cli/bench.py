@@ -98,20 +98,26 @@ def _print_report(report) -> None:
         stdout.print(table)
     if report.sampling:
         table = Table(
-            title=f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s)",
+            title=(
+                f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s, "
+                f"fp32 matmul peak {report.cpu_matmul_peak / 1e9:.0f} GFLOP/s)"
+            ),
             title_justify="left",
         )
-        for col in ("model", "streams", "chars/s", "bandwidth limit", "of limit", "weights"):
+        for col in ("model", "streams", "chars/s", "bandwidth limit", "compute limit", "of the lower", "weights"):
             table.add_column(col, justify="right")
         for s in report.sampling:
+            limits = [x for x in (s.limit_chars_per_sec, s.compute_limit_chars_per_sec) if x]
             table.add_row(
                 f"{s.cell} {s.layers}x{s.hidden}",
                 str(s.streams),
                 _rate(s.chars_per_sec),
                 _rate(s.limit_chars_per_sec),
-                f"{s.chars_per_sec / s.limit_chars_per_sec:.1%}",
+                _rate(s.compute_limit_chars_per_sec) if s.compute_limit_chars_per_sec else "-",
+                f"{s.chars_per_sec / min(limits):.1%}",
                 f"{s.weight_bytes / 1e6:.2f} MB",
             )
+        table.caption = "weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
         stdout.print(table)
     if report.data is not None:
         d = report.data
