@@ -30,6 +30,11 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _seed_ok(seed: int | None) -> bool:
+    """torch takes seeds that fit in a signed 64-bit integer."""
+    return seed is None or -(2**63) <= seed < 2**63
+
+
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -123,6 +128,7 @@ class TrainConfig:
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})"
         )
         _require(self.sample_every >= 0, f"--sample-every must be >= 0 (got {self.sample_every})")
+        _require(_seed_ok(self.seed), f"--seed must fit in 64 bits, between -2**63 and 2**63 - 1 (got {self.seed})")
         _require(self.eval_batch_size >= 1, "eval_batch_size must be at least 1")
 
     @property
@@ -159,6 +165,7 @@ class SampleConfig:
         _require(_finite(self.top_p) and 0 < self.top_p <= 1, f"--top-p must be in (0, 1] (got {self.top_p})")
         _require(self.length >= 0, f"--length must be >= 0 (got {self.length})")
         _require(self.num_samples >= 1, f"--num-samples must be at least 1 (got {self.num_samples})")
+        _require(_seed_ok(self.seed), f"--seed must fit in 64 bits, between -2**63 and 2**63 - 1 (got {self.seed})")
         _require(self.stop is None or len(self.stop) > 0, "--stop must not be empty")
 
 

@@ -28,7 +28,12 @@ def choose_next(
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    scaled = logits / temperature
+    if not torch.isfinite(scaled).all():
+        # A tiny temperature overflows float32 (and rounds to 0 in it). Softmax ignores a shift by
+        # the max, after which every value is <= 0 and float64 holds the quotient.
+        scaled = (logits - logits.max(dim=-1, keepdim=True).values).double() / temperature
+    logits = scaled
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -21,7 +21,7 @@ from conftest import TINY_TRAIN
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import CorpusBytes
-from charrnn.train import train
+from charrnn.train import Trainer, train
 
 KILLS = 20
 
@@ -54,42 +54,62 @@ def _drain(q: queue.Queue, seen: list[str]) -> str:
     return "".join(seen)
 
 
-def test_signals_save_and_tell_how_to_resume(cli, tiny_corpus):
-    """Ctrl-C (exit 130) and SIGTERM (exit 143), in two runs side by side (each start-up costs seconds)."""
-    runs = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", signum.name]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        runs[signum] = (proc, _lines(proc.stderr), [])
-    try:
-        for signum, (proc, q, seen) in runs.items():
-            _wait_for(q, "step ", seen)  # the first evaluation line: training is under way
-            proc.send_signal(signum)
-        for signum, (proc, q, seen) in runs.items():
-            err = _drain(q, seen)
-            assert proc.wait(timeout=120) == 128 + signum, err
-            assert proc.stdout.read() == ""  # stdout carries products only
-            assert "Traceback" not in err
-            last_line = err.strip().splitlines()[-1]
-            assert f"{signum.name}/last.safetensors" in last_line and "resume with: charrnn train" in last_line
-            _, meta = load_checkpoint(Path(signum.name, "last.safetensors"))
-            stopped = meta["step"]
-            assert f"interrupted at step {stopped}" in last_line
+def _check_interrupted(cli, stderr: str, out: str) -> None:
+    """The last stderr line says where the checkpoint is and how to resume; that command works."""
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert f"{out}/last.safetensors" in last_line and "resume with: charrnn train" in last_line
+    _, meta = load_checkpoint(Path(out, "last.safetensors"))
+    stopped = meta["step"]
+    assert f"interrupted at step {stopped}" in last_line
 
-            command = shlex.split(last_line.split("resume with: ", 1)[1])
-            assert command[:2] == ["charrnn", "train"] and "--resume" in command
-            resumed = cli(*command[1:], "--steps", str(stopped + 2))
-            assert resumed.exit_code == 0, resumed.stderr
-            assert f"resuming at step {stopped}" in resumed.stderr
-            assert load_checkpoint(Path(signum.name, "last.safetensors"))[1]["step"] == stopped + 2
+    command = shlex.split(last_line.split("resume with: ", 1)[1])
+    assert command[:2] == ["charrnn", "train"] and "--resume" in command
+    resumed = cli(*command[1:], "--steps", str(stopped + 2))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"resuming at step {stopped}" in resumed.stderr
+    assert load_checkpoint(Path(out, "last.safetensors"))[1]["step"] == stopped + 2
+
+
+def test_ctrl_c_in_a_real_process(cli, tiny_corpus):
+    args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", "run"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        q = _lines(proc.stderr)
+        _wait_for(q, "step ", seen)  # the first evaluation line: training is under way
+        proc.send_signal(signal.SIGINT)
+        err = _drain(q, seen)
+        assert proc.wait(timeout=120) == 130, err
     finally:
-        for proc, _, _ in runs.values():
-            proc.kill()
+        proc.kill()
+    assert proc.stdout.read() == ""  # stdout carries products only
+    _check_interrupted(cli, err, "run")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_a_step_saves_and_exits_128_plus_signal(cli, tiny_corpus, monkeypatch, signum):
+    """The real handler, in this process: the signal arrives in the middle of step 5."""
+    real_step = Trainer.train_step
+
+    def step_with_signal(self, x, y):
+        if self.step == 4:
+            os.kill(os.getpid(), signum)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", step_with_signal)
+    args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", "run"]
+    done = cli("train", tiny_corpus, *args)
+    assert done.exit_code == 128 + signum
+    assert "interrupted at step 5" in done.stderr  # the step under way was finished, no more
+    assert done.stdout == ""
+    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
+    _check_interrupted(cli, done.stderr, "run")
 
 
 SECOND_SIGNAL = """

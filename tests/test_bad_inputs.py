@@ -1,0 +1,116 @@
+"""The bad-input wall: every known mistake ends in one line on stderr, a non-zero exit code, no
+traceback, and no file written that was not asked for. Odd but valid text is accepted."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from conftest import TINY_TEXT, TINY_TRAIN
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import CorpusBytes
+from charrnn.train import train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
+    model = ModelConfig(cell="lstm", embed_size=8, hidden_size=16, num_layers=1)
+    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
+    train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, run)
+    return run / "best.safetensors"
+
+
+def _write(name: str, data: bytes | str) -> None:
+    path = Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+TRAIN = ["train", *TINY_TRAIN, "--steps", "2"]
+CKPT = "{checkpoint}"  # replaced by the module's trained checkpoint
+
+# (case, files to create {name: content}, arguments, what the message must say)
+CASES = [
+    ("missing path", {}, [*TRAIN[:1], "nope.txt", *TRAIN[1:]], "corpus not found: nope.txt"),
+    ("directory without text files", {"d/photo.png": b"\x89PNG\r\n"}, ["train", "d"], "no text files in directory d"),
+    ("empty file", {"e.txt": b""}, ["train", "e.txt"], "corpus is empty"),
+    ("whitespace-only file", {"w.txt": " \n\t\r\n  \n"}, ["train", "w.txt"], "only whitespace"),
+    ("smaller than one window", {"s.txt": "ab\ncd\n"}, [*TRAIN, "s.txt"], "training text too small"),
+    ("invalid UTF-8", {"u.txt": b"hello\n" * 10 + b"caf\xe9\n"}, ["train", "u.txt"], "at offset 63"),
+    ("NUL bytes", {"n.txt": b"some text\x00\x01\x02 binary"}, ["train", "n.txt"], "NUL byte at offset 9"),
+    ("binary file", {"b.bin": bytes(range(256)) * 4}, ["train", "b.bin"], "looks binary"),
+    ("one-character vocabulary", {"a.txt": "a" * 5000}, ["train", "a.txt"], "only one distinct character"),
+    ("unwritable --out", {"afile": "x"}, [*TRAIN, "tiny.txt", "--out", "afile/run"], "cannot write to afile/run"),
+    ("--resume with no checkpoint", {}, [*TRAIN, "tiny.txt", "--out", "r", "--resume"], "no last.safetensors in r"),
+    ("--init-from a missing file", {}, [*TRAIN, "tiny.txt", "--init-from", "gone.safetensors"], "not found"),
+    ("--seq-len 0", {}, [*TRAIN, "tiny.txt", "--seq-len", "0"], "--seq-len must be at least 1"),
+    ("--batch-size 0", {}, [*TRAIN, "tiny.txt", "--batch-size", "0"], "--batch-size must be at least 1"),
+    ("--dropout 1", {}, [*TRAIN, "tiny.txt", "--dropout", "1"], "--dropout must be in [0, 1)"),
+    ("--dropout 1.5", {}, [*TRAIN, "tiny.txt", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    ("--steps 0", {}, [*TRAIN, "tiny.txt", "--steps", "0"], "--steps must be at least 1"),
+    ("--lr nan", {}, [*TRAIN, "tiny.txt", "--lr", "nan"], "--lr must be a positive number"),
+    ("prime with unseen characters", {}, ["sample", CKPT, "--prime", "Speak☃€"], '2 characters the model never saw'),
+    ("--temp negative", {}, ["sample", CKPT, "--temp", "-0.5"], "--temp must be a number >= 0"),
+    ("--temp NaN", {}, ["sample", CKPT, "--temp", "nan"], "--temp must be a number >= 0"),
+    ("--top-p 0", {}, ["sample", CKPT, "--top-p", "0"], "--top-p must be in (0, 1]"),
+    ("--top-p above 1", {}, ["sample", CKPT, "--top-p", "1.01"], "--top-p must be in (0, 1]"),
+    ("--top-p NaN", {}, ["sample", CKPT, "--top-p", "nan"], "--top-p must be in (0, 1]"),
+    ("--top-k negative", {}, ["sample", CKPT, "--top-k", "-1"], "--top-k must be >= 0"),
+    ("--length negative", {}, ["sample", CKPT, "--length", "-5"], "--length must be >= 0"),
+    ("--stop bad escape", {}, ["sample", CKPT, "--stop", "\\x"], "bad backslash escape"),
+    ("sampling with no checkpoints at all", {}, ["sample"], "no checkpoint found under ./checkpoints"),
+    ("sampling a missing checkpoint", {}, ["sample", "nowhere/best.safetensors"], "checkpoint not found"),
+    ("a checkpoint that is a text file", {"fake.safetensors": TINY_TEXT}, ["sample", "fake.safetensors"], "not a"),
+]
+
+
+@pytest.mark.parametrize("case, files, args, says", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line(cli, tiny_corpus, checkpoint, case, files, args, says):
+    for name, content in files.items():
+        _write(name, content)
+    before = {p for p in Path().rglob("*") if ".cache" not in p.parts}
+    result = cli(*[a.replace(CKPT, str(checkpoint)) for a in args])
+    assert result.exit_code not in (0, None)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
+    assert says in errors[0], errors[0]
+    assert result.stdout == ""
+    after = {p for p in Path().rglob("*") if ".cache" not in p.parts}
+    assert after == before, f"{case}: wrote {sorted(map(str, after - before))}"
+
+
+def test_bom_crlf_and_cr_are_normalised(cli):
+    text = TINY_TEXT.replace("\n", "\r\n")
+    _write("windows.txt", b"\xef\xbb\xbf" + text.encode() + "Old Mac line\rand another\r".encode())
+    done = cli("train", "windows.txt", *TINY_TRAIN, "--steps", "2", "--out", "run")
+    assert done.exit_code == 0, done.stderr
+    chars = load_checkpoint(Path("run/best.safetensors"))[1]["tokenizer"]["chars"]
+    assert "\r" not in chars and "\ufeff" not in chars and "\n" in chars
+    sampled = cli("sample", "run", "--length", "200", "--seed", "1")
+    assert sampled.exit_code == 0 and "\r" not in sampled.stdout
+
+
+def test_a_huge_file_with_no_newlines_trains(cli):
+    rng = random.Random(0)
+    words = ["the", "king", "of", "a", "land", "where", "rivers", "run", "north"]
+    text = " ".join(rng.choice(words) for _ in range(700_000))  # about 3 MB on one line
+    _write("one-line.txt", text)
+    done = cli("train", "one-line.txt", *TINY_TRAIN, "--steps", "2", "--out", "run")
+    assert done.exit_code == 0, done.stderr
+    chars = load_checkpoint(Path("run/best.safetensors"))[1]["tokenizer"]["chars"]
+    assert "\n" not in chars
+    sampled = cli("sample", "run", "--length", "50", "--seed", "1")  # no newline to start from: still fine
+    assert sampled.exit_code == 0 and len(sampled.stdout) == 51
+
+
+def test_a_small_corpus_lowers_the_batch_with_a_note(cli):
+    _write("small.txt", "to be or not to be\n" * 8)  # room for a few streams of 17, not 32
+    done = cli("train", "small.txt", "--hidden", "16", "--seq-len", "16", "--batch-size", "32", "--steps", "2")
+    assert done.exit_code == 0, done.stderr
+    assert "note: corpus is small: --batch-size lowered from 32 to" in done.stderr
