@@ -95,17 +95,17 @@ class DistContext:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
 
-    def agree(self, stop: bool, elapsed: float) -> tuple[bool, float]:
-        """One collective per step: stop everywhere when any rank was signalled, and take the
-        slowest rank's clock, so that --time-budget and a time-based learning-rate schedule
-        decide the same on every rank (ranks stopping at different steps would hang)."""
+    def agree(self, signum: int, elapsed: float) -> tuple[int, float]:
+        """One collective per step: the signal any rank received (0: none), so that all stop at
+        this step, and the slowest rank's clock, so that --time-budget and a time-based
+        learning-rate schedule decide the same on every rank (ranks apart would hang)."""
         if not self.active:
-            return stop, elapsed
+            return signum, elapsed
         import torch.distributed as dist
 
-        t = torch.tensor([1.0 if stop else 0.0, elapsed], dtype=torch.float64, device=self.device)
+        t = torch.tensor([float(signum), elapsed], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t[0].item() > 0), float(t[1].item())
+        return int(t[0].item()), float(t[1].item())
 
     def check_same(self, settings: dict[str, Any]) -> None:
         """Refuse ranks launched with different options or corpora (they would train different

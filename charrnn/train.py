@@ -595,7 +595,7 @@ class Trainer:
             self.train_loss_sum += loss
             self.train_loss_count += 1
             # All ranks take the same clock and the same stop decision, so they stop at the same step.
-            stop_now, self.elapsed = self.dist.agree(self.stop.requested, time.perf_counter() - session_start)
+            signum, self.elapsed = self.dist.agree(self.stop.signum or 0, time.perf_counter() - session_start)
             chars_since += x.numel() * self.dist.world_size * chars_per_token
             now = time.perf_counter()
             speed = chars_since / max(now - window_start, 1e-9)
@@ -619,9 +619,10 @@ class Trainer:
                 window_start, chars_since = time.perf_counter(), 0
             elif self.save_every and self.step % self.save_every == 0:
                 self.save("last")
-            if stop_now:
+            if signum:
                 self.save("last")
-                raise Interrupted(f"interrupted at step {self.step}", self.stop.signum or signal.SIGINT)
+                self.dist.barrier()  # no rank leaves before rank 0 has written the checkpoint
+                raise Interrupted(f"interrupted at step {self.step}", signum)
         if self.step % cfg.eval_every != 0 or self.step == 0:
             self._evaluate_and_save(session_start, speed)
         return TrainResult(
@@ -662,7 +663,7 @@ class Trainer:
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if self.train_loss_count else math.nan
         self.train_loss_sum, self.train_loss_count = 0.0, 0
-        _, self.elapsed = self.dist.agree(False, time.perf_counter() - session_start)  # same clock on all ranks
+        _, self.elapsed = self.dist.agree(0, time.perf_counter() - session_start)  # the same clock on all ranks
         report = EvalReport(
             step=self.step,
             epoch=self.epoch,

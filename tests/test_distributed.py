@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,11 +76,18 @@ def single(corpus: Path, out: str, steps: int, resume: bool = False) -> Path:
     return Path(out) / "last.safetensors"
 
 
-def single_resumed(corpus: Path, out: str) -> Path:
-    """6 steps, then resumed to 12 (the learning-rate schedule follows --steps, so an
-    interrupted run is compared with a run interrupted the same way)."""
-    single(corpus, out, 6)
-    return single(corpus, out, 12, resume=True)
+@pytest.fixture(scope="module")
+def twin(ddp_run, tmp_path_factory):
+    """One process with the whole batch: its last checkpoint after 6 steps, and after resuming
+    to 12 (the learning-rate schedule follows --steps, so the DDP run resumed the same way is
+    compared with this, not with 12 uninterrupted steps)."""
+    work, _, _ = ddp_run
+    out = tmp_path_factory.mktemp("twin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHARRNN_CACHE", str(out / ".cache"))
+        shutil.copy(single(work / "tiny.txt", str(out / "run"), 6), out / "step6.safetensors")
+        shutil.copy(single(work / "tiny.txt", str(out / "run"), 12, resume=True), out / "step12.safetensors")
+    return {6: out / "step6.safetensors", 12: out / "step12.safetensors"}
 
 
 def test_two_processes_write_one_ordinary_checkpoint_that_samples(ddp_run, cli):
@@ -97,12 +106,11 @@ def test_two_processes_write_one_ordinary_checkpoint_that_samples(ddp_run, cli):
     assert len(result.stdout) >= 40
 
 
-def test_two_processes_reach_the_weights_of_one_process_with_the_whole_batch(ddp_run):
-    work, run, _ = ddp_run
-    assert_same_weights(run / "last.safetensors", single(work / "tiny.txt", "single6", 6))
+def test_two_processes_reach_the_weights_of_one_process_with_the_whole_batch(ddp_run, twin):
+    assert_same_weights(ddp_run[1] / "last.safetensors", twin[6])
 
 
-def test_resume_under_ddp_continues_the_steps_and_the_loss_curve(ddp_run):
+def test_resume_under_ddp_continues_the_steps_and_the_loss_curve(ddp_run, twin):
     work, run, _ = ddp_run
     shutil.copytree(run, work / "resumed")
     done = torchrun(work, "tiny.txt", "--out", "resumed", "--resume", "--steps", "12")
@@ -111,16 +119,16 @@ def test_resume_under_ddp_continues_the_steps_and_the_loss_curve(ddp_run):
     steps = [line.split('"step": ')[1].split(",")[0] for line in (work / "resumed" / "metrics.jsonl").open()]
     assert steps == ["3", "6", "9", "12"]
     # Hidden state and data cursor kept: the same weights as one process resumed the same way.
-    assert_same_weights(work / "resumed" / "last.safetensors", single_resumed(work / "tiny.txt", "single"))
+    assert_same_weights(work / "resumed" / "last.safetensors", twin[12])
 
 
-def test_a_ddp_run_resumes_in_one_process_with_the_same_global_batch(ddp_run, cli):
+def test_a_ddp_run_resumes_in_one_process_with_the_same_global_batch(ddp_run, twin, cli):
     work, run, _ = ddp_run
     shutil.copytree(run, "from-ddp")
     result = cli("train", work / "tiny.txt", "--out", "from-ddp", "--resume", "--steps", "12")
     assert result.exit_code == 0, result.stderr
     assert "1 x 4 streams" in result.stderr  # the note: 2 x 2 became 1 x 4, hidden state kept
-    assert_same_weights(Path("from-ddp") / "last.safetensors", single_resumed(work / "tiny.txt", "single"))
+    assert_same_weights(Path("from-ddp") / "last.safetensors", twin[12])
 
 
 def _free_port() -> int:
@@ -145,17 +153,41 @@ def test_ranks_launched_with_different_options_fail_with_one_line(tiny_corpus):
     assert not Path("r", "last.safetensors").exists()
 
 
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(tiny_corpus):
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = _env(tiny_corpus.parent / ".cache")
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, "-m", "charrnn", "train", tiny_corpus, *FLAGS, "--batch-size", "2", "--out", "r"]
+        procs.append(subprocess.Popen([*cmd, "--steps", "100000"], env=env, stderr=subprocess.PIPE, text=True))
+    for line in procs[0].stderr:  # rank 0 is training once it names its device
+        if line.startswith("device "):
+            break
+    time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)  # rank 1 only: rank 0 must learn it at the next step
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [128 + signal.SIGTERM] * 2, errors
+    assert errors[1].strip() == ""  # rank 1 stays quiet; rank 0 says it once
+    said = [line for line in errors[0].splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and "resume with: torchrun" in said[0], errors[0]
+    step = int(said[0].split("interrupted at step ")[1].split(";")[0])
+    _, meta = load_checkpoint(Path("r", "last.safetensors"))
+    assert meta["step"] == step > 0 and meta["world_size"] == 2
+    assert not [p for p in Path("r").iterdir() if p.name.startswith(".")]
+
+
 def test_a_rank_that_never_comes_ends_the_run_with_one_line_not_a_hang(tiny_corpus):
     env = _env(tiny_corpus.parent / ".cache")
     env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-    env["CHARRNN_DIST_TIMEOUT"] = "3"
+    env["CHARRNN_DIST_TIMEOUT"] = "1"
     cmd = [sys.executable, "-m", "charrnn", "train", tiny_corpus, *FLAGS, "--steps", "2", "--out", "r"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         next(line for line in done.stderr.splitlines() if line.startswith("error: rank 0: the 2 processes"))
     ]
-    assert "CHARRNN_DIST_TIMEOUT=3s" in done.stderr
+    assert "CHARRNN_DIST_TIMEOUT=1s" in done.stderr
 
 
 def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
