@@ -659,7 +659,10 @@ class Trainer:
             self.best_val_loss, self.best_val_bpc, self.bad_evals = val_loss, val_bpc, 0
         else:
             self.bad_evals += 1
-        train_loss = self.train_loss_sum / max(self.train_loss_count, 1)
+        # Every rank's losses: the reported train loss is that of the global batch.
+        losses = torch.tensor(self.train_loss_sum, dtype=torch.float64, device=self.device)
+        self.train_loss_sum = float(self.dist.all_reduce_sum(losses))
+        train_loss = self.train_loss_sum / max(self.train_loss_count * self.dist.world_size, 1)
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if self.train_loss_count else math.nan
         self.train_loss_sum, self.train_loss_count = 0.0, 0

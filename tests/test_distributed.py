@@ -7,6 +7,7 @@ the whole batch: DDP averages the ranks' gradients, which is the gradient of the
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_TEXT
@@ -86,8 +88,9 @@ def twin(ddp_run, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CHARRNN_CACHE", str(out / ".cache"))
         shutil.copy(single(work / "tiny.txt", str(out / "run"), 6), out / "step6.safetensors")
+        shutil.copy(out / "run" / "metrics.jsonl", out / "metrics6.jsonl")
         shutil.copy(single(work / "tiny.txt", str(out / "run"), 12, resume=True), out / "step12.safetensors")
-    return {6: out / "step6.safetensors", 12: out / "step12.safetensors"}
+    return {6: out / "step6.safetensors", 12: out / "step12.safetensors", "metrics": out / "metrics6.jsonl"}
 
 
 def test_two_processes_write_one_ordinary_checkpoint_that_samples(ddp_run, cli):
@@ -108,6 +111,14 @@ def test_two_processes_write_one_ordinary_checkpoint_that_samples(ddp_run, cli):
 
 def test_two_processes_reach_the_weights_of_one_process_with_the_whole_batch(ddp_run, twin):
     assert_same_weights(ddp_run[1] / "last.safetensors", twin[6])
+    # The reported losses are those of the global batch and of the whole validation split
+    # (which the ranks cut into slightly different streams: close, not equal).
+    ours = [json.loads(line) for line in (ddp_run[1] / "metrics.jsonl").open()]
+    theirs = [json.loads(line) for line in twin["metrics"].open()]
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs] == [3, 6]
+    for a, b in zip(ours, theirs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
 
 
 def test_resume_under_ddp_continues_the_steps_and_the_loss_curve(ddp_run, twin):
@@ -206,3 +217,16 @@ def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
 def test_first_difference_names_the_key():
     assert _first_difference({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ("a.c", 2, 3)
     assert _first_difference({"a": 1}, {"a": 1}) is None
+
+
+@pytest.mark.parametrize("n", [1, 5, 100, 1003])
+def test_validation_is_split_across_ranks_and_every_target_is_scored_once(n):
+    from charrnn.data import validation_windows
+
+    ids = np.arange(1, n + 1)  # distinct ids: each target says which position it is
+    for world in (1, 2, 3):
+        targets = []
+        for rank in range(world):
+            for _, y, _ in validation_windows(ids, 0, 8, 16, rank, world):
+                targets += [t for t in y.reshape(-1).tolist() if t >= 0]
+        assert sorted(targets) == sorted(ids.tolist()), world
