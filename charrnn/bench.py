@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
 from .data import TokenData
-from .model import FastStepper, RNNLanguageModel
+from .model import ONE_THREAD_MAX_STREAMS, FastStepper, RNNLanguageModel
 from .sample import choose_next
 from .tokenizers import CharTokenizer
 from .train import Trainer, resolve_device, resolve_precision
@@ -96,6 +96,7 @@ class SampleSpeed:
     layers: int
     streams: int
     chars_per_sec: float
+    threads: int  # torch intra-op threads it ran with
     weight_bytes: int  # bytes of weights read per step (all streams share one read)
     limit_chars_per_sec: float  # streams * bandwidth / weight_bytes: the memory-bound ceiling
     # fp32 matmul peak / (2 FLOPs per weight per character): the ceiling once many streams share a read
@@ -109,7 +110,8 @@ class DataPath:
     peak_rss_mb: float  # whole process, torch included
     baseline_rss_mb: float  # the same process after imports, before reading the corpus
     ids_dtype: str
-    second_run_ready_seconds: float  # read + hash + cached ids + model and optimiser built: training starts
+    second_run_load_seconds: float  # read + hash the corpus, memory-map the cached ids
+    second_run_ready_seconds: float  # ... + model and optimiser built: training starts
     second_run_first_step_seconds: float  # ... and the first training step done (default 2x512 model)
     cached: bool  # the second run really read the cache
 
@@ -158,6 +160,9 @@ class BenchPlan:
     precision_steps: int = 300  # fp32 vs bf16 validation loss at equal steps; 0 skips
     sample_models: tuple[tuple[str, int], ...] = (("lstm", 256), ("lstm", 512), ("gru", 256), ("gru", 512))
     sample_streams: tuple[int, ...] = (1, 32)
+    # Also sample many streams on one thread (few streams always run on one, see model.py): two
+    # threads of a busy machine wait on each other at every op (measured: 32 streams 5-10x slower).
+    sample_one_thread_too: bool = True
     sample_seconds: float = 2.0
     data_mb: float = 100.0
     data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
@@ -430,8 +435,20 @@ def bench_sampling(
     bandwidth: float,
     peak: float | None = None,
     temperature: float = 0.8,
+    threads: int | None = None,
 ) -> SampleSpeed:
-    """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once."""
+    """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once,
+    on `threads` intra-op threads (default: torch's)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time_sampling(cell, hidden, layers, streams, seconds, bandwidth, peak, temperature)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_sampling(cell, hidden, layers, streams, seconds, bandwidth, peak, temperature) -> SampleSpeed:
     torch.manual_seed(0)
     model = RNNLanguageModel(cell, VOCAB, 64, hidden, layers).eval()
     stepper = FastStepper(model)
@@ -459,6 +476,7 @@ def bench_sampling(
         layers=layers,
         streams=streams,
         chars_per_sec=steps * streams / (now - start),
+        threads=1 if streams <= ONE_THREAD_MAX_STREAMS else torch.get_num_threads(),  # what step() ran on
         weight_bytes=weight_bytes,
         limit_chars_per_sec=streams * bandwidth / weight_bytes,
         compute_limit_chars_per_sec=peak / (2 * weight_bytes / 4) if peak else None,
@@ -556,6 +574,7 @@ def bench_data(megabytes: float, workdir: Path | None = None, hidden: int = 512)
         peak_rss_mb=first["peak_rss_mb"],
         baseline_rss_mb=first["baseline_rss_mb"],
         ids_dtype=first["dtype"],
+        second_run_load_seconds=second["load_seconds"],
         second_run_ready_seconds=second["ready_seconds"],
         second_run_first_step_seconds=second["first_step_seconds"],
         cached=bool(second["cached"]),
@@ -630,19 +649,24 @@ def run_bench(
         cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
         report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
         for cell, hidden in plan.sample_models:
+            thread_counts = [torch.get_num_threads()]
+            if plan.sample_one_thread_too and thread_counts[0] > 1:
+                thread_counts.append(1)
             for streams in plan.sample_streams:
-                progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s)")
-                report.sampling.append(
-                    bench_sampling(
-                        cell,
-                        hidden,
-                        plan.layers,
-                        streams,
-                        plan.sample_seconds,
-                        report.read_bandwidth,
-                        report.cpu_matmul_peak,
+                for threads in thread_counts if streams > ONE_THREAD_MAX_STREAMS else thread_counts[:1]:
+                    progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {threads} thread(s)")
+                    report.sampling.append(
+                        bench_sampling(
+                            cell,
+                            hidden,
+                            plan.layers,
+                            streams,
+                            plan.sample_seconds,
+                            report.read_bandwidth,
+                            report.cpu_matmul_peak,
+                            threads=threads,
+                        )
                     )
-                )
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
         report.data = bench_data(plan.data_mb, workdir, plan.data_hidden)

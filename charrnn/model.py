@@ -17,6 +17,12 @@ import torch.nn.functional as F
 # LSTM state is (h, c); GRU and RNN state is h. Each tensor is (num_layers, B, hidden_size).
 Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
+# A step of a few streams is a handful of small matrix-vector products: a second CPU thread
+# saves little on an idle machine, and on a busy one (training in the next terminal) every op
+# waits for a thread that is not running: measured 20-60x slower on 2 busy cores. Up to this
+# many streams `FastStepper.step` runs on one thread; more streams keep torch's thread count.
+ONE_THREAD_MAX_STREAMS = 4
+
 
 class RNNLanguageModel(nn.Module):
     """Many-to-many next-token model; a loss at every position of every window."""
@@ -155,6 +161,16 @@ class FastStepper:
 
     def step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         """tokens (B,) int64 -> logits (B, V), new hidden state (fresh tensors)."""
+        threads = torch.get_num_threads()
+        if threads == 1 or tokens.shape[0] > ONE_THREAD_MAX_STREAMS or tokens.is_cuda:
+            return self._step(tokens, hidden)
+        torch.set_num_threads(1)  # costs well under a microsecond each way
+        try:
+            return self._step(tokens, hidden)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         if self.cell == "lstm":
             h_all, c_all = hidden
             hs, cs = [], []

@@ -183,9 +183,28 @@ def test_precision_quality_compares_equal_steps(tiny_corpus):
     assert abs(result.relative_difference) < 0.05
 
 
+def test_bench_sampling_runs_on_the_threads_asked_and_restores_them():
+    torch.set_num_threads(2)
+    result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9, threads=1)
+    assert result.threads == 1 and torch.get_num_threads() == 2
+    result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9)
+    assert result.threads == 2
+
+
+def test_few_streams_step_on_one_thread_and_restore_the_count(monkeypatch):
+    torch.set_num_threads(2)
+    seen = []
+    stepper = FastStepper(_model("lstm"))
+    inner = stepper._step
+    monkeypatch.setattr(stepper, "_step", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    for streams in (1, 4, 5):
+        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_hidden(streams))
+    assert seen == [1, 1, 2] and torch.get_num_threads() == 2
+
+
 def test_bench_sampling_reports_the_bandwidth_limit():
     result = bench_mod.bench_sampling("lstm", 16, 2, streams=3, seconds=0.02, bandwidth=1e9, peak=4e9)
-    assert result.chars_per_sec > 0
+    assert result.chars_per_sec > 0 and result.threads == torch.get_num_threads()
     assert result.limit_chars_per_sec == pytest.approx(3 * 1e9 / result.weight_bytes)
     assert result.compute_limit_chars_per_sec == pytest.approx(4e9 / (2 * result.weight_bytes / 4))
 
@@ -216,10 +235,13 @@ def test_cli_bench_json_has_every_section(cli, monkeypatch):
     assert report["machine"]["auto_precision"] in ("fp32", "bf16")
     assert [t["precision"] for t in report["training"]] == ["fp32", "bf16"]
     assert {(s["cell"], s["streams"]) for s in report["sampling"]} == {("lstm", 1), ("lstm", 3), ("gru", 1), ("gru", 3)}
+    assert {s["threads"] for s in report["sampling"]} == {1}  # the tests run on one thread
     data = report["data"]
     assert data["cached"] is True and data["ids_dtype"] == "uint8"
     assert data["peak_rss_mb"] >= data["baseline_rss_mb"] > 0
-    assert 0 < data["second_run_ready_seconds"] <= data["second_run_first_step_seconds"]
+    assert (
+        0 < data["second_run_load_seconds"] <= data["second_run_ready_seconds"] <= data["second_run_first_step_seconds"]
+    )
     assert report["quality"]["skipped"]
     assert report["precision_quality"]["skipped"]
     assert [(b["batch_size"], b["seq_len"]) for b in report["bf16_shapes"]] == [(2, 4)]

@@ -104,20 +104,26 @@ def _print_report(report) -> None:
             ),
             title_justify="left",
         )
-        for col in ("model", "streams", "chars/s", "bandwidth limit", "compute limit", "of the lower", "weights"):
+        for col in ("model", "streams", "threads", "chars/s", "bandwidth limit", "compute limit", "of the lower"):
             table.add_column(col, justify="right")
         for s in report.sampling:
             limits = [x for x in (s.limit_chars_per_sec, s.compute_limit_chars_per_sec) if x]
             table.add_row(
                 f"{s.cell} {s.layers}x{s.hidden}",
                 str(s.streams),
+                str(s.threads),
                 _rate(s.chars_per_sec),
                 _rate(s.limit_chars_per_sec),
                 _rate(s.compute_limit_chars_per_sec) if s.compute_limit_chars_per_sec else "-",
                 f"{s.chars_per_sec / min(limits):.1%}",
-                f"{s.weight_bytes / 1e6:.2f} MB",
             )
-        table.caption = "weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
+        table.caption = (
+            "weights: "
+            + ", ".join(
+                sorted({f"{s.cell} {s.layers}x{s.hidden} {s.weight_bytes / 1e6:.1f} MB" for s in report.sampling})
+            )
+            + "; weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
+        )
         stdout.print(table)
     if report.data is not None:
         d = report.data
@@ -128,7 +134,8 @@ def _print_report(report) -> None:
         table.add_row("peak RSS (process, torch included)", f"{d.peak_rss_mb:,.0f} MB")
         table.add_row("RSS after imports", f"{d.baseline_rss_mb:,.0f} MB")
         table.add_row("cached ids dtype", d.ids_dtype)
-        table.add_row("second run: ready to train (cached ids, model built)", f"{d.second_run_ready_seconds:.2f} s")
+        table.add_row("second run: corpus read, cached ids mapped", f"{d.second_run_load_seconds:.2f} s")
+        table.add_row("second run: ready to train (model, optimiser built)", f"{d.second_run_ready_seconds:.2f} s")
         table.add_row("second run: first step done", f"{d.second_run_first_step_seconds:.2f} s")
         if not d.cached:
             table.caption = "warning: the second run did not read the cache"
