@@ -857,6 +857,12 @@ def train(
         if resume:
             _check_same_corpus(meta, data, run_dir)
             trainer.restore(tensors, meta)
+            done = trainer._limit_reached()
+            if done:  # continuing would only evaluate and save again what is already there
+                raise ConfigError(
+                    f"--resume: the run in {run_dir} is at step {trainer.step} and has {done}; "
+                    f"give a higher --steps, --epochs or --time-budget to train on"
+                )
         elif init_from is not None:
             _load_grown_weights(trainer.model, split_prefix(tensors, "model."))
         return trainer.run()

@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -234,7 +235,7 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-@pytest.mark.parametrize("failing", ["replace", "fsync"])
+@pytest.mark.parametrize("failing", ["replace", "fsync", "mkstemp"])
 def test_failed_save_keeps_the_previous_checkpoint(cli, tiny_corpus, monkeypatch, failing):
     first = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "4", "--eval-every", "4", "--out", "run")
     assert first.exit_code == 0, first.stderr
@@ -247,13 +248,22 @@ def test_failed_save_keeps_the_previous_checkpoint(cli, tiny_corpus, monkeypatch
             _enospc()
         return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", replace) if failing == "replace" else monkeypatch.setattr(os, "fsync", _enospc)
+    def unwritable(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    if failing == "replace":  # the disk filled up: the rename fails (the write could, too)
+        monkeypatch.setattr(os, "replace", replace)
+    elif failing == "fsync":
+        monkeypatch.setattr(os, "fsync", _enospc)
+    else:  # the directory became unwritable: no temporary file can be made
+        monkeypatch.setattr(tempfile, "mkstemp", unwritable)
     resumed = cli("train", tiny_corpus, "--steps", "8", "--out", "run", "--resume")
     assert resumed.exit_code == 1
     assert "Traceback" not in resumed.stderr
     error_lines = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1
-    assert "could not write checkpoint" in error_lines[0] and "No space left on device" in error_lines[0]
+    reason = "Permission denied" if failing == "mkstemp" else "No space left on device"
+    assert "could not write checkpoint" in error_lines[0] and reason in error_lines[0]
     assert "previous checkpoint there is intact" in error_lines[0]
     for name, data in before.items():
         assert Path("run", name).read_bytes() == data

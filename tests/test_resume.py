@@ -118,6 +118,11 @@ def test_cli_resume_counts_steps_in_total(cli, tiny_corpus):
     steps = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [int(s.split('"step": ')[1].split(",")[0]) for s in steps] == [10, 20, 30, 40]
 
+    before = (out / "last.safetensors").read_bytes()
+    finished = cli("train", tiny_corpus, "--out", out, "--resume")  # its own limit, --steps 40, is reached
+    assert finished.exit_code == 2 and "is at step 40 and has reached --steps 40" in finished.stderr
+    assert (out / "last.safetensors").read_bytes() == before
+
     other = Path("other.txt")
     other.write_text(TINY_TEXT.replace("a", "A"), encoding="utf-8")
     wrong = cli("train", other, "--steps", "60", "--out", out, "--resume")
