@@ -53,6 +53,13 @@ class DistContext:
         use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
         if device == "cuda" and not use_cuda:
             raise ConfigError("--device cuda: no CUDA GPU is available on this node")
+        if device == "mps":
+            raise ConfigError("--device mps: a run of several processes trains on CUDA GPUs or on the CPU")
+        if use_cuda and local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"process {local} of this node has no GPU of its own ({torch.cuda.device_count()} visible): "
+                f"start at most that many processes per node (--nproc-per-node), or train on the CPU (--device cpu)"
+            )
         if use_cuda:
             torch.cuda.set_device(local)
             dev = torch.device("cuda", local)
@@ -94,6 +101,13 @@ class DistContext:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return value
+
+    def mean_over_ranks(self, value: float) -> float:
+        """The mean of a float over all ranks (the loss of the global batch from each rank's)."""
+        if not self.active:
+            return value
+        t = torch.tensor(value, dtype=torch.float64, device=self.device)
+        return float(self.all_reduce_sum(t).item()) / self.world_size
 
     def agree(self, signum: int, elapsed: float) -> tuple[int, float]:
         """One collective per step: the signal any rank received (0: none), so that all stop at

@@ -508,7 +508,9 @@ class Trainer:
                 parts = hidden if isinstance(hidden, tuple) else (hidden,)
                 for i, h in enumerate(parts):
                     tensors[f"hidden.{i}"] = h
-            meta["train_loss_sum"], meta["train_loss_count"] = self.train_loss_sum, self.train_loss_count
+            # The mean over ranks: every rank resumes with it, and their mean stays the global one.
+            meta["train_loss_sum"] = self.dist.mean_over_ranks(self.train_loss_sum)
+            meta["train_loss_count"] = self.train_loss_count
         if not all(
             torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point()
         ):
@@ -660,9 +662,7 @@ class Trainer:
         else:
             self.bad_evals += 1
         # Every rank's losses: the reported train loss is that of the global batch.
-        losses = torch.tensor(self.train_loss_sum, dtype=torch.float64, device=self.device)
-        self.train_loss_sum = float(self.dist.all_reduce_sum(losses))
-        train_loss = self.train_loss_sum / max(self.train_loss_count * self.dist.world_size, 1)
+        train_loss = self.dist.mean_over_ranks(self.train_loss_sum) / max(self.train_loss_count, 1)
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if self.train_loss_count else math.nan
         self.train_loss_sum, self.train_loss_count = 0.0, 0

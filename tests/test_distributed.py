@@ -31,6 +31,16 @@ FLAGS = ["--hidden", "32", "--embed", "16", "--layers", "1", "--seq-len", "16", 
 FLAGS += ["--lr", "0.01", "--warmup", "0", "--seed", "3", "--eval-every", "3", "--device", "cpu"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """In-process runs on one thread, like each torchrun worker: a tiny model gains nothing from
+    more, and on a busy machine its threads wait for each other (several times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _env(cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(CHARRNN_CACHE=str(cache), OMP_NUM_THREADS="1", CHARRNN_DIST_TIMEOUT="30", PYTHONUNBUFFERED="1")
@@ -230,3 +240,17 @@ def test_validation_is_split_across_ranks_and_every_target_is_scored_once(n):
             for _, y, _ in validation_windows(ids, 0, 8, 16, rank, world):
                 targets += [t for t in y.reshape(-1).tolist() if t >= 0]
         assert sorted(targets) == sorted(ids.tolist()), world
+
+
+def test_more_processes_on_a_node_than_gpus_or_mps_are_refused_before_joining(monkeypatch):
+    from charrnn.errors import ConfigError
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"process 1 of this node has no GPU of its own \(1 visible\)"):
+        DistContext.from_env("auto")
+    with pytest.raises(ConfigError, match="--device mps"):
+        DistContext.from_env("mps")
