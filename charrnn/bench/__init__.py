@@ -1,0 +1,143 @@
+"""`charrnn bench`: speed and quality figures measured on this machine, as plain data.
+
+Every measurement is a function returning a dataclass; nothing here prints (the CLI draws the
+table). The timed loops alternate the two things they compare in short rounds and keep the
+median round, so a neighbour's burst of work on a shared machine hurts both sides alike
+instead of deciding the ratio.
+
+The figures: training throughput of charrnn's own `Trainer.train_step` next to a plain
+reference loop (embedding -> nn.LSTM -> linear, AdamW) at the same config and precision;
+utilisation = achieved training FLOP/s over the measured matmul peak; sampling speed of the
+fast one-step path next to its memory-bandwidth limit; the data path on a generated corpus
+(encode time, peak memory, time to the first step of a second run); and validation bits per
+character on tinyshakespeare after a fixed wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..model import ONE_THREAD_MAX_STREAMS
+from ..train import resolve_device
+from .datapath import bench_data, generate_corpus
+from .results import (
+    BenchPlan,
+    BenchReport,
+    DataPath,
+    Machine,
+    PrecisionQuality,
+    PrecisionShape,
+    Quality,
+    SampleSpeed,
+    TrainSpeed,
+)
+from .sampling import bench_sampling, stepper_weight_bytes
+from .timing import machine_info, measure_matmul_peak, measure_read_bandwidth
+from .training import (
+    VOCAB,
+    ReferenceLoop,
+    _synthetic_tokens,
+    bench_bf16_shape,
+    bench_precision_quality,
+    bench_quality,
+    bench_training,
+    find_shakespeare,
+    training_flops_per_token,
+)
+
+__all__ = [
+    "VOCAB",
+    "BenchPlan",
+    "BenchReport",
+    "DataPath",
+    "Machine",
+    "PrecisionQuality",
+    "PrecisionShape",
+    "Quality",
+    "ReferenceLoop",
+    "SampleSpeed",
+    "TrainSpeed",
+    "_synthetic_tokens",
+    "bench_bf16_shape",
+    "bench_data",
+    "bench_precision_quality",
+    "bench_quality",
+    "bench_sampling",
+    "bench_training",
+    "find_shakespeare",
+    "generate_corpus",
+    "machine_info",
+    "measure_matmul_peak",
+    "measure_read_bandwidth",
+    "run_bench",
+    "stepper_weight_bytes",
+    "training_flops_per_token",
+]
+
+
+def run_bench(
+    plan: BenchPlan,
+    *,
+    device: str = "auto",
+    sections: tuple[str, ...] = ("training", "sampling", "data", "quality"),
+    progress: Callable[[str], None] = lambda _: None,
+    workdir: Path | None = None,
+) -> BenchReport:
+    """All measurements in one process; `progress` hears what is running (for a status line)."""
+    began = time.perf_counter()
+    dev = resolve_device(device)
+    report = BenchReport(
+        quick=plan == BenchPlan.quick(),
+        machine=machine_info(dev),
+        config={"hidden": plan.hidden, "layers": plan.layers, "seq_len": plan.seq_len, "batch_size": plan.batch_size},
+    )
+    if "training" in sections:
+        for precision in plan.precisions:
+            if dev.type == "cpu" and precision == "fp16":
+                continue
+            progress(f"matmul peak ({precision})")
+            report.matmul_peak[precision] = measure_matmul_peak(dev, precision)
+            progress(f"training throughput ({precision})")
+            report.training.append(bench_training(plan, precision, dev, report.matmul_peak[precision], workdir))
+        for batch_size, seq_len in plan.bf16_shapes:
+            progress(f"bf16 vs fp32 at batch {batch_size}, seq {seq_len}")
+            report.bf16_shapes.append(bench_bf16_shape(plan, batch_size, seq_len, dev))
+    if "sampling" in sections:
+        progress("memory bandwidth")
+        report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
+        cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
+        report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
+        for cell, hidden in plan.sample_models:
+            thread_counts = [torch.get_num_threads()]
+            if plan.sample_one_thread_too and thread_counts[0] > 1:
+                thread_counts.append(1)
+            for streams in plan.sample_streams:
+                for threads in thread_counts if streams > ONE_THREAD_MAX_STREAMS else thread_counts[:1]:
+                    progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {threads} thread(s)")
+                    report.sampling.append(
+                        bench_sampling(
+                            cell,
+                            hidden,
+                            plan.layers,
+                            streams,
+                            plan.sample_seconds,
+                            report.read_bandwidth,
+                            report.cpu_matmul_peak,
+                            threads=threads,
+                        )
+                    )
+    if "data" in sections:
+        progress(f"data path ({plan.data_mb:g} MB corpus)")
+        report.data = bench_data(plan.data_mb, workdir, plan.data_hidden)
+    if "quality" in sections:
+        progress(f"quality ({plan.quality_seconds:g}s of training)")
+        report.quality = bench_quality(plan.quality_seconds, dev, workdir)
+        if plan.precision_steps:
+            progress(f"fp32 vs bf16 validation loss after {plan.precision_steps} steps")
+            report.precision_quality = bench_precision_quality(plan, dev)
+    report.seconds = time.perf_counter() - began
+    return report

@@ -1,0 +1,146 @@
+"""What `charrnn bench` measures (dataclasses, JSON-able with `asdict`) and how much of it (`BenchPlan`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Machine:
+    torch: str
+    python: str
+    cpu: str
+    threads: int
+    device: str
+    auto_precision: str  # what --precision auto picks here
+    auto_reason: str
+
+
+@dataclass
+class TrainSpeed:
+    precision: str
+    charrnn_chars_per_sec: float
+    reference_chars_per_sec: float
+    ratio: float  # charrnn / reference: the target is >= 0.95
+    flops_per_sec: float  # charrnn's achieved training FLOP/s
+    utilization: float | None  # flops_per_sec / the matmul peak of that precision
+
+
+@dataclass
+class PrecisionShape:
+    """charrnn's training step in fp32 and in bf16 at one batch/sequence shape."""
+
+    batch_size: int
+    seq_len: int
+    fp32_chars_per_sec: float
+    bf16_chars_per_sec: float
+    speedup: float  # bf16 / fp32
+
+
+@dataclass
+class PrecisionQuality:
+    """Validation loss after the same steps from the same start in fp32 and in bf16."""
+
+    steps: int
+    fp32_val_loss: float | None = None  # nats per token
+    bf16_val_loss: float | None = None
+    relative_difference: float | None = None  # (bf16 - fp32) / fp32; the target is within 1%
+    skipped: str | None = None
+
+
+@dataclass
+class SampleSpeed:
+    cell: str
+    hidden: int
+    layers: int
+    streams: int
+    chars_per_sec: float
+    threads: int  # torch intra-op threads it ran with
+    weight_bytes: int  # bytes of weights read per step (all streams share one read)
+    limit_chars_per_sec: float  # streams * bandwidth / weight_bytes: the memory-bound ceiling
+    # fp32 matmul peak / (2 FLOPs per weight per character): the ceiling once many streams share a read
+    compute_limit_chars_per_sec: float | None = None
+
+
+@dataclass
+class DataPath:
+    corpus_mb: float
+    encode_seconds: float  # decode + fit + encode + cache write, first run
+    peak_rss_mb: float  # whole process, torch included
+    baseline_rss_mb: float  # the same process after imports, before reading the corpus
+    ids_dtype: str
+    second_run_load_seconds: float  # read + hash the corpus, memory-map the cached ids
+    second_run_ready_seconds: float  # ... + model and optimiser built: training starts
+    second_run_first_step_seconds: float  # ... and the first training step done (default 2x512 model)
+    cached: bool  # the second run really read the cache
+
+
+@dataclass
+class Quality:
+    budget_seconds: float
+    steps: int | None = None
+    val_bpc: float | None = None
+    skipped: str | None = None  # why, when it did not run
+
+
+@dataclass
+class BenchReport:
+    quick: bool
+    machine: Machine
+    config: dict[str, Any]
+    matmul_peak: dict[str, float] = field(default_factory=dict)  # precision -> FLOP/s
+    read_bandwidth: float = 0.0  # bytes/s
+    cpu_matmul_peak: float = 0.0  # fp32 FLOP/s on the CPU, where sampling runs
+    training: list[TrainSpeed] = field(default_factory=list)
+    bf16_shapes: list[PrecisionShape] = field(default_factory=list)
+    sampling: list[SampleSpeed] = field(default_factory=list)
+    data: DataPath | None = None
+    quality: Quality | None = None
+    precision_quality: PrecisionQuality | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How much of each measurement to run: `full()` for the README figures, `quick()` ~1 minute."""
+
+    hidden: int = 512
+    layers: int = 2
+    seq_len: int = 64
+    batch_size: int = 32
+    precisions: tuple[str, ...] = ("fp32", "bf16")
+    train_rounds: int = 5
+    train_steps_per_round: int = 4
+    # Where does bf16 pay off? (batch, seq_len) shapes timed in fp32 and bf16.
+    bf16_shapes: tuple[tuple[int, int], ...] = ((32, 64), (32, 128), (64, 64), (128, 64), (128, 128))
+    precision_steps: int = 300  # fp32 vs bf16 validation loss at equal steps; 0 skips
+    sample_models: tuple[tuple[str, int], ...] = (("lstm", 256), ("lstm", 512), ("gru", 256), ("gru", 512))
+    sample_streams: tuple[int, ...] = (1, 32)
+    # Also sample many streams on one thread (few streams always run on one, see model.py): two
+    # threads of a busy machine wait on each other at every op (measured: 32 streams 5-10x slower).
+    sample_one_thread_too: bool = True
+    sample_seconds: float = 2.0
+    data_mb: float = 100.0
+    data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
+    quality_seconds: float = 300.0
+
+    @classmethod
+    def full(cls) -> "BenchPlan":
+        return cls()
+
+    @classmethod
+    def quick(cls) -> "BenchPlan":
+        return cls(
+            train_rounds=3,
+            train_steps_per_round=2,
+            sample_models=(("lstm", 256), ("lstm", 512)),
+            sample_seconds=0.7,
+            data_mb=20.0,
+            quality_seconds=15.0,
+            bf16_shapes=(),
+            precision_steps=0,
+        )

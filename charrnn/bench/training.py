@@ -1,0 +1,212 @@
+"""Training figures: charrnn's step against a plain PyTorch loop, bf16 against fp32, and
+validation quality after a wall-clock budget or at equal steps."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig, TrainConfig
+from ..data import TokenData
+from ..tokenizers import CharTokenizer
+from ..train import Trainer
+from .results import BenchPlan, PrecisionQuality, PrecisionShape, Quality, TrainSpeed
+from .timing import _timed
+
+VOCAB = 65  # tinyshakespeare's character count: the head size every figure assumes
+
+
+def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
+    """Matmul FLOPs of one training token: forward 2*in*out per weight, backward twice that."""
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
+    forward = 0
+    for layer in range(layers):
+        inputs = embed if layer == 0 else hidden
+        forward += 2 * (inputs + hidden) * gates * hidden
+    forward += 2 * hidden * vocab
+    return 3.0 * forward
+
+
+def _synthetic_tokens(n: int, seed: int = 0) -> TokenData:
+    rng = np.random.default_rng(seed)
+    chars = [chr(c) for c in range(32, 32 + VOCAB)]
+    ids = rng.integers(0, VOCAB, n, dtype=np.uint8)
+    cut = n * 9 // 10
+    return TokenData("bench", CharTokenizer(chars), ids[:cut], ids[cut:], n - cut, cut)
+
+
+class ReferenceLoop:
+    """What a user would write by hand: embedding -> nn.LSTM -> linear, AdamW, clip, carry state."""
+
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int, device: torch.device, precision: str):
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(vocab, embed).to(device)
+        self.lstm = nn.LSTM(embed, hidden, layers, batch_first=True).to(device)
+        self.head = nn.Linear(hidden, vocab).to(device)
+        self.params = [*self.embedding.parameters(), *self.lstm.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.AdamW(self.params, lr=3e-3)
+        self.device = device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x, y (B, T) on the device; returns the loss tensor (no host sync)."""
+        if self.state is None:
+            zeros = torch.zeros(self.lstm.num_layers, x.shape[0], self.lstm.hidden_size, device=self.device)
+            self.state = (zeros, zeros.clone())
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out, (h, c) = self.lstm(self.embedding(x), self.state)  # (B, T, H)
+            logits = self.head(out)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state = (h.detach().float(), c.detach().float())
+        return loss.detach()
+
+
+def bench_training(
+    plan: BenchPlan, precision: str, device: torch.device, peak: float | None = None, workdir: Path | None = None
+) -> TrainSpeed:
+    """charrnn's train_step and the reference loop on the same windows, alternating rounds."""
+    data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000)
+    with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
+        trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
+        model_cfg = trainer.model_cfg
+        reference = ReferenceLoop(VOCAB, model_cfg.embed_size, plan.hidden, plan.layers, device, trainer.precision)
+        batcher = trainer.batcher
+        cursor = [0]
+
+        def window() -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = batcher.window(cursor[0] % batcher.windows_per_epoch)
+            cursor[0] += 1
+            return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+        def run_charrnn() -> None:
+            for _ in range(plan.train_steps_per_round):
+                trainer.train_step(*window())
+
+        def run_reference() -> None:
+            for _ in range(plan.train_steps_per_round):
+                reference.step(*window())
+
+        run_charrnn()  # warm-up: allocator, kernel choice, optimizer state
+        run_reference()
+        ours, theirs = [], []
+        for _ in range(plan.train_rounds):
+            ours.append(_timed(run_charrnn, device))
+            theirs.append(_timed(run_reference, device))
+    chars = plan.train_steps_per_round * plan.batch_size * plan.seq_len
+    ours_speed, ref_speed = chars / statistics.median(ours), chars / statistics.median(theirs)
+    flops = ours_speed * training_flops_per_token("lstm", model_cfg.embed_size, plan.hidden, plan.layers, VOCAB)
+    return TrainSpeed(
+        precision=trainer.precision,
+        charrnn_chars_per_sec=ours_speed,
+        reference_chars_per_sec=ref_speed,
+        ratio=ours_speed / ref_speed,
+        flops_per_sec=flops,
+        utilization=flops / peak if peak else None,
+    )
+
+
+def _bench_trainer(plan: BenchPlan, precision: str, device: torch.device, run_dir: Path, data: TokenData) -> Trainer:
+    model_cfg = ModelConfig(
+        cell="lstm", vocab_size=data.tokenizer.vocab_size, hidden_size=plan.hidden, num_layers=plan.layers
+    )
+    train_cfg = TrainConfig(
+        seq_len=plan.seq_len,
+        batch_size=plan.batch_size,
+        precision=precision,
+        device=device.type,
+        steps=10**9,
+        warmup_steps=0,
+    )
+    return Trainer(data, model_cfg, train_cfg, run_dir)
+
+
+def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: torch.device) -> PrecisionShape:
+    """charrnn's step in fp32 and bf16 at (batch_size, seq_len), alternating rounds."""
+    plan = replace(plan, batch_size=batch_size, seq_len=seq_len)
+    data = _synthetic_tokens(batch_size * (seq_len * 16 + 1) * 10 // 9 + 1000)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainers = {p: _bench_trainer(plan, p, device, Path(run_dir), data) for p in ("fp32", "bf16")}
+        times: dict[str, list[float]] = {p: [] for p in trainers}
+        for round_ in range(plan.train_rounds + 1):
+            for precision, trainer in trainers.items():
+                windows = [
+                    tuple(t.to(device) for t in trainer.batcher.window(i % trainer.batcher.windows_per_epoch))
+                    for i in range(round_ * plan.train_steps_per_round, (round_ + 1) * plan.train_steps_per_round)
+                ]
+                seconds = _timed(lambda: [trainer.train_step(x, y) for x, y in windows], device)
+                if round_:  # round 0 warms up
+                    times[precision].append(seconds)
+    chars = plan.train_steps_per_round * batch_size * seq_len
+    fp32, bf16 = (chars / statistics.median(times[p]) for p in ("fp32", "bf16"))
+    return PrecisionShape(batch_size, seq_len, fp32, bf16, bf16 / fp32)
+
+
+def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path | None = None) -> PrecisionQuality:
+    """Train the benchmark config on `corpus` (default tinyshakespeare) for `plan.precision_steps`
+    steps in fp32 and in bf16 from the same initialisation and data; compare the validation loss."""
+    from ..data import load_tokens, read_corpus_bytes
+
+    steps = plan.precision_steps
+    path = corpus or find_shakespeare()
+    if path is None:
+        return PrecisionQuality(steps, skipped="tinyshakespeare not found")
+    data = load_tokens(read_corpus_bytes(path))
+    losses = {}
+    with tempfile.TemporaryDirectory() as run_dir:
+        for precision in ("fp32", "bf16"):
+            trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
+            trainer.cfg = replace(trainer.cfg, steps=steps, warmup_steps=min(50, steps // 10))
+            trainer.total_steps = steps  # the cosine schedule runs over exactly these steps
+            for i in range(steps):
+                index = i % trainer.batcher.windows_per_epoch
+                if index == 0:
+                    trainer.hidden = None
+                x, y = trainer.batcher.window(index)
+                trainer.train_step(x.to(device), y.to(device))
+            losses[precision], _ = trainer.validate()
+    fp32, bf16 = losses["fp32"], losses["bf16"]
+    return PrecisionQuality(steps, fp32, bf16, (bf16 - fp32) / fp32)
+
+
+def find_shakespeare() -> Path | None:
+    """tinyshakespeare where it already is (./corpora or the mirror): a benchmark never downloads."""
+    from ..corpora import corpora_dir, mirror_dirs
+
+    for folder in [corpora_dir(), *mirror_dirs()]:
+        path = folder / "tinyshakespeare.txt"
+        if path.is_file():
+            return path
+    return None
+
+
+def bench_quality(seconds: float, device: torch.device, workdir: Path | None = None) -> Quality:
+    """Validation bpc on tinyshakespeare after `seconds` of training with the default settings."""
+    from ..data import read_corpus_bytes
+    from ..train import train
+
+    path = find_shakespeare()
+    if path is None:
+        return Quality(
+            seconds,
+            skipped="tinyshakespeare not found (set CHARRNN_MIRROR or run `charrnn corpus get tinyshakespeare`)",
+        )
+    with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
+        # eval_every stays at its default; a final evaluation always runs when the budget ends.
+        cfg = TrainConfig(time_budget=seconds, device=device.type)
+        result = train(read_corpus_bytes(path, name="tinyshakespeare"), ModelConfig(), cfg, Path(run_dir) / "run")
+    return Quality(seconds, steps=result.steps, val_bpc=result.last_val_bpc)
