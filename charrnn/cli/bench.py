@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import app, stderr, stdout
+
+if TYPE_CHECKING:
+    from ..bench import BenchReport
 
 
 class Section(str, Enum):
@@ -52,7 +55,7 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def _print_report(report) -> None:
+def _print_report(report: BenchReport) -> None:
     from rich.table import Table
 
     m = report.machine
