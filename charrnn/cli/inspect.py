@@ -35,7 +35,9 @@ CheckpointArg = Annotated[
 @app.command("eval")
 def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.")],
-    files: Annotated[list[Path], typer.Argument(help="Held-out text files (or directories, or ready corpus names) to score.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Held-out text files (or directories, or ready corpus names) to score.")
+    ],
     val: Annotated[
         bool,
         typer.Option("--val", help="Score only the validation part of each file, split as training split it."),
