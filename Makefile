@@ -21,11 +21,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-# Builds the folk-abc corpus offline (from music21's bundled tunes), trains for two minutes,
+# Builds the folk-abc corpus offline (from music21's bundled tunes), trains a small model for two minutes,
 # samples a few tunes and writes their MIDI files.
 demo: install
 	$(BIN)/charrnn corpus get folk-abc
-	$(BIN)/charrnn train folk-abc --time-budget 2m --out checkpoints/demo --force
+	$(BIN)/charrnn train folk-abc --hidden 128 --layers 2 --time-budget 2m --out checkpoints/demo --force
 	$(BIN)/charrnn sample checkpoints/demo --tunes 3 --seed 1 | tee checkpoints/demo/tunes.abc
 	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc --midi checkpoints/demo/midi
 	@echo "Demo done: tunes in checkpoints/demo/tunes.abc, MIDI files in checkpoints/demo/midi/"

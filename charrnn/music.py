@@ -183,12 +183,13 @@ def _bar_slots(body: list[str]) -> list[tuple[int, int]]:
     return slots
 
 
-def corrupt_swap_bars(tune: str, donor: str, rng, count: int = 3) -> str:
-    """`count` bars of `tune` (not its first or last) replaced by bars of `donor`, a tune in
-    another meter."""
+def corrupt_swap_bars(tune: str, donor: str, rng, count: int | None = None) -> str:
+    """`count` bars of `tune` (not its first or last; default a quarter of them, at least 3)
+    replaced by bars of `donor`, a tune in another meter."""
     header, body = split_header_body(tune)
     _, donor_body = split_header_body(donor)
     slots = _bar_slots(body)[1:-1]
+    count = count if count is not None else max(3, len(slots) // 4)
     donor_bars = [_BAR_SEPARATOR.split(donor_body[li])[pi] for li, pi in _bar_slots(donor_body)]
     if not slots or not donor_bars:
         return tune
@@ -198,8 +199,8 @@ def corrupt_swap_bars(tune: str, donor: str, rng, count: int = 3) -> str:
     return "\n".join(header + ["".join(split[li]).strip() for li in range(len(body))])
 
 
-def corrupt_delete_notes(tune: str, rng, count: int = 2) -> str:
-    """`count` random notes or rests of the body deleted."""
+def corrupt_delete_notes(tune: str, rng, count: int | None = None) -> str:
+    """`count` random notes or rests of the body deleted (default one in 20, at least 3)."""
     header, body = split_header_body(tune)
     spots = [
         (li, m.start(), m.end())
@@ -207,6 +208,7 @@ def corrupt_delete_notes(tune: str, rng, count: int = 2) -> str:
         if not _FIELD_LINE.match(line)
         for m in _NOTE.finditer(line)
     ]
+    count = count if count is not None else max(3, len(spots) // 20)
     for li, start, end in sorted(rng.sample(spots, min(count, len(spots))), key=lambda s: (s[0], -s[1])):
         body[li] = body[li][:start] + body[li][end:]
     return "\n".join(header + body)

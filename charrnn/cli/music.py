@@ -63,16 +63,14 @@ def abc_calibrate(
     corpus: Annotated[str, typer.Argument(help="An ABC file, or the name of a ready corpus.")] = "folk-abc",
     sample: Annotated[int, typer.Option(help="How many real tunes to draw (each is also corrupted 3 ways).")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed of the draw and the corruptions.")] = 0,
-    max_misfit_bars: Annotated[
-        int, typer.Option("--max-misfit-bars", help="Bars per tune allowed not to fit the meter.")
-    ] = 1,
 ) -> None:
-    """Share of real tunes the checker passes and of corrupted copies it rejects (JSON on stdout)."""
+    """Share of real tunes the checker passes and of corrupted copies it rejects, for 0, 1 and 2
+    misfit bars allowed (JSON on stdout)."""
     from ..abc_check import calibrate
     from ..corpora import get_corpus
     from ..music import split_documents
 
     path = Path(corpus) if Path(corpus).exists() else get_corpus(corpus, log=lambda m: stderr.print(m, markup=False))
     tunes = split_documents(path.read_text(encoding="utf-8"))
-    result = calibrate(tunes, sample, seed, max_misfit_bars, progress=lambda m: stderr.print(m, markup=False))
+    result = calibrate(tunes, sample, seed, progress=lambda m: stderr.print(m, markup=False))
     stdout.print_json(json.dumps(result))
