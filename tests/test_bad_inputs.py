@@ -53,7 +53,7 @@ CASES = [
     ("--dropout 1.5", {}, [*TRAIN, "tiny.txt", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
     ("--steps 0", {}, [*TRAIN, "tiny.txt", "--steps", "0"], "--steps must be at least 1"),
     ("--lr nan", {}, [*TRAIN, "tiny.txt", "--lr", "nan"], "--lr must be a positive number"),
-    ("prime with unseen characters", {}, ["sample", CKPT, "--prime", "Speak☃€"], '2 characters the model never saw'),
+    ("prime with unseen characters", {}, ["sample", CKPT, "--prime", "Speak☃€"], "2 characters the model never saw"),
     ("--temp negative", {}, ["sample", CKPT, "--temp", "-0.5"], "--temp must be a number >= 0"),
     ("--temp NaN", {}, ["sample", CKPT, "--temp", "nan"], "--temp must be a number >= 0"),
     ("--top-p 0", {}, ["sample", CKPT, "--top-p", "0"], "--top-p must be in (0, 1]"),
