@@ -48,7 +48,7 @@ class ModelConfig:
     embed_size: int = 64  # width of the token embedding
     hidden_size: int = 512  # width of each recurrent layer
     num_layers: int = 2  # stacked recurrent layers
-    dropout: float = 0.0  # between layers and before the output layer
+    dropout: float = 0.2  # between layers and before the output layer
 
     def __post_init__(self) -> None:
         _require(self.cell in CELLS, f"--model must be one of {', '.join(CELLS)} (got {self.cell!r})")
@@ -74,9 +74,9 @@ class ModelConfig:
 class TrainConfig:
     """How a run trains: data windows, optimiser, schedule, limits and checkpoints."""
 
-    seq_len: int = 128  # characters (tokens) per window of truncated BPTT
+    seq_len: int = 64  # characters (tokens) per window of truncated BPTT
     batch_size: int = 32  # parallel contiguous streams of the training text
-    lr: float = 3e-3  # peak learning rate
+    lr: float = 1e-2  # peak learning rate
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # global gradient-norm clip; 0 disables

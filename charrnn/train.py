@@ -52,6 +52,7 @@ class RunInfo:
     batch_size: int
     windows_per_epoch: int
     total_steps: int | None
+    time_budget: float | None  # seconds
     start_step: int
     cached: bool
     world_size: int = 1
@@ -573,6 +574,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             windows_per_epoch=self.batcher.windows_per_epoch,
             total_steps=self.total_steps,
+            time_budget=cfg.time_budget,
             start_step=self.step,
             cached=self.data.cached,
             world_size=self.dist.world_size,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import app, stderr, stdout
+from .choices import Device
 
 if TYPE_CHECKING:
     from ..bench import BenchReport
@@ -19,13 +20,6 @@ class Section(str, Enum):
     sampling = "sampling"
     data = "data"
     quality = "quality"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
 
 
 @app.command()

@@ -11,13 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app, hms, stderr
-
-
-class EvalDevice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+from .choices import Device
 
 
 class EvalPrecision(str, Enum):
@@ -43,7 +37,7 @@ def eval_command(
         typer.Option("--val", help="Score only the validation part of each file, split as training split it."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
-    device: Annotated[EvalDevice, typer.Option(help="Where to run the model.")] = EvalDevice.auto,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
     precision: Annotated[
         Optional[EvalPrecision],
         typer.Option(

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import TrainConfig
+from ..config import ModelConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
 from . import app, hms, stderr
+from .choices import Device, Precision
 
 
 class Cell(str, Enum):
@@ -29,20 +30,6 @@ class Optimizer(str, Enum):
     rmsprop = "rmsprop"
     adagrad = "adagrad"
     sgd = "sgd"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 class TokenizerKind(str, Enum):
@@ -75,7 +62,7 @@ def train(
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
     hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 512,
     embed: Annotated[int, typer.Option(help="Token embedding width.")] = 64,
-    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the output, in [0, 1).")] = 0.0,
+    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the output, in [0, 1).")] = ModelConfig().dropout,
     tokenizer: Annotated[
         TokenizerKind, typer.Option(help="char, or a SentencePiece model trained on the corpus.")
     ] = TokenizerKind.char,
@@ -253,7 +240,9 @@ class _TrainReporter:
             return
         for note in info.notes:
             stderr.print(f"note: {note}")
-        limit = f"up to {info.total_steps:,} steps" if info.total_steps else "until --patience"
+        limits = [f"{info.total_steps:,} steps"] if info.total_steps else []
+        limits += [f"{hms(info.time_budget)} of training"] if info.time_budget else []
+        limit = "up to " + " or ".join(limits) if limits else "until --patience"
         stderr.print(
             f"{'resuming at step ' + str(info.start_step) + ': ' if info.start_step else ''}"
             f"{info.parameters / 1e6:.2f}M parameters, {info.tokenizer} vocabulary of {info.vocab_size:,}; "
