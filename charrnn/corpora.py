@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import write_atomic
 from .data import CorpusBytes, read_corpus_bytes
 from .errors import CorpusError
 
@@ -80,7 +79,7 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
         from .music import build_folk_abc  # the only builder today; needs the [music] extra
 
         log(f"building {name} from music21's bundled tunes (offline, about a minute)")
-        _write_atomic(target, build_folk_abc().encode("utf-8"))
+        write_atomic(target, build_folk_abc().encode("utf-8"), durable=False)
         return target
     for mirror in mirror_dirs():
         candidate = mirror / f"{name}.txt"
@@ -88,7 +87,7 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
             if expected and _sha256(candidate) != expected:
                 raise CorpusError(f"{candidate} (from CHARRNN_MIRROR) does not match the catalogue's sha256 for {name}")
             log(f"copying {name} from the mirror {mirror}")
-            _copy_atomic(candidate, target)
+            write_atomic(target, candidate.read_bytes(), durable=False)
             return target
     log(f"downloading {name} from {entry['url']}")
     try:
@@ -102,22 +101,8 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
         ) from None
     if expected and hashlib.sha256(data).hexdigest() != expected:
         raise CorpusError(f"the download of {name} does not match its sha256; nothing was written")
-    _write_atomic(target, data)
+    write_atomic(target, data, durable=False)
     return target
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def resolve_corpus(arg: str, log: Callable[[str], None] = lambda _: None) -> CorpusBytes:

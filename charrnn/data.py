@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .atomic import write_atomic
 from .errors import CorpusError
 from .tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_state
 
@@ -237,10 +237,8 @@ def _write_cache(folder: Path, key: str, data: TokenData) -> None:
         ):
             if writer is None:
                 continue
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}", suffix=suffix)
-            with os.fdopen(fd, "wb") as f:
-                writer(f)
-            os.replace(tmp, folder / f"{key}{suffix}")  # the .json goes last: it marks the entry whole
+            # the .json goes last: it marks the entry whole
+            write_atomic(folder / f"{key}{suffix}", writer, durable=False)
     except OSError:
         pass
 

@@ -1,6 +1,6 @@
 """Scoring held-out text with a trained model (`charrnn eval`) and describing a checkpoint (`charrnn info`).
 
-Evaluation reuses the training loop's `evaluate_ids`: the text is cut into parallel streams
+`evaluate_ids` is also what training validates with: the text is cut into parallel streams
 with the hidden state carried from window to window, every token is predicted once, and the
 total is reported in bits per character (comparable across tokenizers) and bits per token.
 With the checkpoint's own stream count and window length, and `validation_only` on the
@@ -15,14 +15,59 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .config import TrainConfig
-from .data import decode_corpus, split_point
+from .data import decode_corpus, split_point, validation_windows
+from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
+from .model import Hidden, RNNLanguageModel, select_streams
+from .runtime import autocast_for
 from .tokenizers import Tokenizer, show_chars
 
 LN2 = math.log(2.0)
+
+
+@torch.no_grad()
+def evaluate_ids(
+    model: RNNLanguageModel,
+    ids,
+    context_token: int | None,
+    *,
+    seq_len: int,
+    num_streams: int,
+    device: torch.device,
+    precision: str = "fp32",
+    dist: DistContext | None = None,
+) -> tuple[float, int]:
+    """(total nats, targets scored) over `ids`, every id predicted once, hidden state carried."""
+    dist = dist or DistContext()
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    hidden: Hidden | None = None
+    for x, y, reset in validation_windows(ids, context_token, num_streams, seq_len, dist.rank, dist.world_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if reset or hidden is None:
+            hidden = model.init_hidden(x.shape[0], device)
+        elif _batch_of(hidden) != x.shape[0]:  # the leftover ids continue the last stream
+            hidden = select_streams(hidden, torch.tensor([_batch_of(hidden) - 1], device=device))
+        with autocast_for(device, precision):
+            logits, hidden = model(x, hidden)
+        losses = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += losses.double()
+        count += (y >= 0).sum()
+    model.train(was_training)
+    total, count = dist.all_reduce_sum(total), dist.all_reduce_sum(count)
+    return float(total), int(count)
+
+
+def _batch_of(hidden: Hidden) -> int:
+    return (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1]
 
 
 @dataclass
@@ -63,7 +108,7 @@ def start_context(tokenizer: Tokenizer) -> int | None:
 def checkpoint_precision(loaded: LoadedModel, device: torch.device) -> str:
     """The precision the model was validated in during training, where `device` runs it; else fp32.
     (bf16 and fp32 differ in the 4th decimal of bpc: same precision, same number.)"""
-    from .train import resolve_precision
+    from .runtime import resolve_precision
 
     wanted = loaded.meta.get("precision", "fp32")
     if loaded.meta.get("device_type") != device.type or wanted not in ("fp32", "bf16", "fp16"):
@@ -100,7 +145,6 @@ def evaluate_text(
     makes the result match training's validation bpc (streams start from a zero state, so
     their number changes the figure slightly).
     """
-    from .train import evaluate_ids  # the training loop's scorer: one definition of bpc
 
     tokenizer = loaded.tokenizer
     unknown = tokenizer.unknown_chars(text)

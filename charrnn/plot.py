@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, ConfigError
-from .train import METRICS, EvalReport, Reporter, RunInfo, StepReport
+from .reporting import METRICS, EvalReport, Reporter, RunInfo, StepReport
 
 PLOT = "bpc.png"
 

@@ -8,11 +8,9 @@ RNG state, the hidden state of every stream), so `--resume` picks up exactly whe
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,234 +20,19 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint, split_prefix
 from .config import DEFAULT_MAX_EPOCHS, ModelConfig, TrainConfig
-from .data import CorpusBytes, StreamBatcher, TokenData, fit_batch_size, load_tokens, validation_windows
+from .data import CorpusBytes, StreamBatcher, TokenData, fit_batch_size, load_tokens
 from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError, Interrupted, TrainingDiverged
-from .model import Hidden, RNNLanguageModel, detach_hidden, select_streams
+from .evaluation import evaluate_ids
+from .model import Hidden, RNNLanguageModel, detach_hidden
+from .reporting import METRICS, EvalReport, Reporter, RunInfo, StepReport, TrainResult
+from .runtime import StopFlag, autocast_for, resolve_device, resolve_precision
 from .tokenizers import CharTokenizer, tokenizer_from_state
 
 LN2 = math.log(2.0)
-METRICS = "metrics.jsonl"
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.
 LOSS_SYNC_EVERY = 32
-
-
-# ----------------------------------------------------------------------------- reporting
-
-
-@dataclass
-class RunInfo:
-    run_dir: Path
-    device: str
-    precision: str
-    precision_reason: str
-    parameters: int
-    tokenizer: str
-    vocab_size: int
-    train_tokens: int
-    val_tokens: int
-    batch_size: int
-    windows_per_epoch: int
-    total_steps: int | None
-    time_budget: float | None  # seconds
-    start_step: int
-    cached: bool
-    world_size: int = 1
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class StepReport:
-    step: int
-    epoch: float
-    loss: float  # nats per token, this step
-    lr: float
-    elapsed: float  # seconds of this run (all sessions of it)
-    chars_per_sec: float
-    tokens_per_sec: float
-    progress: float | None  # 0..1 of the run's limit; None when only patience ends it
-
-
-@dataclass
-class EvalReport:
-    step: int
-    epoch: float
-    train_loss: float  # mean nats per token since the last evaluation
-    val_loss: float  # nats per token
-    val_bpc: float  # bits per character: comparable across tokenizers
-    val_nats_per_char: float
-    best_val_bpc: float
-    is_best: bool
-    elapsed: float
-    eval_seconds: float
-    chars_per_sec: float
-    lr: float
-    tokens_per_sec: float = 0.0  # training speed in tokens: what a subword vocabulary trades against bpc
-    train_bpc: float = math.nan  # train_loss in bits per character (NaN when no step ran since the last evaluation)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_path: Path
-    last_path: Path
-    steps: int
-    best_val_bpc: float
-    best_val_loss: float
-    last_val_bpc: float
-    elapsed: float
-    stopped_because: str
-
-
-class Reporter:
-    """Hooks the training loop calls; the CLI draws a progress bar from them. Defaults do nothing."""
-
-    def on_start(self, info: RunInfo) -> None: ...
-
-    def on_step(self, report: StepReport) -> None: ...
-
-    def on_eval(self, report: EvalReport) -> None: ...
-
-    def on_sample(self, step: int, text: str) -> None: ...
-
-    def on_message(self, text: str) -> None: ...
-
-    def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
-        """`path` ("best" or "last") is complete on disk: called after the atomic rename."""
-
-
-# ----------------------------------------------------------------------------- signals
-
-
-class StopFlag:
-    """Set by a signal handler; the loop checks it between steps and stops cleanly."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[StopFlag]:
-    """First SIGINT/SIGTERM: finish the step, save, stop. Second: exit at once (the last
-    complete checkpoint is intact because every save is an atomic rename)."""
-    flag = StopFlag()
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.signum is not None:
-            os._exit(128 + signum)
-        flag.signum = signum
-
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: no signal handling, nothing to restore
-        pass
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
-    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple MPS is not available here (use --device cpu or auto)")
-    return torch.device(requested)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX-512 BF16 / AMX (x86) or the ARM BF16 extension: where bf16 matmuls run natively."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(precision, why) for the device: auto = bf16 where the hardware runs it natively,
-    fp16 with loss scaling on GPUs without bf16, fp32 otherwise."""
-    if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            return ("bf16", "the GPU supports bf16") if bf16 else ("fp16", "the GPU lacks bf16: fp16 with loss scaling")
-        if requested == "bf16" and not bf16:
-            raise ConfigError("--precision bf16: this GPU does not support bf16 (use fp16 or auto)")
-        return requested, "as asked"
-    if requested == "fp16":
-        raise ConfigError(f"--precision fp16 needs a CUDA GPU (this run is on {device.type}); use bf16 or fp32")
-    if requested == "auto":
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return "bf16", "this CPU runs bf16 natively"
-        return "fp32", f"no native bf16 on this {device.type}"
-    return requested, "as asked"
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate_ids(
-    model: RNNLanguageModel,
-    ids,
-    context_token: int | None,
-    *,
-    seq_len: int,
-    num_streams: int,
-    device: torch.device,
-    precision: str = "fp32",
-    dist: DistContext | None = None,
-) -> tuple[float, int]:
-    """(total nats, targets scored) over `ids`, every id predicted once, hidden state carried."""
-    dist = dist or DistContext()
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
-    hidden: Hidden | None = None
-    for x, y, reset in validation_windows(ids, context_token, num_streams, seq_len, dist.rank, dist.world_size):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if reset or hidden is None:
-            hidden = model.init_hidden(x.shape[0], device)
-        elif _batch_of(hidden) != x.shape[0]:  # the leftover ids continue the last stream
-            hidden = select_streams(hidden, torch.tensor([_batch_of(hidden) - 1], device=device))
-        with autocast_for(device, precision):
-            logits, hidden = model(x, hidden)
-        losses = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total += losses.double()
-        count += (y >= 0).sum()
-    model.train(was_training)
-    total, count = dist.all_reduce_sum(total), dist.all_reduce_sum(count)
-    return float(total), int(count)
-
-
-def _batch_of(hidden: Hidden) -> int:
-    return (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1]
 
 
 # ----------------------------------------------------------------------------- the trainer

@@ -115,7 +115,7 @@ def test_signal_during_a_step_saves_and_exits_128_plus_signal(cli, tiny_corpus, 
 
 SECOND_SIGNAL = """
 import os, signal, sys, time
-from charrnn.train import stop_on_signals
+from charrnn.runtime import stop_on_signals
 with stop_on_signals() as flag:
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)  # the handler runs between bytecodes
@@ -141,7 +141,8 @@ import json, os, random, signal, sys, time
 from pathlib import Path
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import read_corpus_bytes
-from charrnn.train import Reporter, train
+from charrnn.reporting import Reporter
+from charrnn.train import train
 
 import safetensors.torch, torch
 torch.set_num_threads(1)  # one thread: nothing of OpenMP's pool to break in the forked children

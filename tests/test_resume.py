@@ -12,7 +12,9 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import CorpusBytes
 from charrnn.errors import Interrupted
-from charrnn.train import Reporter, StopFlag, train
+from charrnn.reporting import Reporter
+from charrnn.runtime import StopFlag
+from charrnn.train import train
 
 TOTAL, EVAL_EVERY = 16, 5
 

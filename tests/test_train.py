@@ -10,7 +10,8 @@ import pytest
 from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data import read_corpus_bytes
 from charrnn.errors import ConfigError
-from charrnn.train import Reporter, lr_at, train
+from charrnn.reporting import Reporter
+from charrnn.train import lr_at, train
 
 MODEL = ModelConfig(embed_size=8, hidden_size=32, num_layers=1)
 FAST = dict(seq_len=16, batch_size=4, precision="fp32", eval_every=10, patience=None, warmup_steps=5)

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..model import ONE_THREAD_MAX_STREAMS
-from ..train import resolve_device
+from ..runtime import resolve_device
 from .datapath import bench_data, generate_corpus
 from .results import (
     BenchPlan,

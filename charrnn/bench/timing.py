@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..train import resolve_precision
+from ..runtime import resolve_precision
 from .results import Machine
 
 

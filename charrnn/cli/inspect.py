@@ -49,7 +49,7 @@ def eval_command(
     """Bits per character (and per token) of held-out text, hidden state carried through it."""
     from ..checkpoint import load_model, resolve_checkpoint
     from ..evaluation import evaluate_files
-    from ..train import resolve_device, resolve_precision
+    from ..runtime import resolve_device, resolve_precision
 
     path = resolve_checkpoint(checkpoint)
     target = resolve_device(device.value)

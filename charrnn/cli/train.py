@@ -62,7 +62,9 @@ def train(
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
     hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 512,
     embed: Annotated[int, typer.Option(help="Token embedding width.")] = 64,
-    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the output, in [0, 1).")] = ModelConfig().dropout,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout between layers and before the output, in [0, 1).")
+    ] = ModelConfig().dropout,
     tokenizer: Annotated[
         TokenizerKind, typer.Option(help="char, or a SentencePiece model trained on the corpus.")
     ] = TokenizerKind.char,
@@ -131,7 +133,7 @@ def train(
     from ..config import ModelConfig
     from ..corpora import resolve_corpus
     from ..distributed import DistContext
-    from ..train import stop_on_signals
+    from ..runtime import stop_on_signals
     from ..train import train as run_training
 
     if resume and init_from is not None:
