@@ -121,8 +121,9 @@ def bench_training(
 
 
 def _bench_trainer(plan: BenchPlan, precision: str, device: torch.device, run_dir: Path, data: TokenData) -> Trainer:
+    # dropout 0: the reference loop has none, and the comparison is of equal work
     model_cfg = ModelConfig(
-        cell="lstm", vocab_size=data.tokenizer.vocab_size, hidden_size=plan.hidden, num_layers=plan.layers
+        cell="lstm", vocab_size=data.tokenizer.vocab_size, hidden_size=plan.hidden, num_layers=plan.layers, dropout=0.0
     )
     train_cfg = TrainConfig(
         seq_len=plan.seq_len,
