@@ -39,10 +39,13 @@ class TuneCheck:
     bad_bars: list[int] = field(default_factory=list)  # music21 measure numbers
     error: str = ""  # why it does not parse
     midi: str = ""  # the .mid written for it, when asked
+    midi_error: str = ""  # why music21 could not write it as MIDI
 
     @property
     def valid(self) -> bool:
-        return self.parses and self.has_title and self.has_meter and self.has_key and self.has_notes and self.bars_ok
+        # A tune music21 reads but cannot render (asked for with --midi) is no use to a player.
+        ok = self.has_title and self.has_meter and self.has_key and self.has_notes and self.bars_ok
+        return self.parses and ok and not self.midi_error
 
     def problems(self) -> list[str]:
         if not self.parses:
@@ -54,6 +57,8 @@ class TuneCheck:
         elif not self.bars_ok:
             shown = ", ".join(str(b) for b in self.bad_bars[:5]) + (", ..." if len(self.bad_bars) > 5 else "")
             out.append(f"bars that do not fit the meter: {shown}")
+        if self.midi_error:
+            out.append(f"no MIDI file: {self.midi_error}")
         return out
 
     def to_dict(self) -> dict:
@@ -129,12 +134,22 @@ def check_tune(
     result.has_meter = "M" in header and bool(list(part.recurse().getElementsByClass("TimeSignature")))
     result.has_notes = bool(notes)
     result.bars = len(measures)
-    result.bad_bars = misfit_bars(part, measures, declared_meters(music21, tune)) if result.has_meter else []
+    try:
+        result.bad_bars = misfit_bars(part, measures, declared_meters(music21, tune)) if result.has_meter else []
+    except Exception as exc:  # a score music21 built but cannot walk (seen on sampled tunes): bars unknown
+        result.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        result.bad_bars = [0]
     result.bars_ok = result.has_meter and result.has_notes and len(result.bad_bars) <= max_misfit_bars
     if midi_path is not None and result.valid:
         midi_path.parent.mkdir(parents=True, exist_ok=True)
-        score.write("midi", fp=str(midi_path))
-        result.midi = str(midi_path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                score.write("midi", fp=str(midi_path))
+            result.midi = str(midi_path)
+        except Exception as exc:  # music21 can parse scores it cannot render (e.g. a meter change inside a bar)
+            result.midi_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            midi_path.unlink(missing_ok=True)
     return result
 
 
