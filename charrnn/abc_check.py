@@ -257,16 +257,10 @@ def check_abc_file(
     path: Path, midi_dir: Path | None = None, max_misfit_bars: int = MAX_MISFIT_BARS, progress=lambda _: None
 ) -> CheckSummary:
     """Check the blank-line-separated tunes of an ABC file."""
+    from .data import read_text_file
     from .errors import CorpusError
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CorpusError(f"ABC file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path} is not UTF-8 (byte offset {exc.start})") from None
-    except OSError as exc:
-        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = read_text_file(path, "ABC file")
     tunes = split_documents(text)
     if not tunes:
         raise CorpusError(f"{path} holds no tunes (tunes are separated by a blank line)")

@@ -73,6 +73,19 @@ def _corpus_name(path: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in stem) or "corpus"
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A small UTF-8 text file named on the command line (a prime, an ABC file), with CRLF
+    normalised and one-line errors that say which option or file it was (`what`)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").replace("\r\n", "\n")
+    except FileNotFoundError:
+        raise CorpusError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{what} {path} is not UTF-8 (byte offset {exc.start})") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 def decode_corpus(corpus: CorpusBytes, encoding: str = "utf-8") -> str:
     """Bytes -> text: strict decoding (the error gives the byte offset), a leading BOM dropped,
     Windows (CRLF) and old Mac (CR) line endings turned into LF; NUL bytes rejected."""

@@ -53,11 +53,12 @@ def sample(
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
     from ..config import SampleConfig
+    from ..data import read_text_file
 
     if prime_file is not None:
         if prime:
             raise CharRNNError("give --prime or --prime-file, not both")
-        prime = _read_prime(prime_file)
+        prime = read_text_file(prime_file, "--prime-file")
     if stop is not None and "\\" in stop:
         stop = _unescape(stop)
     cfg = SampleConfig(
@@ -156,14 +157,3 @@ def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None
             f"the model wrote only {written} complete {what} of {count} asked "
             f"(train it longer, or raise --length above {cfg.length} if its {what} are long)"
         )
-
-
-def _read_prime(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8").replace("\r\n", "\n")
-    except FileNotFoundError:
-        raise CharRNNError(f"--prime-file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise CharRNNError(f"--prime-file {path} is not UTF-8 (byte offset {exc.start})") from None
-    except OSError as exc:
-        raise CharRNNError(f"cannot read --prime-file {path}: {exc.strerror or exc}") from None
