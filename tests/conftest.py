@@ -66,3 +66,20 @@ def shakespeare(monkeypatch) -> Path:
         pytest.skip("tinyshakespeare not available: set CHARRNN_MIRROR to a directory holding tinyshakespeare.txt")
     monkeypatch.setenv("CHARRNN_MIRROR", str(found))
     return found / "tinyshakespeare.txt"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory (best and last checkpoints) of a 2-step tiny GRU, trained once per session.
+    Its token ids go to a cache of its own, not the user's ~/.cache."""
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.data import CorpusBytes
+    from charrnn.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
+    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARRNN_CACHE", str(root / ".cache"))
+        train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, root / "run")
+    return root / "run"

@@ -10,18 +10,11 @@ import pytest
 from conftest import TINY_TEXT, TINY_TRAIN
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes
-from charrnn.train import train
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("trained") / "run"
-    model = ModelConfig(cell="lstm", embed_size=8, hidden_size=16, num_layers=1)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
-    train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, run)
-    return run / "best.safetensors"
+@pytest.fixture
+def checkpoint(tiny_run) -> Path:
+    return tiny_run / "best.safetensors"
 
 
 def _write(name: str, data: bytes | str) -> None:

@@ -17,14 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 import typer.main
-from conftest import REPO, TINY_TEXT
+from conftest import REPO
 
 from charrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from charrnn.cli import app
-from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes
 from charrnn.errors import CheckpointError
-from charrnn.train import train
 
 
 class MakesMarker:
@@ -37,14 +34,9 @@ class MakesMarker:
         return (exec, (f"open({self.path!r}, 'w').write('code ran')",))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A run directory with best and last checkpoints of a tiny model."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
-    train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, run)
-    return run
+@pytest.fixture
+def trained(tiny_run) -> Path:
+    return tiny_run
 
 
 def _one_line_error(result) -> str:

@@ -13,9 +13,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes
-from charrnn.train import train
 
 # Derandomized: the same examples every run (a failure reproduces). The autouse fixture's working
 # directory is shared by all examples of a test: nothing here depends on it being fresh.
@@ -27,13 +24,9 @@ FUZZ = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("trained") / "run"
-    model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
-    train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, run)
-    return run
+@pytest.fixture
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 def _number(valid) -> st.SearchStrategy[str]:
