@@ -78,7 +78,7 @@ class TrainConfig:
     batch_size: int = 32  # parallel contiguous streams of the training text
     lr: float = 1e-2  # peak learning rate
     optimizer: str = "adamw"
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
     warmup_steps: int = 50  # linear warm-up before the cosine decay (adamw/rmsprop/sgd)
     min_lr_frac: float = 0.1  # the cosine ends at lr * min_lr_frac
