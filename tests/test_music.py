@@ -124,9 +124,9 @@ def test_missing_music21_says_how_to_install(monkeypatch, cli, tmp_path):
 
 
 def test_real_tunes_pass(music21):
-    from charrnn.abc_check import check_tunes
+    from charrnn.abc_check import STRICT, check_tunes
 
-    summary = check_tunes([REEL, JIG, WALTZ], max_misfit_bars=0)
+    summary = check_tunes([REEL, JIG, WALTZ], allowance=STRICT)
     assert [r.problems() for r in summary.results] == [[], [], []]
     assert (summary.tunes, summary.valid) == (3, 3)
     assert summary.results[1].title == "First and Second"
@@ -151,12 +151,89 @@ def test_corruptions_fail(music21, damaged, problem):
     assert any(p.startswith(problem) for p in result.problems()), result.problems()
 
 
+@pytest.mark.parametrize("symbol", ["C", "C|"])
+def test_common_and_cut_time_are_checked(music21, symbol):
+    from charrnn.abc_check import STRICT, check_tune
+
+    # music21 cannot build a TimeSignature from "C|"; the checker must still hold bars to 4/4 or 2/2.
+    tune = REEL.replace("M:4/4", f"M:{symbol}")
+    assert check_tune(tune, allowance=STRICT).valid
+    damaged = tune.replace("AFDF A2FA|", "AFD A2F|").replace("cAeA fAeA", "cAe fAe")
+    assert check_tune(damaged, allowance=STRICT).bad_bars
+
+
+def test_misfit_rules_on_bar_layouts():
+    from charrnn.abc_check import Bar, misfit_bars
+
+    def bars(*lengths, ends=(), meter=4.0):
+        return [Bar(i + 1, q, meter, i in ends) for i, q in enumerate(lengths)]
+
+    assert misfit_bars(bars(1, 4, 4, 3)) == []  # pickup and short last bar
+    assert misfit_bars(bars(4, 3, 4, 4)) == [2]  # a short bar inside a section
+    assert misfit_bars(bars(4, 5, 4, 4)) == [2]  # a long bar anywhere
+    assert misfit_bars(bars(1, 4, 3, 1, 4, 3, ends=(2,))) == []  # 3 + 1 across a repeat
+    assert misfit_bars(bars(1, 4, 3, 2, 4, 3, ends=(2,))) == [4]  # 3 + 2 is not one bar
+    assert misfit_bars([Bar(1, 3.0, None), Bar(2, 4.0, 4.0)]) == []  # no meter in force yet
+    assert misfit_bars(bars(4, 4, 3, 3, 3, 3, 4, 4)) == []  # an unmarked change of meter (a run of four)
+    assert misfit_bars(bars(4, 4, 3, 3, 3, 4, 4, 4)) == [3, 4, 5]  # three equal short bars are damage
+
+
+def test_bars_music21_split_are_joined_back(music21):
+    from charrnn.abc_check import STRICT, check_tune
+
+    # music21 cuts each 3/4 bar of this 2/4 tune into a full bar and a remainder; the checker
+    # sees the bars as written: six bars of 3/4, an unmarked change of meter, so the tune fits.
+    tune = (
+        "X:1\nT:t\nM:2/4\nL:1/16\nK:G\nD4 | B2B2B4A4 | G4z4G4 | d2d2d4c4 | B4z4\nD2D2 | G2G2A4A4 | B4A4B2d2 | d2c4 |]"
+    )
+    result = check_tune(tune, allowance=STRICT)
+    assert result.valid and result.bars == 8, result.problems()  # the pickup and 7 bars
+    # One such bar in a 2/4 tune is a misfit (one long bar, not a full one and a short one).
+    one = "X:1\nT:t\nM:2/4\nL:1/16\nK:G\nD4 | B2B2A4 | G4z4G4 | d2d2c4 | B4z4 | D2D2G4 | B4A4 | d2c4 |]"
+    assert check_tune(one, allowance=STRICT).bad_bars == [2]
+
+
+def test_misfit_allowance():
+    from charrnn.abc_check import DEFAULT_ALLOWANCE, MisfitAllowance
+    from charrnn.cli.music import abc_check
+    from charrnn.errors import ConfigError
+
+    assert [DEFAULT_ALLOWANCE.limit(n) for n in (0, 9, 16, 17, 25, 34)] == [1, 1, 1, 2, 3, 4]
+    assert MisfitAllowance(0, 0.0).limit(100) == 0
+    with pytest.raises(ConfigError):
+        MisfitAllowance(1, 1.5)
+    # The command's defaults are the library's.
+    params = __import__("inspect").signature(abc_check).parameters
+    assert (params["max_misfit_bars"].default, params["max_misfit_share"].default) == (
+        DEFAULT_ALLOWANCE.bars,
+        DEFAULT_ALLOWANCE.share,
+    )
+
+
+def test_check_cli_bad_allowance_is_one_line(music21, cli, tmp_path):
+    tunes = tmp_path / "t.abc"
+    tunes.write_text(REEL + "\n")
+    result = cli("abc", "check", str(tunes), "--max-misfit-share", "2")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--max-misfit-share" in result.stderr
+
+
+def test_calibrate_reports_each_allowance(music21):
+    from charrnn.abc_check import calibrate
+
+    result = calibrate([REEL, JIG, WALTZ], sample=3, seed=0)
+    assert result["sample"] == 3
+    default = result["max(bars=1, share=0.12)"]
+    assert default["real"] == 1.0 and default["remove_header"] == 1.0
+    assert set(default) == {"real", "swap_bars", "delete_notes", "remove_header", "corrupted"}
+    assert "max(bars=0, share=0)" in result
+
+
 def test_corruption_functions_are_caught(music21):
-    from charrnn.abc_check import check_tune
+    from charrnn.abc_check import STRICT, check_tune
 
     rng = random.Random(3)
     assert not check_tune(corrupt_swap_bars(REEL, WALTZ, rng, count=3)).valid
-    assert not check_tune(corrupt_delete_notes(REEL, rng, count=3), max_misfit_bars=0).valid
+    assert not check_tune(corrupt_delete_notes(REEL, rng, count=3), allowance=STRICT).valid
     for seed in range(3):
         damaged = corrupt_remove_header(JIG, random.Random(seed))
         assert damaged != JIG and not check_tune(damaged).valid

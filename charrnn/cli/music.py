@@ -24,13 +24,16 @@ def abc_check(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of the table.")] = False,
     max_misfit_bars: Annotated[
-        int, typer.Option("--max-misfit-bars", help="Bars per tune allowed not to fit the meter.")
+        int, typer.Option("--max-misfit-bars", help="Bars per tune allowed not to fit the meter...")
     ] = 1,
+    max_misfit_share: Annotated[
+        float, typer.Option("--max-misfit-share", help="...or this share of its bars, where that is more.")
+    ] = 0.12,
 ) -> None:
     """For each tune: does it parse, has it a title, meter, key and notes, do its bars fit its meter?"""
-    from ..abc_check import check_abc_file
+    from ..abc_check import MisfitAllowance, check_abc_file
 
-    summary = check_abc_file(file, midi, max_misfit_bars)
+    summary = check_abc_file(file, midi, MisfitAllowance(max_misfit_bars, max_misfit_share))
     if as_json:
         stdout.print_json(json.dumps(summary.to_dict()))
         return
@@ -64,8 +67,8 @@ def abc_calibrate(
     sample: Annotated[int, typer.Option(help="How many real tunes to draw (each is also corrupted 3 ways).")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed of the draw and the corruptions.")] = 0,
 ) -> None:
-    """Share of real tunes the checker passes and of corrupted copies it rejects, for 0, 1 and 2
-    misfit bars allowed (JSON on stdout)."""
+    """Share of real tunes the checker passes and of corrupted copies it rejects, for several
+    allowances of misfit bars, the default among them (JSON on stdout)."""
     from ..abc_check import calibrate
     from ..corpora import get_corpus
     from ..music import split_documents
