@@ -190,7 +190,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_one_checkpoint(tin
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [128 + signal.SIGTERM] * 2, errors
     assert errors[1].strip() == ""  # rank 1 stays quiet; rank 0 says it once
-    said = [line for line in errors[0].splitlines() if line.startswith("error:")]
+    said = [line for line in errors[0].splitlines() if line.startswith("stopped:")]
     assert len(said) == 1 and "resume with: torchrun" in said[0], errors[0]
     step = int(said[0].split("interrupted at step ")[1].split(";")[0])
     _, meta = load_checkpoint(Path("r", "last.safetensors"))

@@ -59,6 +59,7 @@ def _check_interrupted(cli, stderr: str, out: str) -> None:
     """The last stderr line says where the checkpoint is and how to resume; that command works."""
     assert "Traceback" not in stderr
     last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("stopped: "), last_line  # the user's own stop is not an error
     assert f"{out}/last.safetensors" in last_line and "resume with: charrnn train" in last_line
     _, meta = load_checkpoint(Path(out, "last.safetensors"))
     stopped = meta["step"]

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from ..errors import CharRNNError
+from ..errors import CharRNNError, Interrupted
 
 # Messages, progress and tables go to stderr; stdout carries only what a command produces
 # (sample text, --json output), so it can be redirected cleanly.
@@ -28,6 +28,8 @@ class OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Interrupted as exc:  # the user's own stop, not a mistake: say what was kept
+            fail(str(exc), exc.exit_code, label="stopped")
         except CharRNNError as exc:
             fail(str(exc), exc.exit_code)
         except typer.Abort:
@@ -45,10 +47,10 @@ class OneLineErrors(TyperGroup):
         return rv
 
 
-def fail(message: str, code: int) -> None:
-    """One line on stderr, then exit with `code`."""
+def fail(message: str, code: int, label: str = "error") -> None:
+    """One line on stderr ("error: ..."), then exit with `code`."""
     one_line = " ".join(str(message).split())
-    print(f"error: {one_line}", file=sys.stderr)
+    print(f"{label}: {one_line}", file=sys.stderr)
     sys.exit(code)
 
 
