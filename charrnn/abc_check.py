@@ -42,7 +42,7 @@ class TuneCheck:
     bars_ok: bool = False
     bars: int = 0
     bad_bars: list[int] = field(default_factory=list)  # music21 measure numbers
-    error: str = ""  # why it does not parse
+    error: str = ""  # why it does not parse, or why its bars cannot be measured
     midi: str = ""  # the .mid written for it, when asked
     midi_error: str = ""  # why music21 could not write it as MIDI
 
@@ -59,7 +59,9 @@ class TuneCheck:
         out = [name for name, ok in named if not ok]
         if not self.has_notes:
             out.append("no notes")
-        elif not self.bars_ok:
+        elif self.error:
+            out.append(f"bars cannot be measured: {self.error}")
+        elif self.has_meter and not self.bars_ok:
             shown = ", ".join(str(b) for b in self.bad_bars[:5]) + (", ..." if len(self.bad_bars) > 5 else "")
             out.append(f"bars that do not fit the meter: {shown}")
         if self.midi_error:
@@ -155,7 +157,7 @@ def check_tune(
         part = score.parts[0] if score.parts else score
         notes = list(part.recurse().notes)
     except Exception as exc:  # music21 raises many kinds on bad input; any of them means "does not parse"
-        result.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        result.error = _one_line(exc)
         return result
     result.parses = True
     result.has_meter = "M" in header and bool(list(part.recurse().getElementsByClass("TimeSignature")))
@@ -164,10 +166,10 @@ def check_tune(
         bars = bar_layout(measures_of(part), declared_meters(music21, tune))
         result.bars = len(bars)
         result.bad_bars = misfit_bars(bars) if result.has_meter else []
-    except Exception as exc:  # a score music21 built but cannot walk (seen on sampled tunes): bars unknown
-        result.error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-        result.bad_bars = [0]
-    result.bars_ok = result.has_meter and result.has_notes and len(result.bad_bars) <= allowance.limit(result.bars)
+    except Exception as exc:  # a score music21 built but cannot walk (seen on sampled tunes)
+        result.error = _one_line(exc)  # it parses, but its bars cannot be measured: not valid
+    fits = len(result.bad_bars) <= allowance.limit(result.bars)
+    result.bars_ok = result.has_meter and result.has_notes and not result.error and fits
     if midi_path is not None and result.valid:
         midi_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -176,9 +178,13 @@ def check_tune(
                 score.write("midi", fp=str(midi_path))
             result.midi = str(midi_path)
         except Exception as exc:  # music21 can parse scores it cannot render (e.g. a meter change inside a bar)
-            result.midi_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            result.midi_error = _one_line(exc)
             midi_path.unlink(missing_ok=True)
     return result
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
 
 
 # music21 reads these symbols in a tune but not as a TimeSignature argument.
@@ -247,8 +253,11 @@ def bar_layout(measures: list[Measure], declared: set[str]) -> list[Bar]:
             if m.section_end and bars:  # an empty measure that only carries a boundary
                 bars[-1] = replace(bars[-1], section_end=True)
             continue
-        if invented and bars and not bars[-1].section_end:
-            bars[-1] = replace(bars[-1], length=bars[-1].length + m.length, section_end=m.section_end)
+        if invented and bars:
+            # music21 puts the closing bar line of a cut bar on the remainder's left, which
+            # marks the first half as a section end: the boundary belongs to the joined bar.
+            prev = bars[-1]
+            bars[-1] = replace(prev, length=prev.length + m.length, section_end=prev.section_end or m.section_end)
             continue
         bars.append(Bar(m.number, m.length, current, m.section_end))
     return bars
@@ -392,7 +401,7 @@ def calibrate(
     def bar_and_unit(tune: str) -> tuple[float | None, str | None]:
         fields = header_fields(tune)
         m = fields.get("M", "")
-        bar = 1.0 if m in ("C", "C|") else _fraction(m)
+        bar = _fraction(_METER_SYMBOLS.get(m, m))
         return bar, fields.get("L")
 
     shape = {id(t): bar_and_unit(t) for t in tunes}

@@ -3,6 +3,7 @@ MIDI output, and `sample --tunes`."""
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 
@@ -195,19 +196,60 @@ def test_bars_music21_split_are_joined_back(music21):
 
 def test_misfit_allowance():
     from charrnn.abc_check import DEFAULT_ALLOWANCE, MisfitAllowance
-    from charrnn.cli.music import abc_check
     from charrnn.errors import ConfigError
 
     assert [DEFAULT_ALLOWANCE.limit(n) for n in (0, 9, 16, 17, 25, 34)] == [1, 1, 1, 2, 3, 4]
     assert MisfitAllowance(0, 0.0).limit(100) == 0
     with pytest.raises(ConfigError):
         MisfitAllowance(1, 1.5)
-    # The command's defaults are the library's.
-    params = __import__("inspect").signature(abc_check).parameters
-    assert (params["max_misfit_bars"].default, params["max_misfit_share"].default) == (
-        DEFAULT_ALLOWANCE.bars,
-        DEFAULT_ALLOWANCE.share,
-    )
+
+
+def test_bar_layout_joins_what_music21_cut():
+    from charrnn.abc_check import Bar, Measure, bar_layout
+
+    declared = {"2/4"}
+    # A 3/4 bar cut into 2/4 + a 1/4 remainder with a made-up meter: one bar of 3 quarters.
+    cut = [Measure(1, 2.0, "2/4", 2.0), Measure(2, 1.0, "1/4", 1.0), Measure(3, 2.0, "2/4", 2.0)]
+    assert bar_layout(cut, declared) == [Bar(1, 3.0, 2.0), Bar(3, 2.0, 2.0)]
+    # music21 puts a cut bar's closing repeat on the remainder's left: the first half looks like
+    # a section end. The joined bar keeps the boundary and is still one long bar.
+    at_repeat = [Measure(1, 2.0, "2/4", 2.0, section_end=True), Measure(2, 1.0, "1/4", 1.0), Measure(3, 2.0)]
+    assert bar_layout(at_repeat, declared) == [Bar(1, 3.0, 2.0, section_end=True), Bar(3, 2.0, 2.0)]
+    # An empty measure (`||:` at the start of a line) only carries its boundary to the bar before.
+    empty = [Measure(1, 2.0, "2/4", 2.0), Measure(2, 0.0, section_end=True), Measure(3, 2.0)]
+    assert bar_layout(empty, declared) == [Bar(1, 2.0, 2.0, section_end=True), Bar(3, 2.0, 2.0)]
+    # A meter the tune never declared is never the meter in force.
+    assert bar_layout([Measure(1, 1.0, "1/4", 1.0)], declared) == [Bar(1, 1.0, None)]
+
+
+def test_long_bar_before_a_section_end_is_caught(music21):
+    from charrnn.abc_check import STRICT, check_tune
+
+    head = "X:1\nT:t\nM:2/4\nL:1/16\nK:G\n"
+    for close in (":|", "||", "|]"):
+        tune = head + f"G4z4 | d2d2c4 | B4z4 | D2D2G4A4 {close}\nB4A4 | d2c4B2 | G4z4 | G4G4 |]"
+        assert check_tune(tune.replace("D2D2G4A4", "D2D2G4"), allowance=STRICT).valid, close
+        assert len(check_tune(tune, allowance=STRICT).bad_bars) == 1, close  # the 3/4 bar, nothing else
+
+
+def test_bars_that_cannot_be_measured_are_not_valid(music21, monkeypatch):
+    import charrnn.abc_check as abc_check
+
+    def cannot_walk(part):
+        raise AttributeError("cannot walk")
+
+    monkeypatch.setattr(abc_check, "measures_of", cannot_walk)
+    result = abc_check.check_tune(REEL)
+    assert result.parses and not result.valid
+    assert result.problems() == ["bars cannot be measured: AttributeError: cannot walk"]
+
+
+def test_check_cli_allowance_options_reach_the_checker(music21, cli, tmp_path):
+    tunes = tmp_path / "t.abc"
+    tunes.write_text(REEL.replace("AFDF A2FA", "AFD A2FA") + "\n")  # one bar a note short
+    default = json.loads(cli("abc", "check", str(tunes), "--json").stdout)
+    strict = cli("abc", "check", str(tunes), "--json", "--max-misfit-bars", "0", "--max-misfit-share", "0")
+    assert default["valid"] == 1 and json.loads(strict.stdout)["valid"] == 0
 
 
 def test_check_cli_bad_allowance_is_one_line(music21, cli, tmp_path):
@@ -222,10 +264,15 @@ def test_calibrate_reports_each_allowance(music21):
 
     result = calibrate([REEL, JIG, WALTZ], sample=3, seed=0)
     assert result["sample"] == 3
-    default = result["max(bars=1, share=0.12)"]
-    assert default["real"] == 1.0 and default["remove_header"] == 1.0
+    rows = [result[key] for key in ("max(bars=0, share=0)", "max(bars=1, share=0)", "max(bars=1, share=0.12)")]
+    strict, default = rows[0], rows[2]
     assert set(default) == {"real", "swap_bars", "delete_notes", "remove_header", "corrupted"}
-    assert "max(bars=0, share=0)" in result
+    assert default["real"] == 1.0 and default["remove_header"] == 1.0
+    assert strict["delete_notes"] == 1.0 and strict["swap_bars"] > 0.5  # three deletions always show
+    for kind in ("swap_bars", "delete_notes", "corrupted"):  # a looser allowance never rejects more
+        assert [row[kind] for row in rows] == sorted((row[kind] for row in rows), reverse=True)
+    kinds = ("swap_bars", "delete_notes", "remove_header")
+    assert default["corrupted"] == pytest.approx(sum(default[k] for k in kinds) / 3, abs=1e-4)
 
 
 def test_corruption_functions_are_caught(music21):

@@ -48,7 +48,7 @@ class OneLineErrors(TyperGroup):
 
 
 def fail(message: str, code: int, label: str = "error") -> None:
-    """One line on stderr ("error: ..."), then exit with `code`."""
+    """One line on stderr ("error: ...", or another `label`), then exit with `code`."""
     one_line = " ".join(str(message).split())
     print(f"{label}: {one_line}", file=sys.stderr)
     sys.exit(code)

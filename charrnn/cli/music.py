@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..abc_check import DEFAULT_ALLOWANCE
 from . import app, stderr, stdout
 
 abc_app = typer.Typer(
@@ -25,10 +26,10 @@ def abc_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of the table.")] = False,
     max_misfit_bars: Annotated[
         int, typer.Option("--max-misfit-bars", help="Bars per tune allowed not to fit the meter...")
-    ] = 1,
+    ] = DEFAULT_ALLOWANCE.bars,
     max_misfit_share: Annotated[
         float, typer.Option("--max-misfit-share", help="...or this share of its bars, where that is more.")
-    ] = 0.12,
+    ] = DEFAULT_ALLOWANCE.share,
 ) -> None:
     """For each tune: does it parse, has it a title, meter, key and notes, do its bars fit its meter?"""
     from ..abc_check import MisfitAllowance, check_abc_file
