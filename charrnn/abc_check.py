@@ -269,9 +269,9 @@ def bar_layout(measures: list[Measure], declared: set[str]) -> list[Bar]:
 IMPLIED_METER_RUN = 4
 
 
-def implied_meters(bars: list[Bar], run: int = IMPLIED_METER_RUN) -> list[Bar]:
-    """The bars, with each run of `run` or more equal bars that do not fit the declared meter
-    held to their own length instead."""
+def implied_meters(bars: list[Bar]) -> list[Bar]:
+    """The bars, with each run of IMPLIED_METER_RUN or more equal bars that do not fit the
+    declared meter held to their own length instead."""
     out = list(bars)
     start = 0
     while start < len(bars):
@@ -279,7 +279,7 @@ def implied_meters(bars: list[Bar], run: int = IMPLIED_METER_RUN) -> list[Bar]:
         while end + 1 < len(bars) and abs(bars[end + 1].length - bars[start].length) < _EPS:
             end += 1
         first = bars[start]
-        if end - start + 1 >= run and first.meter is not None and abs(first.length - first.meter) > _EPS:
+        if end - start + 1 >= IMPLIED_METER_RUN and first.meter is not None and abs(first.length - first.meter) > _EPS:
             for i in range(start, end + 1):
                 out[i] = replace(bars[i], meter=first.length)
         start = end + 1
