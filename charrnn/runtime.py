@@ -90,6 +90,11 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
         if device.type == "cpu" and cpu_has_fast_bf16():
             return "bf16", "this CPU runs bf16 natively"
         return "fp32", f"no native bf16 on this {device.type}"
+    if requested == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        # oneDNN's bf16 LSTM needs AVX-512 (or ARM BF16): elsewhere it fails deep inside the first step.
+        raise ConfigError(
+            "--precision bf16: this CPU has no native bf16 (AVX-512 BF16, AMX or ARM BF16); use fp32 or auto"
+        )
     return requested, "as asked"
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from charrnn.runtime import cpu_has_fast_bf16
+
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_TEXT = (
@@ -16,6 +18,14 @@ TINY_TEXT = (
     "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
     "All:\nResolved. resolved.\n\n"
 ) * 40
+
+
+# bf16 on a CPU runs through oneDNN kernels that need AVX-512 (or ARM BF16); elsewhere charrnn
+# refuses --precision bf16, so the bf16 cases of a test cannot run there.
+needs_native_bf16 = pytest.mark.skipif(
+    not cpu_has_fast_bf16(),
+    reason="this CPU has no native bf16 (AVX-512 BF16, AMX or ARM BF16): charrnn refuses --precision bf16 here",
+)
 
 
 @pytest.fixture(autouse=True)

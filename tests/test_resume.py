@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TEXT, TINY_TRAIN
+from conftest import TINY_TEXT, TINY_TRAIN, needs_native_bf16
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
@@ -59,7 +59,7 @@ def _configs(cell: str, precision: str) -> tuple[ModelConfig, TrainConfig]:
         ("gru", "fp32", 7),
         ("rnn", "fp32", 7),
         ("rnn-relu", "fp32", 7),
-        ("lstm", "bf16", 7),
+        pytest.param("lstm", "bf16", 7, marks=needs_native_bf16),
         # One of these two stops right after an evaluation wrote its checkpoints (whether the flag
         # raised during step N's report stops the run at N or N + 1 is the loop's business).
         ("gru", "fp32", EVAL_EVERY * 2 - 1),

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from ..model import ONE_THREAD_MAX_STREAMS
-from ..runtime import resolve_device
+from ..runtime import cpu_has_fast_bf16, resolve_device
 from .datapath import bench_data, generate_corpus
 from .results import (
     BenchPlan,
@@ -95,15 +95,17 @@ def run_bench(
         machine=machine_info(dev),
         config={"hidden": plan.hidden, "layers": plan.layers, "seq_len": plan.seq_len, "batch_size": plan.batch_size},
     )
+    # bf16 on a CPU without native support fails inside oneDNN: time only what this machine runs.
+    bf16_here = dev.type != "cpu" or cpu_has_fast_bf16()
     if "training" in sections:
         for precision in plan.precisions:
-            if dev.type == "cpu" and precision == "fp16":
+            if dev.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not bf16_here)):
                 continue
             progress(f"matmul peak ({precision})")
             report.matmul_peak[precision] = measure_matmul_peak(dev, precision)
             progress(f"training throughput ({precision})")
             report.training.append(bench_training(plan, precision, dev, report.matmul_peak[precision], workdir))
-        for batch_size, seq_len in plan.bf16_shapes:
+        for batch_size, seq_len in plan.bf16_shapes if bf16_here else ():
             progress(f"bf16 vs fp32 at batch {batch_size}, seq {seq_len}")
             report.bf16_shapes.append(bench_bf16_shape(plan, batch_size, seq_len, dev))
     if "sampling" in sections:
@@ -138,6 +140,10 @@ def run_bench(
         report.quality = bench_quality(plan.quality_seconds, dev, workdir)
         if plan.precision_steps:
             progress(f"fp32 vs bf16 validation loss after {plan.precision_steps} steps")
-            report.precision_quality = bench_precision_quality(plan, dev)
+            report.precision_quality = (
+                bench_precision_quality(plan, dev)
+                if bf16_here
+                else PrecisionQuality(plan.precision_steps, skipped="no native bf16 on this CPU")
+            )
     report.seconds = time.perf_counter() - began
     return report
