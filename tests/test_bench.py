@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import needs_native_bf16
 
 from charrnn import bench as bench_mod
