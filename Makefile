@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 MIRROR ?= $(abspath ../shared/corpora)
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,16 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,music,plot]"
+	$(BIN)/pip install --quiet -e ".[test,music,plot,tensorboard]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# Headless Chromium for the page tests of `charrnn visualize` (they skip, saying why, without it).
+# Debian/Ubuntu, as root; does nothing where a chromium is already installed.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # Builds the folk-abc corpus offline (from music21's bundled tunes), trains a small model for two minutes,
 # samples a few tunes and writes their MIDI files.

@@ -14,8 +14,10 @@ Everything, data included, is inlined in the page: it opens offline.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -226,12 +228,25 @@ def page_data(analysis: Analysis, loaded: LoadedModel, title: str) -> dict[str, 
     }
 
 
+# Characters escaped in the JSON data block: "<" and ">" so that no "</script>" or "<!--" can end or
+# bend the <script> element, "&" for good measure, and U+2028/U+2029, which older JavaScript parsers
+# read as line ends. Each escape is the same JSON string, so JSON.parse gives back the exact text.
+_JSON_IN_SCRIPT = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+_PLACEHOLDER = re.compile(r"__(TITLE|DATA)__")
+
+
 def render_page(data: dict[str, Any]) -> str:
+    """The page with its two placeholders filled in one pass (a value that itself contains a
+    placeholder's name stays as it is), each escaped for where it lands: the title as HTML text,
+    the data as JSON inside a <script> element."""
     template = resources.files("charrnn").joinpath("visualize_page.html").read_text(encoding="utf-8")
-    # "</" inside the JSON would end the <script> element early; "<\/" is the same JSON string.
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
-    title = data["title"].replace("&", "&amp;").replace("<", "&lt;")
-    return template.replace("__TITLE__", title).replace("__DATA__", payload)
+    values = {
+        "TITLE": html.escape(str(data["title"]), quote=True),
+        "DATA": json.dumps(data, ensure_ascii=False, separators=(",", ":")).translate(_JSON_IN_SCRIPT),
+    }
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def write_visualization(

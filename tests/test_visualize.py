@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import html
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -108,10 +108,21 @@ def test_page_is_self_contained(cli, run, tmp_path):
 def test_page_data_cannot_break_out_of_its_script_block():
     from charrnn.visualize import render_page
 
-    html = render_page({"title": "<b>t</b> & co", "text": "x</script><script>alert(1)</script>"})
-    assert "<title>&lt;b>t&lt;/b> &amp; co</title>" in html
-    assert _page_data(html)["text"] == "x</script><script>alert(1)</script>"
+    text = "x</script><script>alert(1)</script><!--\u2028\u2029&amp;"
+    html = render_page({"title": "<b>t</b> & co", "text": text})
+    assert "<title>&lt;b&gt;t&lt;/b&gt; &amp; co</title>" in html
+    assert _page_data(html)["text"] == text
     assert html.count("</script>") == 2  # the data block's and the page script's own
+    block = html[html.index('id="data">') : html.index("</script>")]
+    assert not any(c in block[len('id="data">') :] for c in "<>&\u2028\u2029"), block
+
+
+def test_a_placeholder_inside_a_value_is_not_substituted():
+    from charrnn.visualize import render_page
+
+    html = render_page({"title": "run __DATA__ __TITLE__", "text": "__TITLE__ and __DATA__"})
+    assert html.count("<h1>run __DATA__ __TITLE__</h1>") == 1
+    assert _page_data(html) == {"title": "run __DATA__ __TITLE__", "text": "__TITLE__ and __DATA__"}
 
 
 def test_visualize_cuts_long_text_and_drops_unknown(cli, run, tmp_path):
@@ -127,37 +138,14 @@ def test_visualize_cuts_long_text_and_drops_unknown(cli, run, tmp_path):
 # ----------------------------------------------------------------------------- a real browser
 
 
-def _find_chromium() -> str | None:
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system's Chromium (`make browser` installs it; tests never install anything)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
-    return None
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed with apt-get when missing and we are root, else skipped."""
-    found = _find_chromium()
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("no chromium, and it cannot be installed here (needs root and apt-get: apt-get install chromium)")
-    try:
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "chromium"],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"chromium could not be installed: {exc}")
-    found = _find_chromium()
-    if found is None:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"chromium could not be installed with apt-get: {tail[0]}")
-    return found
+    pytest.skip("no chromium on PATH: `make browser` installs it (apt-get install chromium)")
 
 
 def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
@@ -194,3 +182,28 @@ def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     tip = re.search(r'<div id="tip" style="([^"]*)">(.*?)</div>', dom.stdout, re.S)
     assert tip and "display: block" in tip.group(1) and "the model guessed" in tip.group(2)
     assert tip.group(2).count("<tr>") == 5
+
+
+ATTACK = "<img src=x onerror=document.body.dataset.pwned=1>"
+
+
+def test_crafted_names_and_text_do_not_run_as_script(cli, tmp_path, chromium):
+    """A run named with a placeholder and a text line that is HTML (both known to the model):
+    the page shows them as text, and no script of theirs runs in a real browser."""
+    corpus = tmp_path / "attack.txt"
+    corpus.write_text(TINY_TEXT + (ATTACK + "\n") * 20, encoding="utf-8")
+    run = tmp_path / "__DATA__<img src=x onerror=document.body.dataset.pwned=2> __TITLE__"
+    trained = cli("train", corpus, *TINY_TRAIN, "--steps", "2", "--out", run)
+    assert trained.exit_code == 0, trained.stderr
+    text = tmp_path / "in.txt"
+    text.write_text("Speak.\n" + ATTACK + "\n", encoding="utf-8")
+    page = tmp_path / "page.html"
+    assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
+    assert _page_data(page.read_text(encoding="utf-8"))["text"] == text.read_text(encoding="utf-8")
+    dom = _headless(chromium, "--dump-dom", page.as_uri())
+    body = re.search(r"<body[^>]*>", dom.stdout)
+    assert body, dom.stderr[-2000:]
+    assert "pwned" not in body.group(0), body.group(0)
+    # The script did run (one span per character in each panel) and the title is text.
+    assert dom.stdout.count("data-i=") == 2 * len(text.read_text(encoding="utf-8"))
+    assert f"<h1>charrnn: {html.escape(run.name, quote=False)}/best.safetensors</h1>" in dom.stdout
