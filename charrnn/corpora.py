@@ -1,7 +1,7 @@
 """Ready corpora: a catalogue of names, a local mirror, download with a checksum, builders.
 
-`corpora/catalogue.json` names each corpus with its source (a URL and SHA-256, or an offline
-builder). `get_corpus(name)` materialises `corpora/NAME.txt` once: from the file already
+The catalogue (`catalogue.json`, package data read with importlib.resources, so it travels
+with any install) names each corpus with its source (a URL and SHA-256, or an offline builder). `get_corpus(name)` materialises `corpora/NAME.txt` once: from the file already
 there, else from the mirror directory named by CHARRNN_MIRROR, else from the network, and
 the checksum is verified every time a copy is made. Corpora are never part of the repository.
 """
@@ -13,6 +13,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,15 +21,16 @@ from .atomic import write_atomic
 from .data import CorpusBytes, read_corpus_bytes
 from .errors import CorpusError
 
-CATALOGUE = Path(__file__).resolve().parent.parent / "corpora" / "catalogue.json"
+CATALOGUE = "catalogue.json"  # package data of charrnn
 DOWNLOAD_TIMEOUT = 30
 
 
 def catalogue() -> dict[str, dict[str, Any]]:
+    source = resources.files("charrnn").joinpath(CATALOGUE)
     try:
-        return json.loads(CATALOGUE.read_text(encoding="utf-8"))
+        return json.loads(source.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise CorpusError(f"cannot read the corpus catalogue {CATALOGUE}: {exc}") from None
+        raise CorpusError(f"cannot read the corpus catalogue {source}: {exc}") from None
 
 
 def corpora_dir() -> Path:

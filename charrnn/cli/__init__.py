@@ -9,12 +9,15 @@ traceback. torch is imported inside commands, so `charrnn --help` stays fast.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .. import __version__
 from ..errors import CharRNNError, Interrupted
+from . import helptext
 
 # Messages, progress and tables go to stderr; stdout carries only what a command produces
 # (sample text, --json output), so it can be redirected cleanly.
@@ -26,6 +29,7 @@ class OneLineErrors(TyperGroup):
     """Turns every known error, Click's usage errors included, into one line on stderr."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        helptext.tidy(self)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except Interrupted as exc:  # the user's own stop, not a mistake: say what was kept
@@ -46,6 +50,9 @@ class OneLineErrors(TyperGroup):
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 
+    def list_commands(self, ctx) -> list[str]:  # type: ignore[override]
+        return helptext.ordered(super().list_commands(ctx))
+
 
 def fail(message: str, code: int, label: str = "error") -> None:
     """One line on stderr ("error: ...", or another `label`), then exit with `code`."""
@@ -63,11 +70,27 @@ def hms(seconds: float) -> str:
 
 app = typer.Typer(
     cls=OneLineErrors,
-    help="Train character-level or subword RNN language models and sample text from them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Train character-level or subword RNN language models and sample text from them."""
+
 
 # Each module registers its commands on `app` (or a sub-app) when imported.
 from . import bench, corpus, inspect, music, sample, train  # noqa: E402,F401
