@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import TINY_TRAIN
 
 
@@ -56,3 +58,19 @@ def test_module_entry_point_and_fast_help():
     probe = "import sys, charrnn.cli; print('torch' in sys.modules)"
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "False"  # --help does not pay for importing torch
+
+
+def test_rich_markup_in_an_output_path_is_plain_text(cli, tiny_corpus):
+    # Paths, corpus names and tune titles are printed through Rich: "[/a]" would be a closing tag.
+    out = "x/[/a] :smile:"
+    result = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert f"run directory {out}" in result.stderr and f"checkpoint: {out}/best.safetensors" in result.stderr
+
+
+def test_rich_markup_in_a_tune_title_is_plain_text(cli):
+    pytest.importorskip("music21", reason="abc check needs the [music] extra (pip install music21)")
+    Path("tunes.abc").write_text("X:1\nT:[/a]\nM:2/4\nL:1/8\nK:G\nGABc | d2d2 |]\n", encoding="utf-8")
+    result = cli("abc", "check", "tunes.abc")
+    assert result.exit_code == 0, result.stderr
+    assert "│ [/a] " in result.stdout and "1 of 1 tunes valid" in result.stdout

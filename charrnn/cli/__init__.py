@@ -20,9 +20,11 @@ from ..errors import CharRNNError, Interrupted
 from . import helptext
 
 # Messages, progress and tables go to stderr; stdout carries only what a command produces
-# (sample text, --json output), so it can be redirected cleanly.
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, soft_wrap=True)
+# (sample text, --json output), so it can be redirected cleanly. Markup and emoji codes are off:
+# printed strings carry paths, corpus names and tune titles, where "[/a]" or ":x:" is just text.
+# Styling is asked for where it is meant: a rich Text with a style.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 class OneLineErrors(TyperGroup):

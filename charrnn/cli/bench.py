@@ -51,12 +51,16 @@ def _rate(x: float) -> str:
 
 def _print_report(report: BenchReport) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     m = report.machine
     stdout.print(
-        f"[bold]charrnn bench[/]{' --quick' if report.quick else ''}: {m.device}, {m.threads} threads, torch {m.torch}"
+        Text.assemble(
+            ("charrnn bench", "bold"),
+            f"{' --quick' if report.quick else ''}: {m.device}, {m.threads} threads, torch {m.torch}",
+        )
     )
-    stdout.print(f"--precision auto picks [bold]{m.auto_precision}[/] here ({m.auto_reason})")
+    stdout.print(Text.assemble("--precision auto picks ", (m.auto_precision, "bold"), f" here ({m.auto_reason})"))
     cfg = report.config
     if report.training:
         table = Table(
@@ -155,4 +159,4 @@ def _print_report(report: BenchReport) -> None:
                 f"fp32 vs bf16 at equal steps ({pq.steps} steps, tinyshakespeare): val loss "
                 f"{pq.fp32_val_loss:.4f} vs {pq.bf16_val_loss:.4f} nats/token ({pq.relative_difference:+.2%})"
             )
-    stdout.print(f"[dim]{report.seconds:.0f}s in all[/]")
+    stdout.print(f"{report.seconds:.0f}s in all", style="dim")

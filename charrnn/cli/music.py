@@ -39,6 +39,7 @@ def abc_check(
         stdout.print_json(json.dumps(summary.to_dict()))
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("#", "title", "parses", "T:", "M:", "K:", "notes", "bars", "valid", "problems")
     yes = {True: "yes", False: "no"}
@@ -52,7 +53,7 @@ def abc_check(
             yes[r.has_key],
             yes[r.has_notes],
             "ok" if r.bars_ok else f"{len(r.bad_bars)} off" if r.parses else "-",
-            "[green]valid[/]" if r.valid else "[red]invalid[/]",
+            Text("valid", style="green") if r.valid else Text("invalid", style="red"),
             "; ".join(r.problems()),
         )
     stdout.print(table)
