@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .atomic import make_dirs, write_atomic
 from .errors import ConfigError
 from .music import require_music21, split_documents
 
@@ -171,15 +172,18 @@ def check_tune(
     fits = len(result.bad_bars) <= allowance.limit(result.bars)
     result.bars_ok = result.has_meter and result.has_notes and not result.error and fits
     if midi_path is not None and result.valid:
-        midi_path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(midi_path.parent)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                score.write("midi", fp=str(midi_path))
-            result.midi = str(midi_path)
+                from music21.midi.translate import music21ObjectToMidiFile
+
+                midi = music21ObjectToMidiFile(score, addEndDelay=True).writestr()  # what score.write("midi") writes
         except Exception as exc:  # music21 can parse scores it cannot render (e.g. a meter change inside a bar)
             result.midi_error = _one_line(exc)
-            midi_path.unlink(missing_ok=True)
+        else:  # rendered in memory, then written whole: a full disk is an error, not a half file
+            write_atomic(midi_path, midi, durable=False)
+            result.midi = str(midi_path)
     return result
 
 

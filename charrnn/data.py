@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .atomic import write_atomic
-from .errors import CorpusError
+from .atomic import make_dirs, write_atomic
+from .errors import CorpusError, WriteError
 from .tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_state
 
 TEXT_SUFFIXES = {".txt", ".abc", ".md", ".text", ".csv", ".tsv", ".json", ".xml", ".html", ".tex", ".rst", ""}
@@ -139,6 +139,7 @@ class TokenData:
     train_chars: int
     digest: str = ""  # sha256 of the corpus bytes
     cached: bool = False  # True when read from the cache
+    notes: list[str] = field(default_factory=list)  # for the user, e.g. a cache that could not be written
 
 
 def cache_dir() -> Path:
@@ -195,7 +196,12 @@ def load_tokens(
         digest=corpus.digest,
     )
     if use_cache:
-        _write_cache(folder, key, data)
+        unwritable = _write_cache(folder, key, data)
+        if unwritable:
+            data.notes.append(
+                f"token ids not cached ({unwritable}); continuing without the cache "
+                f"(CHARRNN_CACHE chooses its directory)"
+            )
     return data
 
 
@@ -216,10 +222,11 @@ def _read_cache(folder: Path, key: str, name: str) -> TokenData | None:
     )
 
 
-def _write_cache(folder: Path, key: str, data: TokenData) -> None:
-    """Best effort: a cache that cannot be written only costs the next run its head start."""
+def _write_cache(folder: Path, key: str, data: TokenData) -> str | None:
+    """Best effort: a cache that cannot be written only costs the next run its head start.
+    Returns why it could not be written, or None."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)
         state, blob = data.tokenizer.to_state()
         dtype = np.result_type(data.train.dtype, data.val.dtype)
         for suffix, writer in (
@@ -252,8 +259,9 @@ def _write_cache(folder: Path, key: str, data: TokenData) -> None:
                 continue
             # the .json goes last: it marks the entry whole
             write_atomic(folder / f"{key}{suffix}", writer, durable=False)
-    except OSError:
-        pass
+    except OSError as exc:
+        return str(exc) if isinstance(exc, WriteError) else f"cannot write {folder}: {exc.strerror or exc}"
+    return None
 
 
 class StreamBatcher:

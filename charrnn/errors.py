@@ -27,6 +27,22 @@ class CheckpointError(CharRNNError):
     """A file that is not a loadable charrnn checkpoint, or a save that failed."""
 
 
+class WriteError(CharRNNError, OSError):
+    """A file that could not be written (full disk, read-only or missing directory).
+
+    Also an OSError, with the original errno and strerror, so code that handles OSError
+    (a checkpoint save naming the intact previous file, a best-effort cache) still does.
+    """
+
+    def __init__(self, path, exc: OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        OSError.__init__(self, exc.errno, reason, str(path))
+        self.message = f"cannot write {path}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TrainingDiverged(CharRNNError):
     """The loss became NaN or infinite."""
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .atomic import append_text
 from .checkpoint import BEST, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint, split_prefix
 from .config import DEFAULT_MAX_EPOCHS, ModelConfig, TrainConfig
 from .data import CorpusBytes, StreamBatcher, TokenData, fit_batch_size, load_tokens
@@ -106,7 +107,7 @@ class Trainer:
         self.data = data
         self.run_dir = Path(run_dir)
         self.save_every = save_every
-        self.notes: list[str] = list(getattr(data.tokenizer, "notes", []))  # e.g. a vocabulary smaller than asked
+        self.notes: list[str] = [*getattr(data.tokenizer, "notes", []), *data.notes]  # e.g. a smaller vocabulary
         batch = fit_batch_size(len(data.train), train_cfg.batch_size, train_cfg.seq_len, self.dist.world_size)
         if batch < 1:  # not even one stream of one window: a smaller batch cannot help
             need = (train_cfg.seq_len + 1) * self.dist.world_size
@@ -486,8 +487,7 @@ class Trainer:
 
         gen = torch.Generator().manual_seed(self.cfg.seed + self.step)
         text = "".join(generate(self.model, self.data.tokenizer, length=200, temperature=0.8, generator=gen))
-        with open(self.run_dir / "samples.txt", "a", encoding="utf-8") as f:
-            f.write(f"--- step {self.step} (val {self.last_val_bpc:.3f} bpc)\n{text}\n")
+        append_text(self.run_dir / "samples.txt", f"--- step {self.step} (val {self.last_val_bpc:.3f} bpc)\n{text}\n")
         self.reporter.on_sample(self.step, text)
 
 
@@ -524,8 +524,7 @@ def _append_metrics(path: Path, report: EvalReport, tokenizer: str) -> None:
         "eval_seconds": round(report.eval_seconds, 3),
         "tokenizer": tokenizer,
     }
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    append_text(path, json.dumps(row) + "\n")
 
 
 # ----------------------------------------------------------------------------- entry point

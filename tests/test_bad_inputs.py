@@ -3,11 +3,14 @@ traceback, and no file written that was not asked for. Odd but valid text is acc
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TEXT, TINY_TRAIN
+from conftest import TINY_TEXT, TINY_TRAIN, mirror
 
 from charrnn.checkpoint import load_checkpoint
 
@@ -107,3 +110,99 @@ def test_a_small_corpus_lowers_the_batch_with_a_note(cli):
     done = cli("train", "small.txt", "--hidden", "16", "--seq-len", "16", "--batch-size", "32", "--steps", "2")
     assert done.exit_code == 0, done.stderr
     assert "note: corpus is small: --batch-size lowered from 32 to" in done.stderr
+
+
+# ----------------------------------------------------------------------------- writes that fail
+
+FULL_DISK = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (always-full device) here")
+
+
+def _full_disk_for_new_files(monkeypatch) -> None:
+    """No room for a new file: every atomic write (corpus, MIDI, cache, checkpoint) fails to start.
+    (Tests run as root, where a read-only directory does not stop writes.)"""
+
+    def no_space(*args, **kwargs):
+        raise FULL_DISK
+
+    monkeypatch.setattr("charrnn.atomic.tempfile.mkstemp", no_space)
+
+
+def _metrics_on_a_full_disk(cli, tiny_corpus, monkeypatch, tiny_run) -> list[str]:
+    shutil.copytree(tiny_run, "run")  # evaluated and saved at step 2
+    Path("run/metrics.jsonl").unlink()
+    Path("run/metrics.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC, from the kernel itself
+    return ["train", str(tiny_corpus), "--out", "run", "--resume", "--steps", "4"]
+
+
+def _samples_on_a_full_disk(cli, tiny_corpus, monkeypatch, tiny_run) -> list[str]:
+    Path("run").mkdir()
+    Path("run/samples.txt").symlink_to("/dev/full")
+    return ["train", str(tiny_corpus), *TINY_TRAIN, "--steps", "4", "--eval-every", "4", "--sample-every", "1"] + [
+        "--out",
+        "run",
+    ]
+
+
+def _corpus_on_a_full_disk(cli, tiny_corpus, monkeypatch, tiny_run) -> list[str]:
+    found = mirror()
+    if found is None:
+        pytest.skip("tinyshakespeare not available: set CHARRNN_MIRROR to a directory holding tinyshakespeare.txt")
+    monkeypatch.setenv("CHARRNN_MIRROR", str(found))
+    _full_disk_for_new_files(monkeypatch)
+    return ["corpus", "get", "tinyshakespeare"]
+
+
+def _midi_under_a_file(cli, tiny_corpus, monkeypatch, tiny_run) -> list[str]:
+    pytest.importorskip("music21", reason="abc check needs the [music] extra (pip install music21)")
+    _write("tunes.abc", TUNE)
+    return ["abc", "check", "tunes.abc", "--midi", "tunes.abc/midi"]
+
+
+def _midi_on_a_full_disk(cli, tiny_corpus, monkeypatch, tiny_run) -> list[str]:
+    pytest.importorskip("music21", reason="abc check needs the [music] extra (pip install music21)")
+    _write("tunes.abc", TUNE)
+    _full_disk_for_new_files(monkeypatch)
+    return ["abc", "check", "tunes.abc", "--midi", "midi"]
+
+
+TUNE = "X:1\nT:Reel\nM:2/4\nL:1/8\nK:G\nGABc | d2d2 |]\n"
+
+# (case, setup(cli, corpus, monkeypatch, tiny_run) -> arguments, what the message must say)
+WRITE_FAILURES = [
+    (
+        "metrics.jsonl on a full disk",
+        _metrics_on_a_full_disk,
+        "cannot write run/metrics.jsonl: No space left on device",
+    ),
+    ("samples.txt on a full disk", _samples_on_a_full_disk, "cannot write run/samples.txt: No space left on device"),
+    ("corpus on a full disk", _corpus_on_a_full_disk, "cannot write corpora/tinyshakespeare.txt: No space left"),
+    ("--midi under a file", _midi_under_a_file, "cannot write tunes.abc/midi: Not a directory"),
+    ("MIDI file on a full disk", _midi_on_a_full_disk, "cannot write midi/001-reel.mid: No space left on device"),
+]
+
+
+@needs_dev_full
+@pytest.mark.parametrize("case, setup, says", WRITE_FAILURES, ids=[c[0] for c in WRITE_FAILURES])
+def test_a_failed_write_gets_one_line_and_loses_nothing(cli, tiny_corpus, tiny_run, monkeypatch, case, setup, says):
+    args = setup(cli, tiny_corpus, monkeypatch, tiny_run)
+    result = cli(*args)
+    assert result.exit_code not in (0, None)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and says in lines[-1], result.stderr
+    assert sum(line.startswith("error:") for line in lines) == 1
+    assert not list(Path().rglob("*.tmp")), "a temporary file was left behind"
+    if Path("run").exists():  # the evaluation's checkpoints were saved before its log line: all kept
+        assert load_checkpoint(Path("run/last.safetensors"))[1]["step"] == 4
+        assert load_checkpoint(Path("run/best.safetensors"))[1]["step"] in (2, 4)
+    assert not Path("corpora/tinyshakespeare.txt").exists() and not list(Path().rglob("*.mid"))
+
+
+def test_an_unwritable_id_cache_is_a_note_and_the_run_goes_on(cli, tiny_corpus, monkeypatch):
+    _write("afile", "x")
+    monkeypatch.setenv("CHARRNN_CACHE", "afile/cache")
+    done = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2", "--out", "run")
+    assert done.exit_code == 0, done.stderr
+    assert "note: token ids not cached (cannot write afile/cache/ids: Not a directory)" in done.stderr
+    assert load_checkpoint(Path("run/best.safetensors"))[1]["step"] == 2
