@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .atomic import write_atomic
 from .data import CorpusBytes, read_corpus_bytes
@@ -78,10 +78,7 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
     except OSError as exc:
         raise CorpusError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
     if "builder" in entry:
-        from .music import build_folk_abc  # the only builder today; needs the [music] extra
-
-        log(f"building {name} from music21's bundled tunes (offline, about a minute)")
-        write_atomic(target, build_folk_abc().encode("utf-8"), durable=False)
+        write_atomic(target, _build(entry["builder"], name, log), durable=False)
         return target
     for mirror in mirror_dirs():
         candidate = mirror / f"{name}.txt"
@@ -107,13 +104,58 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
     return target
 
 
-def resolve_corpus(arg: str, log: Callable[[str], None] = lambda _: None) -> CorpusBytes:
-    """A path to a file or directory, or the name of a ready corpus."""
+def _build(builder: str, name: str, log: Callable[[str], None]) -> bytes:
+    """The UTF-8 text of a corpus built offline, from what this machine already has."""
+    if builder == "music21-abc":
+        from .music import build_folk_abc  # needs the [music] extra
+
+        log(f"building {name} from music21's bundled tunes (offline, about a minute)")
+        return build_folk_abc().encode("utf-8")
+    if builder == "python-stdlib":
+        from .source_tree import python_stdlib_root, read_python_stdlib
+
+        log(f"building {name} from {python_stdlib_root()} (offline, a few seconds)")
+        tree = read_python_stdlib()
+        log(f"{name}: {len(tree.paths):,} modules")
+        return tree.data()
+    raise CorpusError(f"the catalogue names an unknown builder {builder!r} for {name}")
+
+
+def corpus_size(name: str) -> str:
+    """Its size in MB: the file's when it is here, else the expected size ("about ...")."""
+    path = corpora_dir() / f"{name}.txt"
+    if path.exists():
+        return f"{path.stat().st_size / 1e6:.1f} MB"
+    entry = catalogue()[name]
+    if entry.get("builder") == "python-stdlib":
+        from .source_tree import python_stdlib_size
+
+        expected = python_stdlib_size()
+    else:
+        expected = entry.get("bytes", 0)
+    return f"about {expected / 1e6:.1f} MB" if expected else "unknown"
+
+
+def resolve_corpus(
+    arg: str,
+    log: Callable[[str], None] = lambda _: None,
+    *,
+    encoding: str = "utf-8",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> CorpusBytes:
+    """A path to a file or directory, or the name of a ready corpus. What reading a directory
+    left out is told through `log`."""
     path = Path(arg)
     if path.exists():
-        return read_corpus_bytes(path)
+        corpus = read_corpus_bytes(path, encoding=encoding, include=include, exclude=exclude)
+        for note in corpus.notes:
+            log(f"note: {note}")
+        return corpus
     entries = catalogue()
     if arg in entries:
+        if include or exclude:
+            raise CorpusError(f"--include/--exclude pick files inside a directory, and {arg} is a ready corpus")
         return read_corpus_bytes(get_corpus(arg, log), name=arg)
     raise CorpusError(
         f"corpus not found: {arg} (not a file or directory, nor a ready corpus: {', '.join(sorted(entries))})"

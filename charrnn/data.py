@@ -14,16 +14,16 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .atomic import make_dirs, write_atomic
 from .errors import CorpusError, WriteError
+from .source_tree import read_tree
 from .tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_state
 
-TEXT_SUFFIXES = {".txt", ".abc", ".md", ".text", ".csv", ".tsv", ".json", ".xml", ".html", ".tex", ".rst", ""}
 CACHE_VERSION = 1
 
 
@@ -34,31 +34,34 @@ class CorpusBytes:
     name: str
     source: str
     data: bytes
+    notes: list[str] = field(default_factory=list)  # what reading it left out, for the user
 
     @cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
 
-def read_corpus_bytes(path: Path, name: str | None = None) -> CorpusBytes:
-    """A text file, or a directory of text files joined in sorted order with a blank line between."""
+def read_corpus_bytes(
+    path: Path,
+    name: str | None = None,
+    *,
+    encoding: str = "utf-8",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> CorpusBytes:
+    """A text file, or a directory tree of text files (`source_tree.read_tree`: files chosen by
+    content and by the --include/--exclude globs, joined with a blank line between them)."""
     if not path.exists():
         raise CorpusError(f"corpus not found: {path}")
+    notes: list[str] = []
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TEXT_SUFFIXES
-        )
-        if not files:
-            raise CorpusError(
-                f"no text files in directory {path} (looked for {', '.join(sorted(s for s in TEXT_SUFFIXES if s))} or no extension)"
-            )
-        parts = [_read_file(f) for f in files]
-        data = b"\n\n".join(p.rstrip(b"\r\n") for p in parts) + b"\n"
+        tree = read_tree(path, encoding, include, exclude)
+        data, notes = tree.data(), tree.notes()
+    elif include or exclude:
+        raise CorpusError(f"--include/--exclude pick files inside a directory, and {path} is a file")
     else:
         data = _read_file(path)
-    return CorpusBytes(name=name or _corpus_name(path), source=str(path), data=data)
+    return CorpusBytes(name=name or _corpus_name(path), source=str(path), data=data, notes=notes)
 
 
 def _read_file(path: Path) -> bytes:

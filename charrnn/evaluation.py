@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -119,12 +119,20 @@ def checkpoint_precision(loaded: LoadedModel, device: torch.device) -> str:
         return "fp32"
 
 
-def read_text(path: Path | str, encoding: str = "utf-8") -> str:
+def read_text(
+    path: Path | str,
+    encoding: str = "utf-8",
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    log: Callable[[str], None] = lambda _: None,
+) -> str:
     """A text file, a directory of them, or a ready corpus name, decoded and normalised the way
     training reads a corpus (BOM dropped, line endings), so that the same text gives the same ids."""
     from .corpora import resolve_corpus
 
-    return decode_corpus(resolve_corpus(str(path)), encoding)
+    corpus = resolve_corpus(str(path), log, encoding=encoding, include=include, exclude=exclude)
+    return decode_corpus(corpus, encoding)
 
 
 def evaluate_text(
@@ -185,6 +193,9 @@ def evaluate_files(
     num_streams: int | None = None,
     seq_len: int | None = None,
     precision: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    log: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[TextScore], TextScore]:
     """Scores of each file and of all of them together (totals, not a mean of ratios).
 
@@ -195,7 +206,7 @@ def evaluate_files(
     scores = []
     val_frac = TrainConfig.from_dict(loaded.meta.get("train", {})).val_frac
     for path in paths:
-        text = read_text(path, encoding)
+        text = read_text(path, encoding, include=include, exclude=exclude, log=log)
         context = None
         if validation_only:
             cut = split_point(text, val_frac)

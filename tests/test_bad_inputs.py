@@ -32,7 +32,26 @@ CKPT = "{checkpoint}"  # replaced by the module's trained checkpoint
 # (case, files to create {name: content}, arguments, what the message must say)
 CASES = [
     ("missing path", {}, [*TRAIN[:1], "nope.txt", *TRAIN[1:]], "corpus not found: nope.txt"),
-    ("directory without text files", {"d/photo.png": b"\x89PNG\r\n"}, ["train", "d"], "no text files in directory d"),
+    (
+        "directory without text files",
+        {"d/photo.png": b"\x89PNG\r\n"},
+        ["train", "d"],
+        "d: skipped 1 not valid utf-8 (photo.png)",
+    ),
+    (
+        "directory with nothing usable",
+        {"d/.env": "K=v\n", "d/x.bin": b"\x00\x01"},
+        ["train", "d"],
+        "no text files in directory d: skipped 1 hidden (.env), 1 binary (NUL bytes) (x.bin)",
+    ),
+    ("empty directory", {"d/sub/.keep": ""}, ["train", "d/sub"], "no text files in directory d/sub: skipped 1 hidden"),
+    (
+        "--include matching nothing",
+        {"d/a.txt": TINY_TEXT},
+        ["train", "d", "--include", "*.rs"],
+        "--include '*.rs' matched nothing",
+    ),
+    ("--exclude on a single file", {}, [*TRAIN, "tiny.txt", "--exclude", "*.md"], "pick files inside a directory"),
     ("empty file", {"e.txt": b""}, ["train", "e.txt"], "corpus is empty"),
     ("whitespace-only file", {"w.txt": " \n\t\r\n  \n"}, ["train", "w.txt"], "only whitespace"),
     ("smaller than one window", {"s.txt": "ab\ncd\n"}, [*TRAIN, "s.txt"], "training text too small"),

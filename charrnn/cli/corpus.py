@@ -17,11 +17,11 @@ def corpus_list() -> None:
     """Show the ready corpora and whether each is already here."""
     from rich.table import Table
 
-    from ..corpora import catalogue, corpus_status
+    from ..corpora import catalogue, corpus_size, corpus_status
 
-    table = Table("name", "description", "status")
+    table = Table("name", "description", "size", "status")
     for name, entry in sorted(catalogue().items()):
-        table.add_row(name, entry.get("description", ""), corpus_status(name))
+        table.add_row(name, entry.get("description", ""), corpus_size(name), corpus_status(name))
     stdout.print(table)
 
 

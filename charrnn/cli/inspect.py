@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app, hms, stderr
-from .choices import Device
+from .choices import EXCLUDE, INCLUDE, Device
 
 
 class EvalPrecision(str, Enum):
@@ -45,6 +45,8 @@ def eval_command(
         ),
     ] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    include: Annotated[Optional[list[str]], INCLUDE] = None,
+    exclude: Annotated[Optional[list[str]], EXCLUDE] = None,
 ) -> None:
     """Bits per character (and per token) of held-out text, hidden state carried through it."""
     from ..checkpoint import load_model, resolve_checkpoint
@@ -56,7 +58,15 @@ def eval_command(
     arithmetic = resolve_precision(precision.value, target)[0] if precision is not None else None
     loaded = load_model(path, target)
     scores, total = evaluate_files(
-        loaded, files, validation_only=val, encoding=encoding, device=target, precision=arithmetic
+        loaded,
+        files,
+        validation_only=val,
+        encoding=encoding,
+        device=target,
+        precision=arithmetic,
+        include=include or (),
+        exclude=exclude or (),
+        log=lambda m: stderr.print(m, markup=False),
     )
     if as_json:
         out = {"checkpoint": str(path), "validation_only": val, "files": [s.to_dict() for s in scores]}

@@ -15,7 +15,7 @@ import typer
 from ..config import ModelConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
 from . import app, hms, stderr
-from .choices import Device, Precision
+from .choices import EXCLUDE, INCLUDE, Device, Precision
 
 
 class Cell(str, Enum):
@@ -114,6 +114,8 @@ def train(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Start over in an existing run directory.")] = False,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    include: Annotated[Optional[list[str]], INCLUDE] = None,
+    exclude: Annotated[Optional[list[str]], EXCLUDE] = None,
     sample_every: Annotated[
         int, typer.Option("--sample-every", help="Show a short sample at every N-th evaluation.")
     ] = 0,
@@ -168,7 +170,9 @@ def train(
 
         reporter = TensorBoardReporter(reporter, tensorboard)
     try:
-        data = resolve_corpus(corpus, log=reporter.on_message)
+        data = resolve_corpus(
+            corpus, log=reporter.on_message, encoding=encoding, include=include or (), exclude=exclude or ()
+        )
         run_dir = out if out is not None else Path("checkpoints") / data.name
         with stop_on_signals() as stop, dist.failures_as_errors():
             try:
