@@ -165,6 +165,10 @@ class SentencePieceTokenizer:
     def fingerprint(self) -> str:
         return f"{self.kind}:" + hashlib.sha256(self.model_bytes).hexdigest()[:16]
 
+    def piece_bytes(self) -> list[bytes]:
+        """The bytes each id decodes to, in id order (for runtimes outside charrnn)."""
+        return list(self._piece_bytes)
+
     def pieces(self, ids: Iterable[int]) -> list[str]:
         """The SentencePiece pieces of `ids` (for inspection and tests)."""
         return [self._sp.id_to_piece(int(i)) for i in ids]

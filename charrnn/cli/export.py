@@ -1,0 +1,51 @@
+"""`charrnn export`: a model that runs outside charrnn (ONNX, or a static web page)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app, stderr
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    web = "web"
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
+    ] = None,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format", help="onnx: model.onnx + tokenizer.json; web: those plus index.html and onnxruntime-web."
+        ),
+    ] = ExportFormat.onnx,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (created; must be empty unless --force).")] = Path(
+        "export"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out folder.")] = False,
+) -> None:
+    """Write a model that runs without charrnn: ONNX for onnxruntime, or a page that samples in a browser."""
+    from ..export import export_run
+
+    report = export_run(checkpoint, fmt.value, out, force=force)
+    for name, size in sorted(report.files.items()):
+        stderr.print(f"  {name:<40} {size / 1e6:8.2f} MB", markup=False)
+    stderr.print(f"wrote {report.out} ({report.total_bytes / 1e6:.1f} MB)", markup=False)
+    stderr.print(
+        f"onnxruntime vs charrnn's sampler over {report.check_steps} greedy steps: largest logit difference "
+        f"{report.max_logit_diff:.1e}, {report.argmax_disagreements} different choices",
+        markup=False,
+    )
+    if fmt is ExportFormat.web:
+        stderr.print(
+            f"serve it: python -m http.server -d {report.out}  (then open http://127.0.0.1:8000)", markup=False
+        )
