@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,23 @@ def tiny_run(tmp_path_factory) -> Path:
         patch.setenv("CHARRNN_CACHE", str(root / ".cache"))
         train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, root / "run")
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system's Chromium (`make browser` installs it; tests never install anything)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no chromium on PATH: `make browser` installs it (apt-get install chromium)")
+
+
+def headless(browser: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run headless Chromium with a throw-away profile and no network of its own."""
+    with tempfile.TemporaryDirectory() as profile:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        return subprocess.run(
+            [browser, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+        )

@@ -6,7 +6,6 @@ import functools
 import html
 import re
 import shutil
-import subprocess
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,18 +14,8 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'charrnn[export]'")
 
+from conftest import headless  # noqa: E402
 from test_export import louder, trained_run  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -87,31 +76,24 @@ def serve():
         server.server_close()
 
 
-def page_text(url: str, profile: Path) -> tuple[str, str]:
-    """(state, output text) of the page after it ran, from the DOM headless Chromium dumps."""
+def page_text(chromium: str, url: str) -> str:
+    """The page's output text after it ran, from the DOM headless Chromium dumps."""
     # Virtual time: the page's timers run as fast as the work allows, and the dump waits for them.
-    done = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=120000", "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = headless(chromium, "--virtual-time-budget=120000", "--dump-dom", url, timeout=180)
     state = re.search(r'<body data-state="(\w+)"', done.stdout)
     output = re.search(r'<pre id="output">(.*?)</pre>', done.stdout, re.S)
     status = re.search(r'<div id="status"[^>]*>(.*?)</div>', done.stdout, re.S)
     assert state and output, f"no page in Chromium's output: {done.stderr[-500:]}"
     assert state.group(1) == "done", f"page state {state.group(1)}: {status.group(1) if status else ''}"
-    return state.group(1), html.unescape(re.sub(r"<[^>]+>", "", output.group(1)))
+    return html.unescape(re.sub(r"<[^>]+>", "", output.group(1)))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (.ci/run installs it): the page is not run")
-def test_the_page_writes_charrnn_samples_greedy_text_in_headless_chromium(web_run, cli, tmp_path, serve):
+def test_the_page_writes_charrnn_samples_greedy_text_in_headless_chromium(web_run, cli, tmp_path, serve, chromium):
     out = tmp_path / "web"
     assert cli("export", web_run, "--format", "web", "--out", out).exit_code == 0
     prime = "All:\nSp"
     expected = cli("sample", web_run, "--temp", "0", "--length", "300", "--prime", prime).stdout
     assert len(set(expected[len(prime) :])) > 3, "greedy text of one repeated character proves little"
     url = serve(out) + "/index.html?prime=All%3A%0ASp&temp=0&length=300&run=1"
-    _, text = page_text(url, tmp_path / "profile")
+    text = page_text(chromium, url)
     assert text + "\n" == expected

@@ -5,14 +5,11 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, TINY_TRAIN
+from conftest import TINY_TEXT, TINY_TRAIN, headless
 from typer.testing import CliRunner
 
 SAMPLE_TEXT = 'First Citizen:\nSpeak, "speak" (all).\n\nAll:\nResolved. resolved.\n' * 3
@@ -138,25 +135,6 @@ def test_visualize_cuts_long_text_and_drops_unknown(cli, run, tmp_path):
 # ----------------------------------------------------------------------------- a real browser
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """The system's Chromium (`make browser` installs it; tests never install anything)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no chromium on PATH: `make browser` installs it (apt-get install chromium)")
-
-
-def _headless(browser: str, *args: str) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-        return subprocess.run(
-            [browser, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
-        )
-
-
 def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     image = pytest.importorskip("matplotlib.image", reason="reading the screenshot needs matplotlib (charrnn[plot])")
     text = tmp_path / "in.txt"
@@ -164,7 +142,7 @@ def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     page = tmp_path / "page.html"
     assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
     shot = tmp_path / "shot.png"
-    done = _headless(chromium, f"--screenshot={shot}", "--window-size=1200,800", page.as_uri())
+    done = headless(chromium, f"--screenshot={shot}", "--window-size=1200,800", page.as_uri())
     assert shot.exists(), done.stderr[-2000:]
     rgb = image.imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
     assert rgb.shape[:2] == (800, 1200)
@@ -177,7 +155,7 @@ def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     assert (red[lower] | blue[lower]).sum() > 1000
     # The script built one span per character in each of the two panels, and the tooltip of a
     # character (pinned by #hover=N, as nothing hovers in a headless browser) lists the guesses.
-    dom = _headless(chromium, "--dump-dom", page.as_uri() + "#hover=3")
+    dom = headless(chromium, "--dump-dom", page.as_uri() + "#hover=3")
     assert dom.stdout.count("data-i=") == 2 * len(SAMPLE_TEXT), dom.stderr[-2000:]
     tip = re.search(r'<div id="tip" style="([^"]*)">(.*?)</div>', dom.stdout, re.S)
     assert tip and "display: block" in tip.group(1) and "the model guessed" in tip.group(2)
@@ -200,7 +178,7 @@ def test_crafted_names_and_text_do_not_run_as_script(cli, tmp_path, chromium):
     page = tmp_path / "page.html"
     assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
     assert _page_data(page.read_text(encoding="utf-8"))["text"] == text.read_text(encoding="utf-8")
-    dom = _headless(chromium, "--dump-dom", page.as_uri())
+    dom = headless(chromium, "--dump-dom", page.as_uri())
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body, dom.stderr[-2000:]
     assert "pwned" not in body.group(0), body.group(0)

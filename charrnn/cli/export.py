@@ -33,7 +33,7 @@ def export_command(
     ),
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty --out folder.")] = False,
 ) -> None:
-    """Write a model that runs without charrnn: ONNX for onnxruntime, or a page that samples in a browser."""
+    """Write a model that runs without charrnn: ONNX, or a page that samples in a browser (needs charrnn[export])."""
     from ..export import export_run
 
     report = export_run(checkpoint, fmt.value, out, force=force)
