@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,music,plot,tensorboard,export]"
+	$(BIN)/pip install --quiet -e ".[test,music,plot,tensorboard,export,serve]"
 	touch $@
 
 install: $(VENV)/.installed

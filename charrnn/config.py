@@ -169,6 +169,28 @@ class SampleConfig:
         _require(self.stop is None or len(self.stop) > 0, "--stop must not be empty")
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where `charrnn serve` listens and how much work it takes on at once."""
+
+    host: str = "127.0.0.1"  # loopback: only this computer can connect
+    port: int = 8000  # 0 = any free port
+    workers: int = 8  # generations that run at once, each on its own thread
+    queue: int = 8  # generations that may wait for a worker; beyond that, 503
+    max_models: int = 4  # models kept loaded (least recently used leaves first)
+    max_length: int = 10_000  # characters one request may generate
+
+    def __post_init__(self) -> None:
+        _require(bool(self.host.strip()), "--host must not be empty")
+        _require(0 <= self.port <= 65535, f"--port must be between 0 and 65535 (got {self.port})")
+        _require(1 <= self.workers <= 256, f"--workers must be between 1 and 256 (got {self.workers})")
+        _require(0 <= self.queue <= 10_000, f"--queue must be between 0 and 10000 (got {self.queue})")
+        _require(1 <= self.max_models <= 100, f"--max-models must be between 1 and 100 (got {self.max_models})")
+        _require(
+            1 <= self.max_length <= 1_000_000, f"--max-length must be between 1 and 1000000 (got {self.max_length})"
+        )
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {
     None: 1.0,

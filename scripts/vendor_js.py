@@ -55,6 +55,18 @@ PACKAGES = [
         },
         license_fallback="scripts/licenses/onnxruntime-web.LICENSE",
     ),
+    # abcjs, for `charrnn serve`: draws ABC tunes as SVG and plays them. The basic build only (no editor
+    # plugin); its .LICENSE file holds the licenses of the code bundled into the minified file.
+    NpmPackage(
+        name="abcjs",
+        version="6.7.2",
+        integrity="sha512-cHCyf8j0hAcxTuwZ9l2QznaSlLK1TD2s5oVw6Ig8Kfss6VfJKoNJ1kAzMBwa6DDWeyNl2JH7mN/U+MJ8MYbC5g==",
+        dest="charrnn/serve/static/vendor/abcjs",
+        files={
+            "dist/abcjs-basic-min.js": "abcjs-basic-min.js",
+            "dist/abcjs-basic-min.js.LICENSE": "abcjs-basic-min.js.LICENSE",
+        },
+    ),
 ]
 
 

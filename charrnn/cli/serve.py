@@ -1,0 +1,54 @@
+"""`charrnn serve`: the local web playground and HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import ServeConfig
+from ..errors import CharRNNError
+from . import app, stderr
+
+_D = ServeConfig()
+
+
+@app.command()
+def serve(
+    target: Annotated[
+        Optional[Path],
+        typer.Argument(help="A directory of runs, one run directory, or one checkpoint [default: ./checkpoints]."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets others in.")] = _D.host,
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = _D.port,
+    workers: Annotated[int, typer.Option(help="Generations that run at once.")] = _D.workers,
+    queue: Annotated[
+        int, typer.Option(help="Generations that may wait; beyond that the server answers 503.")
+    ] = _D.queue,
+    max_models: Annotated[int, typer.Option("--max-models", help="Models kept loaded in memory.")] = _D.max_models,
+    max_length: Annotated[
+        int, typer.Option("--max-length", help="Most characters one request may generate.")
+    ] = _D.max_length,
+) -> None:
+    """Start a local web page (and HTTP API) to sample from trained models, see and hear their tunes."""
+    cfg = ServeConfig(host, port, workers, queue, max_models, max_length)
+    try:
+        from ..serve.server import build_app, is_loopback, open_socket, run, url_of
+    except ImportError as exc:
+        from ..serve import INSTALL_HINT
+
+        raise CharRNNError(f"charrnn serve needs the [serve] extra ({exc.name} is missing): {INSTALL_HINT}") from None
+    application = build_app(target if target is not None else Path("checkpoints"), cfg)
+    registry = application.state.registry
+    sock = open_socket(cfg.host, cfg.port)
+    if not is_loopback(cfg.host):
+        stderr.print(
+            f"[bold red]warning:[/] listening on {cfg.host}, beyond this computer: anyone who can reach it "
+            "can use the models and this machine's CPU (there is no password)",
+            highlight=False,
+        )
+    count = len(registry.scan())
+    stderr.print(f"serving {count} model{'s' if count != 1 else ''} from {registry.root}", markup=False)
+    stderr.print(f"open {url_of(sock)}  (Ctrl-C stops)", markup=False)
+    run(application, sock)

@@ -1,0 +1,224 @@
+"""Generation requests: checked field by field, then sampled on worker threads and streamed back.
+
+Sampling is plain blocking torch code, so it runs on a fixed pool of threads, never on the event
+loop; pieces travel to the loop through an asyncio queue. At most `workers` generations run and
+`queue` more wait; past that a request is refused at once (503) rather than left hanging. A client
+that goes away sets the generation's cancel flag, which the worker reads after every piece, so its
+thread is free again one step later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterator
+
+from ..errors import CharRNNError
+
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+class BadRequest(CharRNNError):
+    """A request the server will not run: answered 4xx with this message."""
+
+    status = 400
+
+
+class Busy(CharRNNError):
+    """Every worker is busy and the queue is full: answered 503."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_length: int = 10_000  # characters generated per request
+    max_prime: int = 10_000  # characters of prime
+    max_text: int = 5_000  # characters of text scored for surprise colouring
+    max_tune: int = 20_000  # characters of one ABC tune (checker, MIDI)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    model: str
+    prime: str = ""
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    length: int = 500
+    seed: int | None = None
+    stop: str | None = None
+
+
+def _number(body: dict, key: str, default: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{key} must be a number (got {value!r})")
+    if not math.isfinite(value):
+        raise BadRequest(f"{key} must be a finite number (got {value})")
+    return float(value)
+
+
+def _integer(body: dict, key: str, default: int | None) -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} must be a whole number (got {value!r})")
+    return value
+
+
+def _text(body: dict, key: str, default: str | None, cap: int) -> str | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string (got {type(value).__name__})")
+    if len(value) > cap:
+        raise BadRequest(f"{key} is {len(value)} characters long; the most this server takes is {cap}")
+    return value
+
+
+def check_fields(body: Any, allowed: set[str], required: set[str]) -> dict:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r} (fields: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(body))
+    if missing:
+        raise BadRequest(f"missing field {missing[0]!r}")
+    return body
+
+
+def parse_generate(body: Any, limits: Limits) -> GenerateRequest:
+    """The request's fields, each checked, with one clear message for the first one that is wrong."""
+    fields = {"model", "prime", "temperature", "top_k", "top_p", "length", "seed", "stop"}
+    body = check_fields(body, fields, {"model"})
+    model = _text(body, "model", None, 1000)
+    temperature = _number(body, "temperature", 0.8)
+    if temperature < 0:
+        raise BadRequest(f"temperature must be >= 0 (got {temperature:g}); 0 always picks the most likely character")
+    top_k = _integer(body, "top_k", 0)
+    if top_k < 0:
+        raise BadRequest(f"top_k must be >= 0 (got {top_k}); 0 keeps every character")
+    top_p = _number(body, "top_p", 1.0)
+    if not 0 < top_p <= 1:
+        raise BadRequest(f"top_p must be in (0, 1] (got {top_p:g})")
+    length = _integer(body, "length", 500)
+    if not 0 <= length <= limits.max_length:
+        raise BadRequest(f"length must be between 0 and {limits.max_length} (got {length})")
+    seed = _integer(body, "seed", None)
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise BadRequest(f"seed must fit in 64 bits (got {seed})")
+    stop = _text(body, "stop", None, 1000)
+    if stop == "":
+        stop = None  # an empty stop field on the page means no stop string
+    prime = _text(body, "prime", "", limits.max_prime)
+    return GenerateRequest(model or "", prime, temperature, top_k, top_p, length, seed, stop)
+
+
+def sample_pieces(loaded, request: GenerateRequest, seed: int) -> Iterator[str]:
+    """The text `charrnn sample --seed SEED` prints for these settings, piece by piece (prime first)."""
+    import torch
+
+    from ..sample import generate
+
+    generator = torch.Generator().manual_seed(seed)
+    return generate(
+        loaded.model,
+        loaded.tokenizer,
+        length=request.length,
+        temperature=request.temperature,
+        top_k=request.top_k,
+        top_p=request.top_p,
+        prime=request.prime,
+        stop=request.stop,
+        generator=generator,
+    )
+
+
+class WorkerPool:
+    """A fixed number of sampling threads and a bounded number of waiting requests."""
+
+    def __init__(self, workers: int = 8, queue: int = 8):
+        if workers < 1 or queue < 0:
+            raise CharRNNError(f"--workers must be >= 1 and --queue >= 0 (got {workers}, {queue})")
+        self.workers, self.queue = workers, queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="charrnn-serve")
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    @property
+    def taken(self) -> int:
+        """Requests running or waiting."""
+        return self._taken
+
+    def reserve(self) -> None:
+        """Take a place (running or waiting), or raise Busy; `release` gives it back."""
+        with self._lock:
+            if self._taken >= self.workers + self.queue:
+                raise Busy(
+                    f"the server is busy: {self.workers} generations are running and {self.queue} waiting; "
+                    "try again in a moment"
+                )
+            self._taken += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._taken -= 1
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on a worker (its place already reserved); the place is given back when it ends."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        finally:
+            self.release()
+
+    async def stream(self, pieces: Callable[[], Iterator[str]]) -> AsyncIterator[tuple[str, Any]]:
+        """("text", piece) events as the worker produces them, then ("done", figures) or ("error", message).
+        Leaving the loop early (a client gone) stops the worker after its current piece."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def send(kind: str, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            except RuntimeError:  # the event loop has closed: nobody is listening any more
+                cancel.set()
+
+        def work() -> None:
+            try:
+                if cancel.is_set():  # the client left while this request waited for a worker
+                    return
+                started, produced = time.perf_counter(), 0
+                for piece in pieces():
+                    send("text", piece)
+                    produced += len(piece)
+                    if cancel.is_set():
+                        return
+                send("done", {"characters": produced, "seconds": time.perf_counter() - started})
+            except CharRNNError as exc:
+                send("error", str(exc))
+            except Exception as exc:  # a bug; the stream says so instead of ending without a word
+                send("error", f"generation failed: {type(exc).__name__}: {exc}")
+            finally:
+                self.release()
+
+        self._executor.submit(work)
+        try:
+            while True:
+                kind, value = await events.get()
+                yield kind, value
+                if kind != "text":
+                    return
+        finally:
+            cancel.set()
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
