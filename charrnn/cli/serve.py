@@ -32,7 +32,7 @@ def serve(
     ] = _D.max_length,
 ) -> None:
     """Start a local web page (and HTTP API) to sample from trained models, see and hear their tunes."""
-    cfg = ServeConfig(host, port, workers, queue, max_models, max_length)
+    cfg = ServeConfig(host=host, port=port, workers=workers, queue=queue, max_models=max_models, max_length=max_length)
     try:
         from ..serve.server import build_app, is_loopback, open_socket, run, url_of
     except ImportError as exc:
@@ -43,12 +43,16 @@ def serve(
     registry = application.state.registry
     sock = open_socket(cfg.host, cfg.port)
     if not is_loopback(cfg.host):
+        from rich.text import Text
+
         stderr.print(
-            f"[bold red]warning:[/] listening on {cfg.host}, beyond this computer: anyone who can reach it "
-            "can use the models and this machine's CPU (there is no password)",
-            highlight=False,
+            Text.assemble(
+                ("warning:", "bold red"),
+                f" listening on {cfg.host}, beyond this computer: anyone who can reach it can use the models "
+                "and this machine's CPU (there is no password)",
+            )
         )
     count = len(registry.scan())
-    stderr.print(f"serving {count} model{'s' if count != 1 else ''} from {registry.root}", markup=False)
-    stderr.print(f"open {url_of(sock)}  (Ctrl-C stops)", markup=False)
+    stderr.print(f"serving {count} model{'s' if count != 1 else ''} from {registry.root}")
+    stderr.print(f"open {url_of(sock)}  (Ctrl-C stops)")
     run(application, sock)
