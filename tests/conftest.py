@@ -108,11 +108,24 @@ def chromium() -> str:
     pytest.skip("no chromium on PATH: `make browser` installs it (apt-get install chromium)")
 
 
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
 def headless(browser: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run headless Chromium with a throw-away profile and no network of its own."""
     with tempfile.TemporaryDirectory() as profile:
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
         return subprocess.run(
-            [browser, *flags, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+            [browser, *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )

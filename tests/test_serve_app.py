@@ -100,7 +100,8 @@ def test_no_seed_reports_the_seed_it_drew(client):
     first = events(client.post("/api/generate", json={"model": "a", "length": 40}).text)
     seed = first[-1][1]["seed"]
     again = events(client.post("/api/generate", json={"model": "a", "length": 40, "seed": seed}).text)
-    assert [d for n, d in first[:-1]] == [d for n, d in again[:-1]]
+    assert "".join(d["text"] for n, d in first[:-1]) == "".join(d["text"] for n, d in again[:-1])
+    assert len("".join(d["text"] for n, d in first[:-1])) == 40
 
 
 BAD_REQUESTS = [

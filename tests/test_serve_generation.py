@@ -11,8 +11,11 @@ import subprocess
 import sys
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
+
+import charrnn
 
 pytest.importorskip("uvicorn", reason="charrnn serve needs the [serve] extra (starlette, uvicorn)")
 httpx = pytest.importorskip("httpx", reason="the streaming tests need httpx (the [test] extra)")
@@ -28,7 +31,8 @@ def server(tiny_run, tmp_path_factory):
     shutil.copytree(tiny_run, root / "tiny", ignore=shutil.ignore_patterns("*.png", "*.jsonl"))
     command = [sys.executable, "-m", "charrnn", "serve", str(root), "--port", "0"]
     command += ["--workers", str(WORKERS), "--queue", str(QUEUE), "--max-length", str(LONG)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    package_root = str(Path(charrnn.__file__).resolve().parent.parent)  # this checkout's charrnn, not another
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     url, seen = None, []
     deadline = time.monotonic() + 90

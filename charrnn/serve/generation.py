@@ -214,6 +214,15 @@ class WorkerPool:
         try:
             while True:
                 kind, value = await events.get()
+                # Text that piled up while the loop was busy goes out as one event: fewer, larger writes
+                # keep a slow client or a busy server from falling behind the sampler.
+                while kind == "text" and not events.empty():
+                    more_kind, more = events.get_nowait()
+                    if more_kind != "text":
+                        yield kind, value
+                        kind, value = more_kind, more
+                        break
+                    value += more
                 yield kind, value
                 if kind != "text":
                     return

@@ -82,8 +82,7 @@ async function* readEvents(response) {
 
 function newSample(body) {
   const node = $("sample-template").content.firstElementChild.cloneNode(true);
-  const seedText = body.seed !== undefined ? `seed ${body.seed}` : "random seed";
-  node.querySelector(".meta").textContent = `${body.model} · temperature ${body.temperature} · ${seedText}`;
+  node.querySelector(".meta").textContent = `${body.model} · temperature ${body.temperature}`;
   $("samples").prepend(node);
   const sample = { node, text: "", model: body.model, tunesDrawn: 0, abc: models[body.model]?.abc };
   node.querySelector(".copy").addEventListener("click", () => navigator.clipboard.writeText(sample.text));
@@ -117,7 +116,7 @@ async function generate(event) {
         drawTunes(sample, false);
       } else if (ev.name === "done") {
         const d = ev.data;
-        sample.node.querySelector(".meta").textContent += ` · seed ${d.seed}`;
+        sample.node.querySelector(".meta").textContent += ` · seed ${d.seed}`; // the one drawn when none was given
         sample.node.querySelector(".figures").textContent =
           `${d.characters} characters in ${d.seconds.toFixed(2)} s (${d.chars_per_second ?? "-"} chars/s)`;
         setStatus("done");
