@@ -7,6 +7,9 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 MIRROR ?= $(abspath ../shared/corpora)
+# bash with pipefail: a failing command piped into tee still fails the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: install browser demo test bench clean
 
@@ -28,13 +31,15 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # Builds the folk-abc corpus offline (from music21's bundled tunes), trains a small model for two minutes,
-# samples a few tunes and writes their MIDI files.
+# draws tunes until 3 pass the checker and writes their MIDI files.
 demo: install
 	$(BIN)/charrnn corpus get folk-abc
 	$(BIN)/charrnn train folk-abc --hidden 128 --layers 2 --time-budget 2m --out checkpoints/demo --force
-	$(BIN)/charrnn sample checkpoints/demo --tunes 3 --seed 1 | tee checkpoints/demo/tunes.abc
-	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc --midi checkpoints/demo/midi
-	@echo "Demo done: tunes in checkpoints/demo/tunes.abc, MIDI files in checkpoints/demo/midi/"
+	rm -rf checkpoints/demo/midi
+	$(BIN)/charrnn sample checkpoints/demo --tunes 3 --valid-only --seed 1 --midi checkpoints/demo/midi \
+		| tee checkpoints/demo/tunes.abc
+	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc
+	@echo "Demo done: 3 tunes in checkpoints/demo/tunes.abc, their MIDI files in checkpoints/demo/midi/"
 
 test: install
 	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/python -m pytest -q

@@ -7,7 +7,7 @@ module per step instead: slower, and the reference the fast path is tested again
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -138,6 +138,11 @@ def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.
     return logits[:, -1], hidden
 
 
+# Why generate_documents dropped a document (for its `on_drop`).
+DROPPED_TOO_LONG = "longer than the length limit"
+DROPPED_WRONG_START = "does not begin as asked"
+
+
 def generate_documents(
     model: RNNLanguageModel,
     tokenizer: Tokenizer,
@@ -151,12 +156,14 @@ def generate_documents(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    on_drop: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
     """Yield up to `count` whole documents, each as the model wrote it between two blank lines
     (without them). The model starts conditioned on a blank line, i.e. at a document's start;
     documents that do not begin with `start` or run past `max_chars` without ending are dropped.
     With `renumber` (a field such as "X:"), the document's line starting with it becomes
-    `X:1`, `X:2`, ... in output order. Stops after `count * attempts` documents were drawn."""
+    `X:1`, `X:2`, ... in output order. Stops after `count * attempts` documents were drawn.
+    `on_drop` hears of each dropped document: DROPPED_TOO_LONG or DROPPED_WRONG_START."""
     if count < 1:
         raise ConfigError(f"the number of documents must be at least 1 (got {count})")
     # Conditioning on a blank line puts the model at the start of a document.
@@ -192,11 +199,15 @@ def generate_documents(
                 if doc.startswith(start):
                     produced += 1
                     yield _renumber(doc, renumber, produced) if renumber else doc
+                elif on_drop is not None:
+                    on_drop(DROPPED_WRONG_START)
                 if produced >= count or drawn >= count * attempts:
                     return
-            if len(buffer) > max_chars:
+            if len(buffer) > max_chars and not overflow:  # counted once, however long it runs
                 overflow, buffer = True, ""
                 drawn += 1
+                if on_drop is not None:
+                    on_drop(DROPPED_TOO_LONG)
     finally:
         pieces.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 
 import pytest
@@ -164,7 +165,7 @@ def test_common_and_cut_time_are_checked(music21, symbol):
 
 
 def test_misfit_rules_on_bar_layouts():
-    from charrnn.abc_check import Bar, misfit_bars
+    from charrnn.abc_bars import Bar, misfit_bars
 
     def bars(*lengths, ends=(), meter=4.0):
         return [Bar(i + 1, q, meter, i in ends) for i, q in enumerate(lengths)]
@@ -205,7 +206,7 @@ def test_misfit_allowance():
 
 
 def test_bar_layout_joins_what_music21_cut():
-    from charrnn.abc_check import Bar, Measure, bar_layout
+    from charrnn.abc_bars import Bar, Measure, bar_layout
 
     declared = {"2/4"}
     # A 3/4 bar cut into 2/4 + a 1/4 remainder with a made-up meter: one bar of 3 quarters.
@@ -260,13 +261,22 @@ def test_check_cli_bad_allowance_is_one_line(music21, cli, tmp_path):
 
 
 def test_calibrate_reports_each_allowance(music21):
-    from charrnn.abc_check import calibrate
+    from charrnn.abc_calibrate import calibrate
 
     result = calibrate([REEL, JIG, WALTZ], sample=3, seed=0)
     assert result["sample"] == 3
     rows = [result[key] for key in ("max(bars=0, share=0)", "max(bars=1, share=0)", "max(bars=1, share=0.12)")]
     strict, default = rows[0], rows[2]
-    assert set(default) == {"real", "swap_bars", "delete_notes", "remove_header", "corrupted"}
+    assert set(default) == {
+        "real",
+        "swap_bars",
+        "delete_notes",
+        "remove_header",
+        "corrupted",
+        "real_95",
+        "corrupted_95",
+    }
+    assert default["real_95"] == [pytest.approx(0.4385, abs=1e-4), 1.0]  # Wilson's interval for 3 of 3
     assert default["real"] == 1.0 and default["remove_header"] == 1.0
     assert strict["delete_notes"] == 1.0 and strict["swap_bars"] > 0.5  # three deletions always show
     for kind in ("swap_bars", "delete_notes", "corrupted"):  # a looser allowance never rejects more
@@ -286,21 +296,25 @@ def test_corruption_functions_are_caught(music21):
         assert damaged != JIG and not check_tune(damaged).valid
 
 
-def test_check_cli_json_and_midi_read_back(music21, cli, tmp_path):
-    (tmp_path / "tunes.abc").write_text("\n\n".join([REEL, JIG, REEL.replace("K:D\n", "")]) + "\n", encoding="utf-8")
+def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path):
+    no_key = REEL.replace("K:D\n", "").replace("The Test Reel", "[/a] Keyless")  # Rich markup in a title
+    (tmp_path / "tunes.abc").write_text("\n\n".join([REEL, JIG, no_key]) + "\n", encoding="utf-8")
     result = cli("abc", "check", "tunes.abc", "--json", "--midi", "midi")
     assert result.exit_code == 0, result.stderr
-    import json
-
     summary = json.loads(result.stdout)
     assert (summary["tunes"], summary["valid"]) == (3, 2)
+    assert summary["valid_95"][0] < 2 / 3 < summary["valid_95"][1]
     files = sorted((tmp_path / "midi").glob("*.mid"))
-    assert [f.name for f in files] == ["001-the-test-reel.mid", "002-first-and-second.mid"]
-    back = music21.converter.parse(files[0])
-    assert len(back.flatten().notes) > 20
+    # A MIDI file for every tune music21 reads, the invalid one (no key) included.
+    assert [f.name for f in files] == ["001-the-test-reel.mid", "002-first-and-second.mid", "003-a-keyless.mid"]
 
-    table = cli("abc", "check", "tunes.abc")
-    assert "2 of 3 tunes valid" in table.stdout
+    lines = cli("abc", "check", "tunes.abc", "--midi", "midi")
+    assert lines.exit_code == 0, lines.stderr
+    out = lines.stdout.splitlines()
+    assert len(out) == 4 and all(len(line) <= 79 for line in out)
+    assert out[0].split()[:2] == ["1", "valid"] and out[2].split()[:3] == ["3", "invalid", "[/a]"]
+    assert "no key" in out[2] and out[3].startswith("2 of 3 tunes valid (67%; 95% interval")
+    assert lines.stderr.startswith("wrote 3 MIDI files to midi/")
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -334,3 +348,31 @@ def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path):
 
     refused = cli("sample", "run", "--tunes", "2", "--prime", "X:")
     assert refused.exit_code != 0 and "--tunes" in refused.stderr
+
+    valid = cli("sample", "run", "--tunes", "3", "--valid-only", "--midi", "midi", "--seed", "1", "--temp", "0.5")
+    assert valid.exit_code == 0, valid.stderr
+    from charrnn.abc_check import check_tune
+
+    tunes = split_documents(valid.stdout)
+    assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2", "X:3"] and all(check_tune(t).valid for t in tunes)
+    assert len(list((tmp_path / "midi").glob("*.mid"))) == 3
+    drew = valid.stderr.splitlines()[0]
+    assert drew.startswith("drew ") and ": 3 valid" in drew
+
+    # Every tune longer than --length 30: none valid within the bound; what was drawn is said.
+    short = cli("sample", "run", "--tunes", "2", "--valid-only", "--max-attempts", "4", "--length", "30", "--seed", "1")
+    assert short.exit_code == 1 and short.stdout == ""
+    drew, error = short.stderr.splitlines()
+    # At most 4 drawn: a tune that runs on also uses up the characters the sampler may write.
+    n = re.fullmatch(r"drew ([1-4]) tunes?: 0 valid; rejected: \1 did not end within --length 30", drew).group(1)
+    assert (
+        error
+        == f"error: only 0 of 2 tunes passed the checker in {n} drawn (raise --max-attempts, train longer, or raise --length above 30)"
+    )
+    for bad in (
+        ["--valid-only"],
+        ["--tunes", "2", "--max-attempts", "5"],
+        ["--tunes", "3", "--valid-only", "--max-attempts", "2"],
+    ):
+        refused = cli("sample", "run", *bad)
+        assert refused.exit_code != 0 and refused.stderr.count("\n") == 1, bad

@@ -21,9 +21,10 @@ app.add_typer(abc_app, name="abc")
 def abc_check(
     file: Annotated[Path, typer.Argument(help="An ABC file of tunes separated by blank lines.")],
     midi: Annotated[
-        Optional[Path], typer.Option("--midi", help="Write a .mid file for each valid tune into this directory.")
+        Optional[Path],
+        typer.Option("--midi", help="Write a .mid file for each tune (valid or not) into this directory."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of the table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of one line per tune.")] = False,
     max_misfit_bars: Annotated[
         int, typer.Option("--max-misfit-bars", help="Bars per tune allowed not to fit the meter...")
     ] = DEFAULT_ALLOWANCE.bars,
@@ -31,36 +32,97 @@ def abc_check(
         float, typer.Option("--max-misfit-share", help="...or this share of its bars, where that is more.")
     ] = DEFAULT_ALLOWANCE.share,
 ) -> None:
-    """For each tune: does it parse, has it a title, meter, key and notes, do its bars fit its meter?"""
+    """For each tune: does it parse, has it a title, meter, key and notes, do its bars fit its meter?
+    One line per tune, then the share valid. With --midi, a MIDI file for every tune music21 can
+    render, valid or not."""
     from ..abc_check import MisfitAllowance, check_abc_file
 
     summary = check_abc_file(file, midi, MisfitAllowance(max_misfit_bars, max_misfit_share))
     if as_json:
         stdout.print_json(json.dumps(summary.to_dict()))
         return
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table("#", "title", "parses", "T:", "M:", "K:", "notes", "bars", "valid", "problems")
-    yes = {True: "yes", False: "no"}
     for r in summary.results:
-        table.add_row(
-            str(r.index),
-            r.title[:30],
-            yes[r.parses],
-            yes[r.has_title],
-            yes[r.has_meter],
-            yes[r.has_key],
-            yes[r.has_notes],
-            "ok" if r.bars_ok else f"{len(r.bad_bars)} off" if r.parses else "-",
-            Text("valid", style="green") if r.valid else Text("invalid", style="red"),
-            "; ".join(r.problems()),
-        )
-    stdout.print(table)
-    stdout.print(f"{summary.valid} of {summary.tunes} tunes valid ({summary.valid_share:.0%})")
+        stdout.print(verdict_line(r), markup=False)
+    low, high = summary.valid_interval
+    stdout.print(
+        f"{summary.valid} of {summary.tunes} tunes valid ({summary.valid_share:.0%}; 95% interval {low:.0%}-{high:.0%})",
+        markup=False,
+    )
     if midi is not None:
-        written = sum(bool(r.midi) for r in summary.results)
-        stderr.print(f"wrote {written} MIDI file(s) to {midi}/", markup=False)
+        _say_midi(summary.midi_files, [r for r in summary.results if not r.midi], midi)
+
+
+LINE_WIDTH = 79  # one line per tune in an 80-column terminal or a log
+
+
+def verdict_line(r) -> str:
+    """'   2  invalid  First and Second  bars that do not fit the meter: 3, 5' (at most LINE_WIDTH)."""
+    line = f"{r.index:>4}  {'valid' if r.valid else 'invalid':<7}  {r.title[:28] or '(no title)':<28}"
+    problems = "; ".join(r.problems())
+    if problems:
+        line += "  " + problems
+    return line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 3] + "..."
+
+
+def _say_midi(written: int, missing: list, folder: Path) -> None:
+    line = f"wrote {written} MIDI file{'s' * (written != 1)} to {folder}/"
+    if missing:
+        first = missing[0]
+        line += f"; none for {len(missing)} tune(s) music21 cannot render (#{first.index}: {first.midi_error[:60]})"
+    stderr.print(line, markup=False)
+
+
+def require_music() -> None:
+    """Stop with the install hint before a long job that would need music21 at its end."""
+    from ..music import require_music21
+
+    require_music21()
+
+
+def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attempts, midi: Optional[Path]) -> None:
+    """`sample --tunes N` with --valid-only and/or --midi: tunes to stdout as they pass, how the
+    draw went on stderr, MIDI files into `midi`."""
+    import sys
+
+    from ..abc_check import tune_file_name, write_midi
+    from ..errors import CharRNNError
+    from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START, generate_documents
+    from ..tunes import ATTEMPTS_PER_TUNE, TuneDraw, check_max_attempts, draw_tunes
+
+    bound = check_max_attempts(count, max_attempts) if valid_only else ATTEMPTS_PER_TUNE * count
+    draw = TuneDraw(count, bound)
+    drops = {DROPPED_TOO_LONG: f"did not end within --length {cfg.length}", DROPPED_WRONG_START: "no X: header"}
+    documents = generate_documents(
+        loaded.model,
+        loaded.tokenizer,
+        bound,
+        start="X:",
+        max_chars=cfg.length,
+        attempts=1,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        generator=generator,
+        on_drop=lambda why: draw.reject(drops[why]),
+    )
+    missing = []
+    for tune in draw_tunes(documents, draw, valid_only=valid_only, render_midi=midi is not None):
+        sys.stdout.write(("\n" if len(draw.kept) > 1 else "") + tune.text + "\n")
+        sys.stdout.flush()
+        if midi is not None and tune.midi is not None:
+            write_midi(midi / tune_file_name(len(draw.kept), tune.check.title), tune.midi)
+        elif midi is not None:
+            missing.append(tune.check)
+    if valid_only:
+        stderr.print(draw.summary(), markup=False)
+    if midi is not None:
+        _say_midi(len(draw.kept) - len(missing), missing, midi)
+    if not draw.complete:
+        what = "tunes passed the checker" if valid_only else "complete tunes came out"
+        raise CharRNNError(
+            f"only {len(draw.kept)} of {count} {what} in {draw.drawn} drawn "
+            f"({'raise --max-attempts, ' if valid_only else ''}train longer, or raise --length above {cfg.length})"
+        )
 
 
 @abc_app.command("calibrate")
@@ -71,7 +133,7 @@ def abc_calibrate(
 ) -> None:
     """Share of real tunes the checker passes and of corrupted copies it rejects, for several
     allowances of misfit bars, the default among them (JSON on stdout)."""
-    from ..abc_check import calibrate
+    from ..abc_calibrate import calibrate
     from ..corpora import get_corpus
     from ..music import split_documents
 

@@ -50,6 +50,17 @@ def sample(
         Optional[int],
         typer.Option("--tunes", help="Emit N whole ABC tunes, each from its X: header to its end, renumbered 1..N."),
     ] = None,
+    valid_only: Annotated[
+        bool,
+        typer.Option("--valid-only", help="With --tunes: draw until N tunes pass `abc check` (see --max-attempts)."),
+    ] = False,
+    max_attempts: Annotated[
+        Optional[int],
+        typer.Option("--max-attempts", help="With --valid-only: tunes to draw at most [default: 10 per tune asked]."),
+    ] = None,
+    midi: Annotated[
+        Optional[Path], typer.Option("--midi", help="With --tunes: write each tune's MIDI file into this directory.")
+    ] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
     from ..config import SampleConfig
@@ -72,6 +83,16 @@ def sample(
 
     if docs is not None or tunes is not None:
         _check_document_options(docs, tunes, prime, stop, num_samples)
+    if tunes is None and (valid_only or max_attempts is not None or midi is not None):
+        raise CharRNNError("--valid-only, --max-attempts and --midi go with --tunes N")
+    if max_attempts is not None and not valid_only:
+        raise CharRNNError("--max-attempts bounds the draws of --valid-only; give both")
+    if tunes is not None and (valid_only or midi is not None):
+        from ..tunes import check_max_attempts
+        from .music import require_music
+
+        check_max_attempts(tunes, max_attempts)
+        require_music()
     loaded = load_model(resolve_checkpoint(checkpoint))
     prime, dropped = check_prime(loaded.tokenizer, prime, drop_unknown)
     if dropped:
@@ -83,6 +104,11 @@ def sample(
         cfg_seed = cfg.seed
     generator = torch.Generator().manual_seed(cfg_seed)
     out = sys.stdout
+    if tunes is not None and (valid_only or midi is not None):
+        from .music import sample_tunes
+
+        sample_tunes(loaded, cfg, generator, tunes, valid_only, max_attempts, midi)
+        return
     if docs is not None or tunes is not None:
         _write_documents(loaded, cfg, generator, docs, tunes)
         return

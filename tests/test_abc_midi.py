@@ -1,0 +1,139 @@
+"""MIDI from ABC text: every tune music21 reads gets a file (read back here with mido, an
+independent reader), and tune text is only ever parsed as data, never as a path whose pickle
+cache music21 would load."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import zlib
+from pathlib import Path
+
+import pytest
+
+from charrnn.errors import WriteError
+
+mido = pytest.importorskip("mido", reason="needs mido (the [test] extra) to read MIDI files back")
+
+# 16 eighth notes, each section repeated: 32, 8.0 s at music21's default 120 quarter notes a minute.
+REPEATED = "X:1\nT:Count\nM:2/4\nL:1/8\nK:C\n|:CDEF|GABc:|\n|:cdef|gfed:|"
+# music21 cannot expand these repeats (an end repeat, then a start repeat that never ends):
+# the tune is written once through as it stands, 16 eighth notes.
+BAD_REPEATS = "X:1\nT:Bad repeats\nM:2/4\nL:1/8\nK:C\nCDEF | GABc :| |: cdef | gfed |]"
+# A bar too long for 3/4: music21 cuts it and reuses one TimeSignature object in both halves,
+# which its own MIDI writer refuses ("already found in this Stream"). 7 quarter notes.
+LONG_BAR = "X:1\nT:Long bar\nM:3/4\nL:1/4\nK:C\nC D E F | G A B |"
+CHORDS = "X:1\nT:Chords\nM:3/4\nL:1/4\nK:G\n[GBd] B d | [DFA]3 |]"  # 3 + 1 + 1 + 3 notes
+
+
+@pytest.fixture
+def music21():
+    return pytest.importorskip("music21", reason="needs music21 (the [music] extra)")
+
+
+def read_back(midi: bytes) -> tuple[int, list[int], float]:
+    """(notes started, tempos set in microseconds per quarter note, length in seconds)."""
+    mf = mido.MidiFile(file=io.BytesIO(midi))
+    messages = [m for track in mf.tracks for m in track]
+    notes = sum(m.type == "note_on" and m.velocity > 0 for m in messages)
+    return notes, [m.tempo for m in messages if m.type == "set_tempo"], mf.length
+
+
+@pytest.mark.parametrize(
+    "tune, notes, seconds, expanded",
+    [(REPEATED, 32, 8.0, True), (BAD_REPEATS, 16, 4.0, False), (LONG_BAR, 7, 3.5, True), (CHORDS, 8, 3.0, True)],
+)
+def test_midi_read_back_has_the_notes_tempo_and_length(music21, tune, notes, seconds, expanded):
+    from charrnn.abc_midi import parse_abc, score_midi
+
+    midi, was_expanded = score_midi(parse_abc(tune))
+    got_notes, tempos, length = read_back(midi)
+    assert got_notes == notes and was_expanded is expanded
+    assert tempos and all(t == 500_000 for t in tempos)  # 120 quarter notes a minute
+    assert seconds <= length <= seconds + 1.5  # music21 adds a short delay at the end
+
+
+def test_midi_note_count_matches_the_expanded_score(music21):
+    from charrnn.abc_midi import parse_abc, tune_midi
+    from tests.test_music import JIG, REEL
+
+    for tune in (REEL, JIG):
+        score = parse_abc(tune).expandRepeats()
+        expected = sum(len(n.pitches) for n in score.flatten().notes if not n.tie or n.tie.type == "start")
+        notes, _, length = read_back(tune_midi(tune))
+        assert notes == expected > 30 and length > 0
+
+
+def test_every_tune_gets_midi_valid_or_not_and_the_verdict_does_not_change(music21, tmp_path):
+    from charrnn.abc_check import check_tune, check_tune_midi
+
+    broken = LONG_BAR.replace("G A B", "G A B c d e f")  # far too long a bar: not valid
+    for tune in (REPEATED, BAD_REPEATS, LONG_BAR, broken):
+        alone, none = check_tune_midi(tune, render=False)
+        written = check_tune(tune, midi_path=tmp_path / "t.mid")
+        assert none is None and alone.valid == written.valid and not written.midi_error
+        assert read_back(Path(written.midi).read_bytes())[0] > 0
+    assert not check_tune(broken).valid
+
+
+def test_unwritable_midi_folder_is_one_line(music21, cli, tmp_path):
+    (tmp_path / "t.abc").write_text(REPEATED + "\n", encoding="utf-8")
+    (tmp_path / "a-file").write_text("x")
+    result = cli("abc", "check", tmp_path / "t.abc", "--midi", tmp_path / "a-file" / "midi")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot write {tmp_path / 'a-file'}")
+    from charrnn.abc_check import write_midi
+
+    with pytest.raises(WriteError):
+        write_midi(tmp_path / "a-file" / "x.mid", b"MThd")
+
+
+def test_tune_text_naming_a_file_never_loads_music21s_pickle_cache(music21, cli, tmp_path, monkeypatch):
+    from music21 import converter
+
+    from charrnn.abc_check import check_tune
+
+    tune_file = tmp_path / "tune.abc"
+    tune_file.write_text(REPEATED, encoding="utf-8")
+    os.utime(tune_file, (1_000_000_000, 1_000_000_000))  # older than the cache, so the cache wins
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(converter.environLocal, "getRootTempDir", lambda: scratch)
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    planted = converter.PickleFilter(tune_file).getPickleFp(scratch, zipType="gz")
+    planted.write_bytes(zlib.compress(pickle.dumps(Payload())))
+
+    # A document whose whole text is that file's path: through the checker, with MIDI...
+    assert not check_tune(str(tune_file), midi_path=tmp_path / "x.mid").valid
+    # ... and through the command, with the path as one tune of a file.
+    (tmp_path / "tunes.abc").write_text(f"{REPEATED}\n\n{tune_file}\n", encoding="utf-8")
+    assert cli("abc", "check", tmp_path / "tunes.abc", "--midi", tmp_path / "midi").exit_code == 0
+    assert not marker.exists() and sorted(p.name for p in scratch.iterdir()) == [planted.name]
+
+    # music21's own parse() of the same text loads the planted pickle: the plant is where it looks.
+    try:
+        converter.parse(str(tune_file))
+    except Exception:  # what it thawed is no score
+        pass
+    assert marker.exists()
+
+
+def test_music_code_never_hands_music21_a_path():
+    """The calls that can reach music21's pickle cache (parse of a string that may name a file,
+    parseFile, the corpus and its cache, thaw) appear nowhere in charrnn; parseData does not."""
+    package = Path(__file__).resolve().parents[1] / "charrnn"
+    risky = re.compile(r"converter\.parse\(|parseFile\(|parseURL\(|corpus\.parse\(|freezeThaw|\bthaw\(|\.parse\(")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if risky.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert found == []
