@@ -50,7 +50,7 @@ def render_page(loaded: LoadedModel) -> str:
     title = loaded.path.parent.name or "charrnn model"
     step = loaded.meta.get("step")
     about = (
-        f"{model.cell.upper()}, {model.num_layers} layer(s) of {model.hidden_size}, "
+        f"{model.cell.upper()}, {model.num_layers} layer{'s' if model.num_layers > 1 else ''} of {model.hidden_size}, "
         f"{model.vocab_size} characters" + (f", trained {step} steps" if isinstance(step, int) else "")
     )
     # Inside <script>, "<" as \u003c keeps "</script>" or "<!--" in a value from ending the element.
