@@ -64,6 +64,7 @@ def test_train_help_shows_defaults_and_no_bool_metavars(cli, wide):
     assert re.search(r"--resume +Continue", shown), "a flag shows no metavar"
     assert re.search(r"--layers +N +Stacked", shown)
     assert re.search(r"--model +lstm\|gru\|rnn\|rnn-relu ", shown)
+    assert re.search(r"--time-budget +DURATION ", shown) and re.search(r"--include +GLOB ", shown)
 
 
 def test_no_help_anywhere_shows_python_type_names(cli, wide):

@@ -24,6 +24,9 @@ from rich.markup import escape
 # train and sample first: what a new user does; then what they reach for next; bench last.
 COMMAND_ORDER = ("train", "sample", "corpus", "info", "eval", "plot", "visualize", "abc", "export", "serve", "bench")
 
+# Options whose value has the same meaning in every command, named for it rather than its type.
+OPTION_METAVARS = {"--time-budget": "DURATION"}
+
 _TIDIED = "_charrnn_help_tidied"
 
 
@@ -74,7 +77,8 @@ def _tidy_param(param: Any) -> None:
     kind = kind_of(param)
     if param.metavar is None:
         is_argument = param.param_type_name == "argument"
-        param.metavar = (param.name or "").upper() if is_argument else kind
+        named = next((OPTION_METAVARS[o] for o in param.opts if o in OPTION_METAVARS), None)
+        param.metavar = (param.name or "").upper() if is_argument else named or kind
         if param.nargs != 1 and not is_argument:  # an argument's usage adds its own "..."
             param.metavar += "..."
     if param.param_type_name == "argument":

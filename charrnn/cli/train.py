@@ -55,7 +55,7 @@ def train(
     corpus: Annotated[
         str,
         typer.Argument(
-            help="A UTF-8 text file, a directory of text files, or a ready corpus name (charrnn corpus list)."
+            help="A text file, a directory (walked recursively, text files chosen by content), or a ready corpus name (charrnn corpus list)."
         ),
     ],
     model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.")] = Cell.lstm,
