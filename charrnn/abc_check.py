@@ -9,6 +9,9 @@ and a change of meter that the tune does not mark: four or more bars in a row of
 length (Essen's tunes mix meters under one M: field). Anything else that is too short or too
 long (a deleted note, a bar from another meter) is a misfit; a tune may have one, or
 12% of its bars (`MisfitAllowance`), as real collections do.
+
+The bar rules live in `abc_bars`, parsing and MIDI in `abc_midi`. The verdict never depends on
+the MIDI file: every tune music21 reads that has notes gets one, valid or not.
 """
 
 from __future__ import annotations

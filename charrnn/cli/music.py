@@ -56,19 +56,23 @@ LINE_WIDTH = 79  # one line per tune in an 80-column terminal or a log
 
 
 def verdict_line(r) -> str:
-    """'   2  invalid  First and Second  bars that do not fit the meter: 3, 5' (at most LINE_WIDTH)."""
-    line = f"{r.index:>4}  {'valid' if r.valid else 'invalid':<7}  {r.title[:28] or '(no title)':<28}"
-    problems = "; ".join(r.problems())
-    if problems:
-        line += "  " + problems
+    """'   2  invalid  First and Second          misfit bars: 3, 5' (at most LINE_WIDTH)."""
+    line = f"{r.index:>4}  {'valid' if r.valid else 'invalid':<7}  {r.title[:24] or '(no title)':<24}"
+    problems = "; ".join(r.problems()).replace("bars that do not fit the meter", "misfit bars")
+    line = f"{line}  {problems}".rstrip()
     return line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 3] + "..."
 
 
 def _say_midi(written: int, missing: list, folder: Path) -> None:
+    """'wrote 5 MIDI files to DIR/', and why the others got none."""
     line = f"wrote {written} MIDI file{'s' * (written != 1)} to {folder}/"
-    if missing:
-        first = missing[0]
-        line += f"; none for {len(missing)} tune(s) music21 cannot render (#{first.index}: {first.midi_error[:60]})"
+    failed = [r for r in missing if r.midi_error]
+    if len(missing) > len(failed):
+        line += f"; none for {len(missing) - len(failed)} tune(s) without notes or that do not parse"
+    if failed:
+        line += (
+            f"; none for {len(failed)} tune(s) music21 cannot render (#{failed[0].index}: {failed[0].midi_error[:60]})"
+        )
     stderr.print(line, markup=False)
 
 
