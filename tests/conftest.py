@@ -129,3 +129,35 @@ def headless(browser: str, *args: str, timeout: float = 120) -> subprocess.Compl
             text=True,
             timeout=timeout,
         )
+
+
+@pytest.fixture
+def read_midi():
+    """read_midi(bytes) -> (notes started, tempos set in microseconds per quarter, length in seconds),
+    read with mido, a reader independent of music21 which wrote the file."""
+    mido = pytest.importorskip("mido", reason="needs mido (the [test] extra) to read MIDI files back")
+    import io
+
+    def read(midi: bytes) -> tuple[int, list[int], float]:
+        mf = mido.MidiFile(file=io.BytesIO(midi))
+        messages = [m for track in mf.tracks for m in track]
+        notes = sum(m.type == "note_on" and m.velocity > 0 for m in messages)
+        return notes, [m.tempo for m in messages if m.type == "set_tempo"], mf.length
+
+    return read
+
+
+@pytest.fixture
+def score_notes():
+    """score_notes(tune) -> the notes a MIDI file of the ABC `tune` must start: music21's count
+    with repeats played, chords by their notes, a tied note once."""
+    pytest.importorskip("music21", reason="needs music21 (the [music] extra)")
+    from charrnn.abc_midi import parse_abc
+
+    def count(tune: str) -> int:
+        score = parse_abc(tune)
+        if score.recurse().getElementsByClass("Measure"):
+            score = score.expandRepeats()
+        return sum(len(n.pitches) for n in score.flatten().notes if not n.tie or n.tie.type == "start")
+
+    return count

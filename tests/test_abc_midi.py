@@ -4,7 +4,6 @@ cache music21 would load."""
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -14,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from charrnn.errors import WriteError
-
-mido = pytest.importorskip("mido", reason="needs mido (the [test] extra) to read MIDI files back")
 
 # 16 eighth notes, each section repeated: 32, 8.0 s at music21's default 120 quarter notes a minute.
 REPEATED = "X:1\nT:Count\nM:2/4\nL:1/8\nK:C\n|:CDEF|GABc:|\n|:cdef|gfed:|"
@@ -33,40 +30,30 @@ def music21():
     return pytest.importorskip("music21", reason="needs music21 (the [music] extra)")
 
 
-def read_back(midi: bytes) -> tuple[int, list[int], float]:
-    """(notes started, tempos set in microseconds per quarter note, length in seconds)."""
-    mf = mido.MidiFile(file=io.BytesIO(midi))
-    messages = [m for track in mf.tracks for m in track]
-    notes = sum(m.type == "note_on" and m.velocity > 0 for m in messages)
-    return notes, [m.tempo for m in messages if m.type == "set_tempo"], mf.length
-
-
 @pytest.mark.parametrize(
     "tune, notes, seconds, expanded",
     [(REPEATED, 32, 8.0, True), (BAD_REPEATS, 16, 4.0, False), (LONG_BAR, 7, 3.5, True), (CHORDS, 8, 3.0, True)],
 )
-def test_midi_read_back_has_the_notes_tempo_and_length(music21, tune, notes, seconds, expanded):
+def test_midi_read_back_has_the_notes_tempo_and_length(music21, read_midi, tune, notes, seconds, expanded):
     from charrnn.abc_midi import parse_abc, score_midi
 
     midi, was_expanded = score_midi(parse_abc(tune))
-    got_notes, tempos, length = read_back(midi)
+    got_notes, tempos, length = read_midi(midi)
     assert got_notes == notes and was_expanded is expanded
     assert tempos and all(t == 500_000 for t in tempos)  # 120 quarter notes a minute
     assert seconds <= length <= seconds + 1.5  # music21 adds a short delay at the end
 
 
-def test_midi_note_count_matches_the_expanded_score(music21):
-    from charrnn.abc_midi import parse_abc, tune_midi
+def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_notes):
+    from charrnn.abc_midi import tune_midi
     from tests.test_music import JIG, REEL
 
     for tune in (REEL, JIG):
-        score = parse_abc(tune).expandRepeats()
-        expected = sum(len(n.pitches) for n in score.flatten().notes if not n.tie or n.tie.type == "start")
-        notes, _, length = read_back(tune_midi(tune))
-        assert notes == expected > 30 and length > 0
+        notes, _, length = read_midi(tune_midi(tune))
+        assert notes == score_notes(tune) > 30 and length > 0
 
 
-def test_every_tune_gets_midi_valid_or_not_and_the_verdict_does_not_change(music21, tmp_path):
+def test_every_tune_gets_midi_valid_or_not_and_the_verdict_does_not_change(music21, read_midi, tmp_path):
     from charrnn.abc_check import check_tune, check_tune_midi
 
     broken = LONG_BAR.replace("G A B", "G A B c d e f")  # far too long a bar: not valid
@@ -74,7 +61,7 @@ def test_every_tune_gets_midi_valid_or_not_and_the_verdict_does_not_change(music
         alone, none = check_tune_midi(tune, render=False)
         written = check_tune(tune, midi_path=tmp_path / "t.mid")
         assert none is None and alone.valid == written.valid and not written.midi_error
-        assert read_back(Path(written.midi).read_bytes())[0] > 0
+        assert read_midi(Path(written.midi).read_bytes())[0] > 0
     assert not check_tune(broken).valid
 
 

@@ -296,7 +296,7 @@ def test_corruption_functions_are_caught(music21):
         assert damaged != JIG and not check_tune(damaged).valid
 
 
-def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path):
+def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path, read_midi, score_notes):
     no_key = REEL.replace("K:D\n", "").replace("The Test Reel", "[/a] Keyless")  # Rich markup in a title
     (tmp_path / "tunes.abc").write_text("\n\n".join([REEL, JIG, no_key]) + "\n", encoding="utf-8")
     result = cli("abc", "check", "tunes.abc", "--json", "--midi", "midi")
@@ -307,6 +307,9 @@ def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path):
     files = sorted((tmp_path / "midi").glob("*.mid"))
     # A MIDI file for every tune music21 reads, the invalid one (no key) included.
     assert [f.name for f in files] == ["001-the-test-reel.mid", "002-first-and-second.mid", "003-a-keyless.mid"]
+    for tune, file in zip([REEL, JIG, no_key], files):
+        notes, tempos, length = read_midi(file.read_bytes())
+        assert notes == score_notes(tune) > 30 and tempos and length > 0
 
     lines = cli("abc", "check", "tunes.abc", "--midi", "midi")
     assert lines.exit_code == 0, lines.stderr
@@ -332,7 +335,7 @@ def test_generate_documents_keeps_whole_tunes_and_renumbers(monkeypatch):
     assert docs == ["X:1\nT:A\nK:C\nCDEF|", "X:2\nT:C\nK:D\nd|"]
 
 
-def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path):
+def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path, read_midi, score_notes):
     corpus = tmp_path / "tunes.abc"
     two = "X:1\nT:Reel\nM:2/4\nL:1/8\nK:D\nA|:dfed|cAFA|dfed|cdd2:|\n\nX:2\nT:Jig\nM:6/8\nL:1/8\nK:G\nGAB dBG|A3 A2D|]\n\n"
     corpus.write_text(two * 100, encoding="utf-8")
@@ -355,7 +358,11 @@ def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path):
 
     tunes = split_documents(valid.stdout)
     assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2", "X:3"] and all(check_tune(t).valid for t in tunes)
-    assert len(list((tmp_path / "midi").glob("*.mid"))) == 3
+    files = sorted((tmp_path / "midi").glob("*.mid"))
+    assert [f.name[:4] for f in files] == ["001-", "002-", "003-"]
+    for tune, file in zip(tunes, files):
+        notes, tempos, length = read_midi(file.read_bytes())
+        assert notes == score_notes(tune) > 0 and tempos and length > 0
     drew = valid.stderr.splitlines()[0]
     assert drew.startswith("drew ") and ": 3 valid" in drew
 
