@@ -110,6 +110,8 @@ def test_export_writes_the_graph_and_its_tokenizer(lstm_run, cli, tmp_path):
     assert graph.graph.input[1].type.tensor_type.shape.dim[1].dim_param == "batch"
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta["cell"] == "lstm" and meta["num_layers"] == "2" and meta["hidden_size"] == "32"
+    with pytest.raises(ValueError, match="never saw"):
+        OnnxSampler(out).tokenizer.encode("All\u20ac")
 
 
 @pytest.mark.parametrize("prime", ["", "All:\nSp"])

@@ -97,3 +97,11 @@ def test_the_page_writes_charrnn_samples_greedy_text_in_headless_chromium(web_ru
     url = serve(out) + "/index.html?prime=All%3A%0ASp&temp=0&length=300&run=1"
     text = page_text(chromium, url)
     assert text + "\n" == expected
+
+
+def test_from_a_file_url_the_page_says_to_serve_the_folder(web_run, cli, tmp_path, chromium):
+    out = tmp_path / "web"
+    assert cli("export", web_run, "--format", "web", "--out", out).exit_code == 0
+    dom = headless(chromium, "--virtual-time-budget=20000", "--dump-dom", (out / "index.html").as_uri()).stdout
+    assert '<body data-state="error">' in dom
+    assert re.search(r'<div id="status" class="error">[^<]*python -m http.server', dom)

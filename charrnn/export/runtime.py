@@ -36,6 +36,9 @@ class ExportedTokenizer:
 
     def encode(self, text: str) -> list[int]:
         if self.kind == "char":
+            unknown = sorted(set(text) - self.index.keys())
+            if unknown:
+                raise ValueError(f"characters the model never saw: {unknown[:10]}")
             return [self.index[c] for c in text]
         ids: list[int] = []
         for k, segment in enumerate(text.split(SPACE)):
