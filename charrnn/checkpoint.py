@@ -105,7 +105,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         raise CheckpointError(f"{path} is corrupted: checksum mismatch (a damaged or partly written file)")
     try:
         meta = json.loads(meta_json)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path} is corrupted: unreadable metadata") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} is not a charrnn checkpoint: its metadata is not an object")
@@ -130,7 +130,7 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safetensors checkpoint (unrecognised content)")
     try:
         header = json.loads(data[8 : 8 + size])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # [[[[... nests past Python's stack
         raise CheckpointError(f"{path} is not a safetensors checkpoint, or its header is damaged") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors checkpoint (header is not an object)")
@@ -187,6 +187,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
         cfg = ModelConfig.from_dict(meta["model"])
         blob = tensors.get("tokenizer.model")
         tokenizer = tokenizer_from_state(meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+        if tokenizer.vocab_size != cfg.vocab_size:  # ids beyond either would index past the other
+            raise ValueError(f"a vocabulary of {tokenizer.vocab_size} for a model of {cfg.vocab_size}")
         model = RNNLanguageModel(**cfg.to_dict())
         model.load_state_dict(split_prefix(tensors, "model."))
     except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:

@@ -35,6 +35,12 @@ def _seed_ok(seed: int | None) -> bool:
     return seed is None or -(2**63) <= seed < 2**63
 
 
+def _require_object(data: Any, what: str) -> None:
+    """Settings read from a file (a checkpoint's metadata) must be a JSON object."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{what} must be an object, not {type(data).__name__}")
+
+
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -66,6 +72,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        _require_object(data, "model settings")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -140,6 +147,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        _require_object(data, "training settings")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

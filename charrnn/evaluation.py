@@ -105,6 +105,14 @@ def start_context(tokenizer: Tokenizer) -> int | None:
     return int(ids[-1]) if len(ids) else None
 
 
+def train_settings(loaded: LoadedModel) -> TrainConfig:
+    """The checkpoint's training settings (streams, window, validation split), checked."""
+    try:
+        return TrainConfig.from_dict(loaded.meta.get("train", {}))
+    except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise CheckpointError(f"{loaded.path}: unreadable training settings in the checkpoint ({exc})") from None
+
+
 def checkpoint_precision(loaded: LoadedModel, device: torch.device) -> str:
     """The precision the model was validated in during training, where `device` runs it; else fp32.
     (bf16 and fp32 differ in the 4th decimal of bpc: same precision, same number.)"""
@@ -163,7 +171,7 @@ def evaluate_text(
         )
     if not text:
         raise CorpusError(f"{source}: no text to evaluate")
-    cfg = TrainConfig.from_dict(loaded.meta.get("train", {}))
+    cfg = train_settings(loaded)
     ids = tokenizer.encode(text)
     if context_token is None and use_start_context:
         context_token = start_context(tokenizer)
@@ -204,7 +212,7 @@ def evaluate_files(
     did. On the training corpus this reproduces the validation bpc of the checkpoint.
     """
     scores = []
-    val_frac = TrainConfig.from_dict(loaded.meta.get("train", {})).val_frac
+    val_frac = train_settings(loaded).val_frac
     for path in paths:
         text = read_text(path, encoding, include=include, exclude=exclude, log=log)
         context = None
@@ -249,10 +257,11 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     model = meta.get("model")
     if not isinstance(model, dict):
         raise CheckpointError(f"{path}: no model description in the checkpoint")
-    tok = meta.get("tokenizer") or {}
+    tok = _object(meta.get("tokenizer"))
     params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
-    train = meta.get("train") or {}
+    train = _object(meta.get("train"))
     version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
+    # Read from a file: a figure of the wrong type (or not finite) is shown as unknown.
     return {
         "path": str(path),
         "kind": meta.get("kind"),
@@ -265,13 +274,13 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         },
         "parameters": params,
         "tokenizer": tok.get("kind"),
-        "vocab_size": model.get("vocab_size"),
+        "vocab_size": _count(model.get("vocab_size")),
         "corpus": meta.get("corpus"),
-        "step": meta.get("step"),
-        "epoch": meta.get("epoch"),
-        "val_bpc": meta.get("val_bpc"),
-        "best_val_bpc": meta.get("best_val_bpc"),
-        "training_seconds": meta.get("elapsed"),
+        "step": _count(meta.get("step")),
+        "epoch": _number(meta.get("epoch")),
+        "val_bpc": _number(meta.get("val_bpc")),
+        "best_val_bpc": _number(meta.get("best_val_bpc")),
+        "training_seconds": _number(meta.get("elapsed")),
         "seq_len": train.get("seq_len"),
         "batch_size": train.get("batch_size"),
         "precision": meta.get("precision"),
@@ -281,3 +290,16 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "resumable": "optimizer" in meta,
         "file_bytes": Path(path).stat().st_size,
     }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok and abs(value) < 1e15 else None

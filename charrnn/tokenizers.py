@@ -155,6 +155,8 @@ def fit_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokeni
 
 
 def tokenizer_from_state(state: dict[str, Any], blob: bytes | None) -> Tokenizer:
+    if not isinstance(state, dict):  # read from a file: anything can be there
+        raise ValueError(f"the tokenizer description is not an object ({type(state).__name__})")
     kind = state.get("kind")
     if kind == "char":
         return CharTokenizer(state["chars"])

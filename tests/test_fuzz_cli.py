@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_TEXT
-from hypothesis import HealthCheck, example, given, settings
+from fuzzing import FUZZ, check_one_line, fast_cli  # noqa: F401 (fast_cli: autouse)
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from charrnn.cli import app
-
-# Derandomized: the same examples every run (a failure reproduces). The autouse fixture's working
-# directory is shared by all examples of a test: nothing here depends on it being fresh.
-FUZZ = settings(
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 
 @pytest.fixture
@@ -42,15 +34,6 @@ def _count(valid) -> st.SearchStrategy[str]:
     """Like _number for --length and --num-samples, without huge values: those are honest
     requests for endless output, not errors."""
     return st.one_of(*[valid.map(str)] * 10, st.sampled_from(["", "abc", "-0", "0.5", "½", "-7", "nan"]))
-
-
-def _check(result) -> None:
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stderr
-    if result.exit_code != 0:
-        lines = result.stderr.strip().splitlines()
-        assert lines and lines[-1].startswith("error: "), result.stderr
-        assert sum(line.startswith("error: ") for line in lines) == 1
 
 
 sample_options = st.fixed_dictionaries(
@@ -86,7 +69,7 @@ def test_sample_never_shows_a_traceback(run_dir, options, drop_unknown, prime, l
     args = ["sample", str(run_dir), *[x for item in options.items() for x in item]]
     args += ["--drop-unknown"] if drop_unknown else []
     result = CliRunner().invoke(app, args)
-    _check(result)
+    check_one_line(result)
     if result.exit_code == 0:
         length, samples = int(float(options["--length"])), int(float(options.get("--num-samples", 1)))
         assert result.stdout.startswith(options["--prime"] if not drop_unknown else "")
@@ -123,7 +106,7 @@ def test_train_never_shows_a_traceback(tiny_corpus, options):
     args = ["train", str(tiny_corpus), "--out", "run", "--force", "--precision", "fp32", "--patience", "1"]
     args += [x for item in options.items() for x in item]
     result = CliRunner().invoke(app, args)
-    _check(result)
+    check_one_line(result)
     if result.exit_code == 0:
         assert Path("run/best.safetensors").exists()
         assert not math.isnan(float(options["--steps"]))

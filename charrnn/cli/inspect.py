@@ -106,11 +106,11 @@ def info(
             f"dropout {arch['dropout']}",
         ),
         ("parameters", f"{details['parameters']:,}"),
-        ("tokenizer", f"{details['tokenizer']}, vocabulary of {details['vocab_size']:,}"),
+        ("tokenizer", f"{details['tokenizer']}, vocabulary of {_count(details['vocab_size'])}"),
         ("corpus", str(details["corpus"])),
         (
             "trained",
-            f"{details['step']:,} steps ({details['epoch'] or 0:.2f} epochs)" if details["step"] is not None else "?",
+            f"{_count(details['step'])} steps ({details['epoch'] or 0:.2f} epochs)",
         ),
         ("best validation", f"{best:.4f} bits/char" if best is not None else "none yet"),
         ("training time", hms(seconds) if seconds is not None else "?"),
@@ -120,6 +120,10 @@ def info(
     ]
     for key, value in lines:
         print(f"{key + ':':<17}{value}")
+
+
+def _count(n: int | None) -> str:
+    return f"{n:,}" if n is not None else "?"
 
 
 @app.command()
