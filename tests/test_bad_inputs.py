@@ -4,13 +4,17 @@ traceback, and no file written that was not asked for. Odd but valid text is acc
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import shutil
+import struct
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from conftest import TINY_TEXT, TINY_TRAIN, mirror
+from fuzzing import signed_checkpoint
 
 from charrnn.checkpoint import load_checkpoint
 
@@ -83,10 +87,143 @@ CASES = [
 ]
 
 
+# ----------------------------------------------------------------------------- crafted checkpoints
+
+
+def _signed(edit: Callable[[dict], object]) -> Callable[[Path], bytes]:
+    """The module's checkpoint with its metadata edited (`edit` returns the new metadata, or
+    None after editing in place) and signed again: it passes the integrity check, so what is
+    tested is how its content is read."""
+
+    def craft(checkpoint: Path) -> bytes:
+        tensors, meta = load_checkpoint(checkpoint)
+        edited = edit(meta)
+        return signed_checkpoint(
+            tensors, edited if isinstance(edited, str) else json.dumps(meta if edited is None else edited)
+        )
+
+    return craft
+
+
+def _flip_last_byte(checkpoint: Path) -> bytes:
+    data = bytearray(checkpoint.read_bytes())
+    data[-1] ^= 0x01
+    return bytes(data)
+
+
+def _header_version(version: str) -> Callable[[Path], bytes]:
+    def craft(checkpoint: Path) -> bytes:
+        (size,) = struct.unpack("<Q", checkpoint.read_bytes()[:8])
+        data = checkpoint.read_bytes()
+        header = json.loads(data[8 : 8 + size])
+        header["__metadata__"]["format_version"] = version
+        raw = json.dumps(header).encode()
+        return struct.pack("<Q", len(raw)) + raw + data[8 + size :]
+
+    return craft
+
+
+NESTED = struct.pack("<Q", 100_000) + b"[" * 100_000
+TEXT = {"t.txt": "First Citizen:\nSpeak.\n"}
+CKPT_FILE = "c.safetensors"
+
+CASES += [
+    ("a header of [[[[...", {CKPT_FILE: NESTED}, ["info", CKPT_FILE], "header is damaged"),
+    ("a truncated checkpoint", {CKPT_FILE: lambda c: c.read_bytes()[:2000]}, ["info", CKPT_FILE], "truncated"),
+    ("an empty checkpoint", {CKPT_FILE: b""}, ["info", CKPT_FILE], "too short (0 bytes)"),
+    ("a pickle", {CKPT_FILE: b"\x80\x04\x95\x00cos\nsystem\n."}, ["info", CKPT_FILE], "a Python pickle"),
+    ("a torch.save zip", {CKPT_FILE: b"PK\x03\x04" + bytes(40)}, ["sample", CKPT_FILE], "zip archive"),
+    ("a flipped bit", {CKPT_FILE: _flip_last_byte}, ["sample", CKPT_FILE], "checksum mismatch"),
+    ("a newer format", {CKPT_FILE: _header_version("99")}, ["info", CKPT_FILE], "newer than this charrnn reads"),
+    ("format version 0", {CKPT_FILE: _header_version("0")}, ["info", CKPT_FILE], "impossible format version 0"),
+    ("an unreadable format version", {CKPT_FILE: _header_version("one")}, ["info", CKPT_FILE], "unreadable format"),
+    ("metadata [[[[...", {CKPT_FILE: _signed(lambda m: "[" * 100_000)}, ["info", CKPT_FILE], "unreadable metadata"),
+    ("metadata not an object", {CKPT_FILE: _signed(lambda m: [m])}, ["info", CKPT_FILE], "is not an object"),
+    (
+        "no model in the metadata",
+        {CKPT_FILE: _signed(lambda m: {k: v for k, v in m.items() if k != "model"})},
+        ["info", CKPT_FILE],
+        "no model",
+    ),
+    (
+        "model settings that are a list",
+        {CKPT_FILE: _signed(lambda m: m.update(model=[1]))},
+        ["sample", CKPT_FILE],
+        "model settings must be an object, not list",
+    ),
+    (
+        "tokenizer settings that are a number",
+        {CKPT_FILE: _signed(lambda m: m.update(tokenizer=3))},
+        ["sample", CKPT_FILE],
+        "the tokenizer description is not an object",
+    ),
+    (
+        "a vocabulary smaller than the model's",
+        {CKPT_FILE: _signed(lambda m: m["tokenizer"].update(chars="ab"))},
+        ["sample", CKPT_FILE],
+        "a vocabulary of 2 for a model of",
+    ),
+    (
+        "training settings of the wrong type",
+        {CKPT_FILE: _signed(lambda m: m["train"].update(val_frac="half")), **TEXT},
+        ["eval", CKPT_FILE, "t.txt"],
+        "unreadable training settings",
+    ),
+    ("info of a missing checkpoint", {}, ["info", "nowhere"], "checkpoint not found: nowhere"),
+    ("a run directory with no checkpoint", {"d/notes.txt": "x"}, ["info", "d"], "no checkpoint in d"),
+    # eval, visualize
+    ("eval of a missing file", {}, ["eval", CKPT, "nope.txt"], "corpus not found: nope.txt"),
+    ("eval of a binary file", {"b.bin": b"text\x00\x01"}, ["eval", CKPT, "b.bin"], "looks binary"),
+    ("eval with an unknown encoding", TEXT, ["eval", CKPT, "t.txt", "--encoding", "nope"], "unknown --encoding"),
+    ("eval of unseen characters", {"t.txt": "Speak ☃"}, ["eval", CKPT, "t.txt"], "character the model never saw"),
+    ("eval --precision fp64", TEXT, ["eval", CKPT, "t.txt", "--precision", "fp64"], "Invalid value for '--precision'"),
+    ("visualize --layer 5", TEXT, ["visualize", CKPT, "--text", "t.txt", "--layer", "5"], "between 1 and 1"),
+    ("visualize --max-chars 0", TEXT, ["visualize", CKPT, "--text", "t.txt", "--max-chars", "0"], "at least 1"),
+    (
+        "visualize --out under a file",
+        {**TEXT, "afile": "x"},
+        ["visualize", CKPT, "--text", "t.txt", "--out", "afile/page.html"],
+        "cannot write afile/page.html",
+    ),
+    ("visualize a binary file", {"b.bin": b"\x00" * 9}, ["visualize", CKPT, "--text", "b.bin"], "looks binary"),
+    # sample, train options
+    ("--num-samples 0", {}, ["sample", CKPT, "--num-samples", "0"], "--num-samples must be at least 1"),
+    ("--seed beyond 64 bits", {}, ["sample", CKPT, "--seed", str(2**64)], "--seed must fit in 64 bits"),
+    ("--length not a number", {}, ["sample", CKPT, "--length", "abc"], "Invalid value for '--length'"),
+    ("an unknown option", {}, ["sample", CKPT, "--nope"], "No such option: --nope"),
+    ("--model transformer", {}, [*TRAIN, "tiny.txt", "--model", "transformer"], "Invalid value for '--model'"),
+    ("--vocab-size too small", {}, [*TRAIN, "tiny.txt", "--tokenizer", "bpe", "--vocab-size", "10"], "too small"),
+    ("--time-budget soon", {}, [*TRAIN, "tiny.txt", "--time-budget", "soon"], "cannot read 'soon' as a duration"),
+    ("--val-frac 0", {}, [*TRAIN, "tiny.txt", "--val-frac", "0"], "--val-frac must be between 0 and 1"),
+    ("--epochs 0", {}, [*TRAIN, "tiny.txt", "--epochs", "0"], "--epochs must be a positive number"),
+    ("--eval-every 0", {}, [*TRAIN, "tiny.txt", "--eval-every", "0"], "--eval-every must be at least 1"),
+    ("--warmup -1", {}, [*TRAIN, "tiny.txt", "--warmup", "-1"], "--warmup must be >= 0"),
+    ("--grad-clip -1", {}, [*TRAIN, "tiny.txt", "--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    ("--hidden 0", {}, [*TRAIN, "tiny.txt", "--hidden", "0"], "--hidden must be at least 1"),
+    ("--layers 0", {}, [*TRAIN, "tiny.txt", "--layers", "0"], "--layers must be at least 1"),
+    ("--patience 0", {}, [*TRAIN, "tiny.txt", "--patience", "0"], "--patience must be at least 1"),
+    ("--save-every 0", {}, [*TRAIN, "tiny.txt", "--save-every", "0"], "--save-every must be at least 1"),
+    ("--weight-decay -1", {}, [*TRAIN, "tiny.txt", "--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    ("--optimizer nope", {}, [*TRAIN, "tiny.txt", "--optimizer", "nope"], "Invalid value for '--optimizer'"),
+    ("--encoding nope", {}, [*TRAIN, "tiny.txt", "--encoding", "nope"], "unknown --encoding 'nope'"),
+    ("--init-from a text file", {"afile": "x"}, [*TRAIN, "tiny.txt", "--init-from", "afile"], "not a checkpoint"),
+    # the other commands
+    ("abc check of a missing file", {}, ["abc", "check", "nope.abc"], "ABC file not found: nope.abc"),
+    ("abc check of a binary file", {"b.abc": b"\xff\xfe"}, ["abc", "check", "b.abc"], "is not UTF-8"),
+    (
+        "abc check --max-misfit-share 1.5",
+        {"t.abc": "X:1\n"},
+        ["abc", "check", "t.abc", "--max-misfit-share", "1.5"],
+        "--max-misfit-share in [0, 1]",
+    ),
+    ("corpus get of an unknown name", {}, ["corpus", "get", "nope"], "unknown corpus 'nope'"),
+]
+
+
 @pytest.mark.parametrize("case, files, args, says", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_one_line(cli, tiny_corpus, checkpoint, case, files, args, says):
     for name, content in files.items():
-        _write(name, content)
+        _write(name, content(checkpoint) if callable(content) else content)
     before = {p for p in Path().rglob("*") if ".cache" not in p.parts}
     result = cli(*[a.replace(CKPT, str(checkpoint)) for a in args])
     assert result.exit_code not in (0, None)

@@ -10,17 +10,13 @@ from pathlib import Path
 import pytest
 from conftest import TINY_TEXT
 from fuzzing import FUZZ, check_one_line, fast_cli  # noqa: F401 (fast_cli: autouse)
+from fuzzing import signed_checkpoint as signed
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import app
-
-try:  # the container's checksum, to sign crafted metadata
-    from charrnn.checkpoint_file import _checksum
-except ImportError:
-    from charrnn.checkpoint import _checksum
 
 
 def invoke(*args) -> object:
@@ -41,16 +37,6 @@ def real(tiny_run) -> Real:
     path = tiny_run / "best.safetensors"
     tensors, meta = load_checkpoint(path)
     return Real((path.read_bytes(), tensors, meta))
-
-
-def signed(tensors: dict, meta_json: str, header_meta: dict | None = None) -> bytes:
-    """A checkpoint whose checksum matches its (crafted) metadata: it gets past the integrity
-    check, so what is tested is how the content itself is read."""
-    from safetensors.torch import save
-
-    header = {"format": "charrnn-checkpoint", "format_version": "1", "charrnn": meta_json}
-    header["sha256"] = _checksum(tensors, meta_json)
-    return save(tensors, metadata={**header, **(header_meta or {})})
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
