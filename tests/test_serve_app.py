@@ -270,3 +270,30 @@ def test_the_page_escapes_what_it_shows_and_loads_only_its_own_scripts(tmp_path,
         assert 'src="http' not in page.text and "//cdn" not in page.text
         assert c.get("/static/vendor/abcjs/abcjs-basic-min.js").status_code == 200
         assert c.get("/static/app.js").status_code == 200
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_the_command_refuses_what_it_cannot_serve_in_one_line(cli, served):
+    import socket
+
+    from charrnn.serve.server import is_loopback
+
+    out = cli("serve", served / "missing")
+    assert out.exit_code == 2 and "nothing to serve at" in out.stderr and "Traceback" not in out.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        out = cli("serve", served, "--port", taken.getsockname()[1])
+    assert out.exit_code == 2 and "cannot listen on 127.0.0.1" in out.stderr
+    out = cli("serve", served, "--workers", "0")
+    assert out.exit_code == 2 and "--workers must be between 1 and 256" in out.stderr
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "192.168.1.5", "example.org")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]

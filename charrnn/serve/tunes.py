@@ -10,11 +10,9 @@ from __future__ import annotations
 import io
 import math
 import re
-import tempfile
 import threading
 import wave
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -37,17 +35,16 @@ def tune_verdict(tune: str) -> dict:
 
 
 def midi_bytes(tune: str) -> bytes:
-    """The tune's MIDI file, written as `charrnn abc check --midi` writes it; BadRequest (422) when
-    the checker finds the tune unplayable."""
-    from ..abc_check import check_tune
+    """The tune's MIDI file, as `charrnn abc check --midi` writes it (for any tune music21 reads that
+    has notes); BadRequest (422) when there is none, saying why."""
+    from ..abc_check import check_tune_midi
 
-    with tempfile.TemporaryDirectory(prefix="charrnn-midi-") as tmp, _MUSIC21:
-        path = Path(tmp) / "tune.mid"
-        result = check_tune(tune, midi_path=path)
-        if not result.midi:
-            problem = "; ".join(result.problems()) or "the checker did not accept it"
-            raise Unplayable(f"no MIDI file for this tune: {problem}")
-        return path.read_bytes()
+    with _MUSIC21:
+        result, midi = check_tune_midi(tune)
+    if midi is None:
+        problem = "; ".join(result.problems()) or "music21 could not render it"
+        raise Unplayable(f"no MIDI file for this tune: {problem}")
+    return midi
 
 
 class Unplayable(BadRequest):
