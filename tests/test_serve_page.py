@@ -145,7 +145,7 @@ def generate_tune(page: Page, prime: str, length: int, seed: int = 1) -> None:
     page.wait("!document.querySelector('.tune .verdict').textContent.startsWith('checking')", "the verdict", 120)
 
 
-def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path):
+def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path, request):
     with LiveServer(abc_run) as server:
         page = Page(chromium, server.url)
         try:
@@ -165,7 +165,8 @@ def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path):
             assert "characters in" in page.js("document.querySelector('.sample .figures').textContent")
             page.screenshot(tmp_path / "serve.png")
             if os.environ.get("CHARRNN_SERVE_SCREENSHOT"):  # how docs/serve.png is refreshed
-                shutil.copy(tmp_path / "serve.png", os.environ["CHARRNN_SERVE_SCREENSHOT"])
+                target = request.config.invocation_params.dir / os.environ["CHARRNN_SERVE_SCREENSHOT"]
+                shutil.copy(tmp_path / "serve.png", target)
             # Stop: a million characters asked for, cancelled after the first ones arrive.
             page.js("$('prime').value = ''; $('length').value = 1000000; $('generate').click(); true")
             page.wait(
