@@ -113,3 +113,27 @@ def test_eight_at_once_a_bounded_queue_and_a_client_that_leaves(server):
             assert all(results)
 
     asyncio.run(scenario())
+
+
+def test_a_generation_nobody_reads_gives_its_place_back_when_cancelled():
+    """A client gone before the first event: the response cancels the generation it never read."""
+    import itertools
+
+    from charrnn.serve.generation import Busy, WorkerPool
+
+    pool = WorkerPool(workers=1, queue=0)
+
+    async def scenario():
+        pool.reserve()
+        with pytest.raises(Busy):
+            pool.reserve()
+        generation = pool.start(lambda: itertools.repeat("x"))  # endless
+        await asyncio.sleep(0.05)
+        generation.cancel()
+        deadline = time.monotonic() + 10
+        while pool.taken and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert pool.taken == 0
+    pool.shutdown()

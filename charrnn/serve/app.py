@@ -27,6 +27,7 @@ from .generation import (
     BadRequest,
     Busy,
     GenerateRequest,
+    Generation,
     Limits,
     WorkerPool,
     check_fields,
@@ -53,13 +54,21 @@ def event(data: dict[str, Any], name: str | None = None) -> str:
 
 
 class EventStream(StreamingResponse):
+    """An event stream that stops its generation however the response ends (done, or the client gone,
+    even before the first event)."""
+
     media_type = "text/event-stream"
+
+    def __init__(self, content, generation: Generation, **kwargs):
+        super().__init__(content, **kwargs)
+        self.generation = generation
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()  # a client gone mid-stream: the worker stops after one step
+            self.generation.cancel()  # the worker stops after its current step
+            await self.body_iterator.aclose()
 
 
 def error(message: str, status: int) -> JSONResponse:
@@ -130,7 +139,10 @@ async def generate(request: Request) -> Response:
     except BaseException:
         pool.release()
         raise
-    return EventStream(_events(pool, loaded, req), headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
+    seed = req.seed if req.seed is not None else random.randrange(2**31)
+    generation = pool.start(lambda: sample_pieces(loaded, req, seed))
+    headers = {"Cache-Control": "no-store", **SECURITY_HEADERS}
+    return EventStream(_events(generation, req, seed), generation, headers=headers)
 
 
 async def _reserve_and_load(request: Request, name: str):
@@ -144,9 +156,8 @@ async def _reserve_and_load(request: Request, name: str):
         raise
 
 
-async def _events(pool: WorkerPool, loaded, req: GenerateRequest):
-    seed = req.seed if req.seed is not None else random.randrange(2**31)
-    async for kind, value in pool.stream(lambda: sample_pieces(loaded, req, seed)):
+async def _events(generation: Generation, req: GenerateRequest, seed: int):
+    async for kind, value in generation.events():
         if kind == "text":
             yield event({"text": value})
         elif kind == "done":

@@ -181,55 +181,72 @@ class WorkerPool:
         finally:
             self.release()
 
-    async def stream(self, pieces: Callable[[], Iterator[str]]) -> AsyncIterator[tuple[str, Any]]:
-        """("text", piece) events as the worker produces them, then ("done", figures) or ("error", message).
-        Leaving the loop early (a client gone) stops the worker after its current piece."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
+    def start(self, pieces: Callable[[], Iterator[str]]) -> Generation:
+        """Hand `pieces` (its place already reserved) to a worker now; the place is given back when
+        it ends, whether or not anyone ever reads its events."""
+        generation = Generation(asyncio.get_running_loop())
+        self._executor.submit(generation.run, pieces, self.release)
+        return generation
 
-        def send(kind: str, value: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
-            except RuntimeError:  # the event loop has closed: nobody is listening any more
-                cancel.set()
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
-        def work() -> None:
-            try:
-                if cancel.is_set():  # the client left while this request waited for a worker
+
+class Generation:
+    """One generation on a worker thread: its events for the event loop, and a way to stop it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop after the current piece (or before starting, if it still waits for a worker)."""
+        self._cancelled.set()
+
+    def _send(self, kind: str, value: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            self._cancelled.set()
+
+    def run(self, pieces: Callable[[], Iterator[str]], release: Callable[[], None]) -> None:
+        """The worker's side: sample, sending text at most every FLUSH_SECONDS, then the figures."""
+        try:
+            if self._cancelled.is_set():  # the client left while this request waited for a worker
+                return
+            started, produced, last_sent = time.perf_counter(), 0, 0.0
+            pending: list[str] = []
+            for piece in pieces():
+                pending.append(piece)
+                produced += len(piece)
+                if self._cancelled.is_set():
                     return
-                started, produced, last_sent = time.perf_counter(), 0, 0.0
-                pending: list[str] = []
-                for piece in pieces():
-                    pending.append(piece)
-                    produced += len(piece)
-                    if cancel.is_set():
-                        return
-                    # At most one event per FLUSH_SECONDS: a reader sees no difference, and the loop
-                    # thread (and the client) wake 50 times a second, not once per character.
-                    now = time.perf_counter()
-                    if now - last_sent >= FLUSH_SECONDS:
-                        send("text", "".join(pending))
-                        pending.clear()
-                        last_sent = now
-                if pending:
-                    send("text", "".join(pending))
-                send("done", {"characters": produced, "seconds": time.perf_counter() - started})
-            except CharRNNError as exc:
-                send("error", str(exc))
-            except Exception as exc:  # a bug; the stream says so instead of ending without a word
-                send("error", f"generation failed: {type(exc).__name__}: {exc}")
-            finally:
-                self.release()
+                # At most one event per FLUSH_SECONDS: a reader sees no difference, and the loop
+                # thread (and the client) wake 50 times a second, not once per character.
+                now = time.perf_counter()
+                if now - last_sent >= FLUSH_SECONDS:
+                    self._send("text", "".join(pending))
+                    pending.clear()
+                    last_sent = now
+            if pending:
+                self._send("text", "".join(pending))
+            self._send("done", {"characters": produced, "seconds": time.perf_counter() - started})
+        except CharRNNError as exc:
+            self._send("error", str(exc))
+        except Exception as exc:  # a bug; the stream says so instead of ending without a word
+            self._send("error", f"generation failed: {type(exc).__name__}: {exc}")
+        finally:
+            release()
 
-        self._executor.submit(work)
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """("text", piece)... then ("done", figures) or ("error", message). Leaving early cancels."""
         try:
             while True:
-                kind, value = await events.get()
-                # Text that piled up while the loop was busy goes out as one event: fewer, larger writes
-                # keep a slow client or a busy server from falling behind the sampler.
-                while kind == "text" and not events.empty():
-                    more_kind, more = events.get_nowait()
+                kind, value = await self._events.get()
+                # Text that piled up while the loop was busy goes out as one event.
+                while kind == "text" and not self._events.empty():
+                    more_kind, more = self._events.get_nowait()
                     if more_kind != "text":
                         yield kind, value
                         kind, value = more_kind, more
@@ -239,7 +256,4 @@ class WorkerPool:
                 if kind != "text":
                     return
         finally:
-            cancel.set()
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            self.cancel()

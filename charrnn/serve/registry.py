@@ -122,6 +122,8 @@ class ModelRegistry:
         except (OSError, CharRNNError) as exc:
             return {"error": str(exc)}
         if key not in self._info:
+            if len(self._info) > 10_000:  # files rewritten over a long uptime: forget the old ones
+                self._info.clear()
             self._info[key] = _header_info(path)
         return self._info[key]
 
