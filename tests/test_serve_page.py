@@ -1,6 +1,7 @@
 """`charrnn serve`'s page in a real browser (headless Chromium, driven over the DevTools protocol):
 it lists the models, streams a generation, draws a finished tune as SVG with the checker's verdict,
-and Stop cancels. Skipped where Chromium is absent."""
+plays it with sounds from the server, colours the sample by surprise, and Stop cancels. Skipped
+where Chromium is absent."""
 
 from __future__ import annotations
 
@@ -162,6 +163,21 @@ def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path, re
                 assert verdict.startswith("valid tune"), verdict
             except ImportError:
                 assert "checker unavailable" in verdict
+            assert "characters in" in page.js("document.querySelector('.sample .figures').textContent")
+            # Play: abcjs's synth fetches its note sounds from this server (nothing from the web).
+            from charrnn.serve.tunes import wav_note
+
+            wav_note.cache_clear()
+            page.js("document.querySelector('.tune button').click(); true")
+            deadline = time.monotonic() + 30
+            while wav_note.cache_info().currsize == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert wav_note.cache_info().currsize > 0
+            page.wait("document.querySelector('.tune button').textContent === 'Stop'", "playing")
+            # Surprise colouring of the sample: one shaded span per character.
+            page.js("document.querySelector('.sample .colour').click(); true")
+            page.wait("document.querySelectorAll('.sample pre.text span').length > 50", "the surprise colours")
+            assert "bits/char" in page.js("document.querySelector('.sample .note').textContent")
             assert "characters in" in page.js("document.querySelector('.sample .figures').textContent")
             page.screenshot(tmp_path / "serve.png")
             if os.environ.get("CHARRNN_SERVE_SCREENSHOT"):  # how docs/serve.png is refreshed

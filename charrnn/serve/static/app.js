@@ -89,7 +89,7 @@ function newSample(body) {
   node.querySelector(".download").addEventListener("click", () =>
     download(new Blob([sample.text], { type: "text/plain" }), sample.abc ? "sample.abc" : "sample.txt"));
   node.querySelector(".colour").addEventListener("click", () =>
-    colourBySurprise(sample.model, sample.text.slice(0, CONFIG.maxText), node.querySelector("pre.text"), node.querySelector(".figures")));
+    colourBySurprise(sample.model, sample.text.slice(0, CONFIG.maxText), node.querySelector("pre.text"), node.querySelector(".note")));
   return sample;
 }
 
