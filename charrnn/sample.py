@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import torch
 
 from .errors import ConfigError
-from .model import FastStepper, Hidden, RNNLanguageModel
+from .model import FastStepper, HiddenState, RNNLanguageModel
 from .tokenizers import Tokenizer, show_chars
 
 
@@ -102,7 +102,7 @@ def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, 
         yield prime
     device = model.head.weight.device
     context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)  # (1, T)
-    logits, hidden = model(context)  # prime through the fused module
+    logits, state = model(context)  # prime through the fused module
     logits = logits[:, -1]  # (1, V)
     stepper = FastStepper(model) if fast else None
     decoder = tokenizer.stream_decoder()
@@ -125,17 +125,17 @@ def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, 
             yield piece
         if produced >= length:
             break
-        logits, hidden = _advance(model, stepper, token, hidden)
+        logits, state = _advance(model, stepper, token, state)
     rest = decoder.flush()[: length - produced]
     if rest:
         yield rest
 
 
-def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, hidden: Hidden):
+def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, state: HiddenState):
     if stepper is not None:
-        return stepper.step(token, hidden)
-    logits, hidden = model(token[:, None], hidden)
-    return logits[:, -1], hidden
+        return stepper.step(token, state)
+    logits, state = model(token[:, None], state)
+    return logits[:, -1], state
 
 
 # Why generate_documents dropped a document (for its `on_drop`).

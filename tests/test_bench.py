@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
@@ -57,7 +56,7 @@ def one_thread():
 
 def _model(cell: str, vocab: int = 23, layers: int = 2) -> RNNLanguageModel:
     torch.manual_seed(3)
-    model = RNNLanguageModel(cell, vocab_size=vocab, embed_size=6, hidden_size=20, num_layers=layers)
+    model = RNNLanguageModel(cell, vocab_size=vocab, embed_size=6, hidden_size=20, num_layers=layers, dropout=0.0)
     with torch.no_grad():  # larger weights than the initialisation: sharper, more varied logits
         for p in model.parameters():  # (not for the ReLU RNN, whose state would blow up)
             p.mul_(1.0 if cell == "rnn-relu" else 3.0)
@@ -75,7 +74,7 @@ def test_fast_stepper_draws_the_same_tokens_as_the_module(cell, streams, tempera
     for name in ("fast", "plain"):
         gen = torch.Generator().manual_seed(11)
         token = torch.arange(streams) % model.vocab_size  # (B,)
-        hidden = stepper.init_hidden(streams) if name == "fast" else model.init_hidden(streams)
+        hidden = stepper.init_state(streams) if name == "fast" else model.init_state(streams)
         tokens = []
         for _ in range(40):
             if name == "fast":
@@ -149,7 +148,7 @@ def test_char_encode_full_byte_vocabulary_uses_uint8_ids():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_stepper_weight_bytes_counts_what_a_step_reads(cell):
-    model = RNNLanguageModel(cell, vocab_size=10, embed_size=4, hidden_size=8, num_layers=2)
+    model = RNNLanguageModel(cell, vocab_size=10, embed_size=4, hidden_size=8, num_layers=2, dropout=0.0)
     gates = 4 if cell == "lstm" else 3
     expected = (8 * gates * 8 + 16 * gates * 8 + 8 * 10) * 4  # w_hh0, layer 2 [x, h], head; fp32
     assert bench_mod.stepper_weight_bytes(FastStepper(model)) == expected
@@ -202,7 +201,7 @@ def test_few_streams_step_on_one_thread_and_restore_the_count(monkeypatch):
     inner = stepper._step
     monkeypatch.setattr(stepper, "_step", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
     for streams in (1, 4, 5):
-        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_hidden(streams))
+        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_state(streams))
     assert seen == [1, 1, 2] and torch.get_num_threads() == 2
 
 
@@ -260,82 +259,3 @@ def test_cli_bench_prints_tables(cli, monkeypatch):
     assert "--precision auto picks" in result.stdout
     assert "reference" in result.stdout and "limit" in result.stdout
     assert "Data path" not in result.stdout and "Quality" not in result.stdout
-
-
-# ----------------------------------------------------------------------------- CUDA paths
-
-
-def _tiny_trainer(tmp_path, device: str = "cpu", eval_every: int = 200):
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.train import Trainer
-
-    data = bench_mod._synthetic_tokens(5000)
-    model_cfg = ModelConfig(vocab_size=bench_mod.VOCAB, embed_size=8, hidden_size=16, num_layers=1)
-    train_cfg = TrainConfig(seq_len=8, batch_size=4, device=device, precision="fp32", eval_every=eval_every)
-    return Trainer(data, model_cfg, train_cfg, tmp_path / "run")
-
-
-def test_deferred_loss_check_reads_back_in_blocks_and_names_the_bad_step(tmp_path):
-    from charrnn.errors import TrainingDiverged
-    from charrnn.train import LOSS_SYNC_EVERY
-
-    trainer = _tiny_trainer(tmp_path, eval_every=1000)
-    assert trainer._loss_without_sync(torch.tensor(2.0)) == 2.0  # a session's first step reads back at once
-    trainer.step = 1
-    for i in range(LOSS_SYNC_EVERY - 1):  # queued: the last block's mean is shown meanwhile
-        assert trainer._loss_without_sync(torch.tensor(1.0 + i)) == 2.0
-        trainer.step += 1
-    shown = trainer._loss_without_sync(torch.tensor(100.0))
-    assert shown == pytest.approx((sum(1.0 + i for i in range(LOSS_SYNC_EVERY - 1)) + 100.0) / LOSS_SYNC_EVERY)
-    trainer.step += 1
-    trainer._loss_without_sync(torch.tensor(1.0))
-    trainer.step += 1
-    bad_step = trainer.step + 1
-    trainer._loss_without_sync(torch.tensor(float("nan")))
-    trainer.step += 1
-    with pytest.raises(TrainingDiverged, match=f"at step {bad_step}:"):
-        for _ in range(LOSS_SYNC_EVERY):
-            trainer._loss_without_sync(torch.tensor(1.0))
-            trainer.step += 1
-
-
-def test_deferred_loss_check_reads_back_before_an_evaluation(tmp_path):
-    from charrnn.errors import TrainingDiverged
-
-    trainer = _tiny_trainer(tmp_path, eval_every=5)
-    trainer._loss_without_sync(torch.tensor(1.0))
-    trainer.step = 3
-    trainer._loss_without_sync(torch.tensor(float("inf")))  # step 4: queued
-    trainer.step = 4
-    with pytest.raises(TrainingDiverged, match="at step 4:"):
-        trainer._loss_without_sync(torch.tensor(1.0))  # step 5 evaluates: read back first
-
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@needs_cuda
-def test_cuda_windows_are_pinned_and_the_first_loss_matches_cpu(tmp_path):
-    first = {}
-    for device in ("cpu", "cuda"):
-        trainer = _tiny_trainer(tmp_path / device, device=device)
-        assert trainer.batcher.pin_memory == (device == "cuda")
-        x, y = trainer.batcher.window(0)
-        assert x.is_pinned() == y.is_pinned() == (device == "cuda")
-        first[device] = trainer.train_step(x.to(trainer.device, non_blocking=True), y.to(trainer.device))
-        for i in range(1, 5):
-            trainer.train_step(*(t.to(trainer.device, non_blocking=True) for t in trainer.batcher.window(i)))
-        assert math.isfinite(trainer._shown_loss if device == "cuda" else first[device])
-    assert first["cuda"] == pytest.approx(first["cpu"], rel=1e-4)
-
-
-@needs_cuda
-def test_cuda_training_stops_on_a_nan_loss(tmp_path):
-    from charrnn.errors import TrainingDiverged
-
-    trainer = _tiny_trainer(tmp_path, device="cuda", eval_every=4)
-    with torch.no_grad():
-        trainer.model.head.bias.fill_(float("nan"))
-    x, y = trainer.batcher.window(0)
-    with pytest.raises(TrainingDiverged, match="at step 1:"):
-        trainer.train_step(x.cuda(), y.cuda())

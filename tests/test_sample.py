@@ -16,7 +16,9 @@ TOKENIZER = CharTokenizer(sorted(set("abcdefgh \n")))
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return RNNLanguageModel("lstm", vocab_size=TOKENIZER.vocab_size, embed_size=4, hidden_size=16, num_layers=2).eval()
+    return RNNLanguageModel(
+        "lstm", vocab_size=TOKENIZER.vocab_size, embed_size=4, hidden_size=16, num_layers=2, dropout=0.0
+    ).eval()
 
 
 def text(model, **kw):

@@ -142,7 +142,7 @@ def test_fitted_on_the_training_split_only():
 def test_generate_counts_characters_and_repeats_with_a_seed(kind):
     tok = fitted(kind)
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)
+    model = RNNLanguageModel("lstm", vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1, dropout=0.0)
 
     def run(seed, **kw):
         return "".join(generate(model, tok, temperature=1.0, generator=torch.Generator().manual_seed(seed), **kw))
@@ -179,7 +179,7 @@ def test_cli_trains_bpe_and_samples_exactly_n_characters(cli, tiny_corpus):
 def test_a_stop_string_inside_the_prime_does_not_end_the_sample(kind):
     tok = CharTokenizer.fit(SMALL_TEXT) if kind == "char" else fitted(kind)
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)
+    model = RNNLanguageModel("lstm", vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1, dropout=0.0)
     gen = torch.Generator().manual_seed(3)
     text = "".join(generate(model, tok, length=30, prime="All:", stop=":", temperature=1.0, generator=gen))
     assert text.startswith("All:") and len(text) > len("All:")

@@ -95,7 +95,7 @@ def _options(
 
 
 # Each module registers its commands on `app` (or a sub-app) when imported.
-from . import bench, corpus, export, inspect, music, sample, serve, train  # noqa: E402,F401
+from . import bench, corpus, evaluate, export, inspection, music, sample, serve, train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import typer
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
+from ..reporting import Reporter
 from . import app, hms, stderr
 from .choices import EXCLUDE, INCLUDE, Device, Precision
 
@@ -164,9 +165,9 @@ def train(
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
-    reporter: Any = _TrainReporter(quiet=not dist.is_main)
+    reporter: Reporter = _TrainReporter(quiet=not dist.is_main)
     if tensorboard is not None and dist.is_main:
-        from ..plot import TensorBoardReporter
+        from ..reporting import TensorBoardReporter
 
         reporter = TensorBoardReporter(reporter, tensorboard)
     try:
@@ -228,7 +229,7 @@ def _write_plot(run_dir: Path) -> None:
         stderr.print(f"note: no plot written ({exc})", markup=False)
 
 
-class _TrainReporter:
+class _TrainReporter(Reporter):
     """Rich progress bar on a terminal, plain lines otherwise (logs, CI, pipes)."""
 
     def __init__(self, quiet: bool = False):
