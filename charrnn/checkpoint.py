@@ -32,7 +32,8 @@ from .checkpoint_file import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolv
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
-from .tokenizers import Tokenizer, tokenizer_from_state
+from .tokenizer_factory import tokenizer_from_state
+from .tokenizers import Tokenizer
 
 __all__ = [
     "BEST",

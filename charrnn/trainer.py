@@ -227,10 +227,11 @@ class Trainer:
             self._show_sample()
 
     def _show_sample(self) -> None:
+        from .config import SampleConfig
         from .sample import generate  # only needed for --sample-every
 
         gen = torch.Generator().manual_seed(self.cfg.seed + self.state.step)
-        text = "".join(generate(self.model, self.data.tokenizer, length=200, temperature=0.8, generator=gen))
+        text = "".join(generate(self.model, self.data.tokenizer, SampleConfig(length=200), generator=gen))
         append_sample(self.run_dir, self.state.step, self.state.last_val_bpc, text)
         self.reporter.on_sample(self.state.step, text)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,10 +27,9 @@ import torch
 
 from .checkpoint import LoadedModel
 from .errors import ConfigError, CorpusError
-from .evaluation import start_context
+from .evaluation import LN2, start_context
 from .model import FastStepper
 
-LN2 = math.log(2.0)
 TOP_GUESSES = 5
 PROPOSALS_PER_FEATURE = 2
 STRUCTURAL = ("inside double quotes", "inside brackets", "position in the line")

@@ -16,6 +16,7 @@ from conftest import needs_native_bf16
 from charrnn import bench as bench_mod
 from charrnn import tokenizers
 from charrnn.bench import BenchPlan
+from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError
 from charrnn.model import FastStepper, RNNLanguageModel
 from charrnn.runtime import cpu_has_fast_bf16
@@ -101,10 +102,7 @@ def test_generate_fast_equals_plain_text(cell, temperature, top_k, top_p):
             generate(
                 model,
                 tok,
-                length=120,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
+                SampleConfig(length=120, temperature=temperature, top_k=top_k, top_p=top_p),
                 prime="abc",
                 generator=torch.Generator().manual_seed(5),
                 fast=fast,

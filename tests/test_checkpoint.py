@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_TEXT, TINY_TRAIN
 
 from charrnn.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.data import CorpusBytes
 from charrnn.errors import CheckpointError
 from charrnn.sample import generate
@@ -26,7 +26,8 @@ OLD_RUN = Path(__file__).parent / "fixtures" / "run-v1"
 
 def test_a_checkpoint_written_before_the_layout_moved_still_samples():
     loaded = load_model(OLD_RUN / "best.safetensors")
-    text = "".join(generate(loaded.model, loaded.tokenizer, length=40, generator=torch.Generator().manual_seed(3)))
+    cfg = SampleConfig(length=40)
+    text = "".join(generate(loaded.model, loaded.tokenizer, cfg, generator=torch.Generator().manual_seed(3)))
     assert text == "ytfBllaCrics,yhzepmAaS\n.lnssinkelmBdc:sl"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from charrnn.config import SampleConfig
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import check_prime, choose_next, generate
@@ -21,8 +22,9 @@ def model():
     ).eval()
 
 
-def text(model, **kw):
-    return "".join(generate(model, TOKENIZER, **{"length": 60, **kw}))
+def text(model, prime="", generator=None, fast=True, **settings):
+    cfg = SampleConfig(**{"length": 60, **settings})
+    return "".join(generate(model, TOKENIZER, cfg, prime=prime, generator=generator, fast=fast))
 
 
 def test_same_seed_same_text_other_seed_other_text(model):

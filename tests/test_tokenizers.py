@@ -9,13 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.tokenizers import (
-    CharTokenizer,
-    Utf8StreamDecoder,
-    fit_tokenizer,
-    smallest_uint_dtype,
-    tokenizer_from_state,
-)
+from charrnn.tokenizer_factory import fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizers import CharTokenizer, Utf8StreamDecoder, smallest_uint_dtype
 
 VOCAB = sorted(set(TINY_TEXT + "\u00e9\U0001f600\t"))
 CHAR = CharTokenizer(VOCAB)

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import app, stderr, stdout
-from .choices import Device
+from ..config import TrainConfig
+from .application import app, stderr, stdout
+from .options import choices
+
+Device = choices(TrainConfig, "device", "Device")
 
 if TYPE_CHECKING:
     from ..bench import BenchReport
@@ -27,7 +30,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller measurements: about a minute.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
     only: Annotated[Optional[list[Section]], typer.Option("--only", help="Run only this section (repeatable).")] = None,
-    device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device("auto"),
 ) -> None:
     """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
     from ..bench import BenchPlan, run_bench

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from . import app, stderr
-from .choices import EXCLUDE, INCLUDE, Device
+from ..config import EVAL_PRECISIONS, TrainConfig
+from .application import app, stderr
+from .options import EXCLUDE, INCLUDE, choices, enum_of
 
-
-class EvalPrecision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+Device = choices(TrainConfig, "device", "Device")
+EvalPrecision = enum_of("EvalPrecision", EVAL_PRECISIONS)
 
 
 @app.command("eval")
@@ -30,7 +27,7 @@ def eval_command(
         typer.Option("--val", help="Score only the validation part of each file, split as training split it."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device("auto"),
     precision: Annotated[
         Optional[EvalPrecision],
         typer.Option(

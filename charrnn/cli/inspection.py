@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app, hms, stderr
+from .application import app, hms, stderr
 
 CheckpointArg = Annotated[
     Optional[Path],
