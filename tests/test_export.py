@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, train_tiny_run
 
 from charrnn.export import export_run
 from charrnn.export.onnx import onnx_bytes, tokenizer_json_text
@@ -23,24 +23,9 @@ from charrnn.export.runtime import OnnxSampler  # noqa: E402
 
 
 def trained_run(root: Path, cell: str = "lstm", tokenizer: str = "char", steps: int = 2) -> Path:
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import CorpusBytes
-    from charrnn.train import train
-
-    model = ModelConfig(cell=cell, embed_size=16, hidden_size=32, num_layers=2)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=steps, eval_every=steps, device="cpu", precision="fp32")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHARRNN_CACHE", str(root / ".cache"))
-        vocab = 320 if tokenizer != "char" else None
-        train(
-            CorpusBytes("tiny", "tiny", TINY_TEXT.encode()),
-            model,
-            cfg,
-            root / "run",
-            tokenizer_kind=tokenizer,
-            vocab_size=vocab,
-        )
-    return root / "run"
+    vocab = ["--vocab-size", "320"] if tokenizer != "char" else []
+    options = ["--model", cell, "--layers", "2", "--tokenizer", tokenizer, *vocab]
+    return train_tiny_run(root, *options, "--steps", str(steps), "--eval-every", str(steps))
 
 
 def louder(run: Path, factor: float = 3.0) -> Path:

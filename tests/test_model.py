@@ -7,6 +7,8 @@ import torch
 
 from charrnn.model import FastStepper, RNNLanguageModel, detach_state
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CELLS = ["lstm", "gru", "rnn", "rnn-relu"]
 
 
@@ -67,3 +69,14 @@ def test_fast_stepper_matches_fused_module(cell, layers):
             logits, hidden = stepper.step(tokens[:, t], hidden)
             steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, dim=1), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_few_streams_step_on_one_thread_and_restore_the_count(monkeypatch):
+    torch.set_num_threads(2)
+    seen = []
+    stepper = FastStepper(RNNLanguageModel("lstm", 23, 6, 20, 2, dropout=0.0).eval())
+    inner = stepper._step
+    monkeypatch.setattr(stepper, "_step", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    for streams in (1, 4, 5):
+        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_state(streams))
+    assert seen == [1, 1, 2] and torch.get_num_threads() == 2
