@@ -10,11 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .application import app, hms, stderr
-
-CheckpointArg = Annotated[
-    Optional[Path],
-    typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
-]
+from .options import CheckpointArg
 
 
 @app.command()

@@ -4,7 +4,8 @@ option's flag, default and help text: a command names the field, never repeats t
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -49,3 +50,9 @@ EXCLUDE = typer.Option(
     metavar="GLOB",
     help="In a directory, leave out files and folders whose path or name matches GLOB (repeatable).",
 )
+
+# A checkpoint argument that may be left out (sample, info, visualize).
+CheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
+]

@@ -12,7 +12,7 @@ import typer
 from ..config import SampleConfig
 from ..errors import CharRNNError
 from .application import app, stderr
-from .options import default, opt
+from .options import CheckpointArg, default, opt
 
 S = SampleConfig
 
@@ -21,10 +21,7 @@ S = SampleConfig
 
 @app.command()
 def sample(
-    checkpoint: Annotated[
-        Optional[Path],
-        typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
-    ] = None,
+    checkpoint: CheckpointArg = None,
     temperature: Annotated[float, opt(S, "temperature")] = default(S, "temperature"),
     top_k: Annotated[int, opt(S, "top_k")] = default(S, "top_k"),
     top_p: Annotated[float, opt(S, "top_p")] = default(S, "top_p"),
