@@ -93,14 +93,14 @@ def shakespeare(monkeypatch) -> Path:
     return found / "tinyshakespeare.txt"
 
 
-def train_tiny_run(root: Path, *options: str, text: str = TINY_TEXT) -> Path:
-    """The one way tests build a trained run: `charrnn train` on `text` (root/tiny.txt) into
+def train_tiny_run(root: Path, *options: str, text: str = TINY_TEXT, name: str = "tiny") -> Path:
+    """The one way tests build a trained run: `charrnn train` on `text` (root/<name>.txt) into
     root/run with the TINY_TRAIN model, 2 steps evaluated at 2, on the CPU in fp32; `options`
     add to or override those. Its token ids go to root/cache, not the user's ~/.cache; what the
     command printed on stderr is kept in root/train-stderr.txt."""
     from charrnn.cli import app
 
-    corpus = root / "tiny.txt"
+    corpus = root / f"{name}.txt"
     corpus.write_text(text, encoding="utf-8")
     args = ["train", str(corpus), *TINY_TRAIN, "--steps", "2", "--eval-every", "2", "--device", "cpu"]
     args += ["--precision", "fp32", "--out", str(root / "run"), *options]
