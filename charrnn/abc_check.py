@@ -26,9 +26,8 @@ from .abc_bars import bar_layout, declared_meters, measures_of, misfit_bars
 from .abc_midi import parse_abc, score_midi
 from .atomic import make_dirs, write_atomic
 from .errors import ConfigError, CorpusError
-from .music import require_music21, split_documents
+from .music import FIELD_LINE, require_music21, split_documents
 
-_HEADER = re.compile(r"^([A-Za-z]):[ \t]*(.*)$")
 _REASON_KINDS = {"bars that do not fit the meter": "bars do not fit the meter"}
 
 
@@ -133,7 +132,7 @@ def header_fields(tune: str) -> dict[str, str]:
     """The first value of each header field, read up to and including the K: line."""
     found: dict[str, str] = {}
     for line in tune.split("\n"):
-        m = _HEADER.match(line.strip())
+        m = FIELD_LINE.match(line.strip())
         if not m:
             if found:
                 break  # the body began without a K: line

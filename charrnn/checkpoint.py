@@ -1,197 +1,342 @@
-"""Checkpoint files: safetensors with JSON metadata, written atomically, checked on load.
+"""What a checkpoint holds: the one place that knows its tensor names and metadata keys.
 
-A checkpoint is one self-contained file: tensors (weights; for `last.safetensors` also the
-optimizer state, RNG states and the carried hidden state) plus metadata (model config,
-tokenizer, training config, step, validation loss, corpus name, format version). Loading
-never unpickles: the safetensors format holds raw tensor bytes and a JSON header only.
+The container (safetensors, checksum, atomic write) is checkpoint_file.py. Inside it:
 
-Integrity: a SHA-256 over the metadata and every tensor's bytes is stored in the header, so a
-bit flip anywhere, or a truncated file, is reported as such instead of loading garbage.
+    tensors   model.<name>          the network's weights
+              tokenizer.model      a SentencePiece model's bytes (subword vocabularies only)
+              optim.<pid>.<key>    optimiser state tensors                      } last.safetensors
+              rng.torch, rng.cuda  random generator states                      } only: what a
+              hidden.0, hidden.1   the carried state of every stream (h; c)     } resume needs
+    metadata  kind, charrnn_version, model, tokenizer, train, corpus, corpus_sha256, step, epoch,
+              elapsed, val_loss, val_bpc, best_val_loss, best_val_bpc, bad_evals, precision,
+              device_type, world_size, created; last.safetensors adds optimizer (param groups and
+              scalar state), scaler, train_loss_sum, train_loss_count.
+
+`encode_run` writes that layout from a run's parts, `RunCheckpoint` reads it back part by
+part, `load_model` builds a ready model from it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
-from .atomic import write_atomic
-from .errors import CheckpointError
+from . import __version__
+from .checkpoint_file import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
+from .tokenizer_factory import tokenizer_from_state
+from .tokenizers import Tokenizer
 
-FORMAT = "charrnn-checkpoint"
-FORMAT_VERSION = 1
-BEST, LAST = "best.safetensors", "last.safetensors"
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def _checksum(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
-    digest = hashlib.sha256(meta_json.encode("utf-8"))
-    for name in sorted(tensors):
-        t = tensors[name]
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(_tensor_bytes(t))
-    return digest.hexdigest()
-
-
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write atomically: temporary file in the same directory, fsync, rename over the target.
-
-    A crash at any moment leaves either the previous file or the new one, never half of one.
-    """
-    from safetensors.torch import save
-
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta_json = json.dumps(meta, sort_keys=True, allow_nan=False)
-    header = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "charrnn": meta_json,
-        "sha256": _checksum(tensors, meta_json),
-    }
-    payload = save(tensors, metadata=header)
-    try:
-        write_atomic(path, payload)
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint there is intact)"
-        ) from None
+__all__ = [
+    "BEST",
+    "FORMAT_VERSION",
+    "LAST",
+    "LoadedModel",
+    "ResumeParts",
+    "RunCheckpoint",
+    "RunState",
+    "checkpoint_info",
+    "encode_run",
+    "load_checkpoint",
+    "load_model",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors on CPU, metadata) of a charrnn checkpoint; CheckpointError for anything else."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+@dataclass
+class RunState:
+    """The counters of a run: where it is and how well it has done. Saved in every checkpoint."""
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    kind = _sniff(data)
-    if kind:
-        raise CheckpointError(f"{path} is {kind}, not a charrnn checkpoint (charrnn never unpickles files)")
-    header = _read_header(path, data)
-    meta_raw = header.get("__metadata__") or {}
-    if not isinstance(meta_raw, dict) or meta_raw.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a charrnn checkpoint (no charrnn metadata)")
-    try:
-        version = int(meta_raw.get("format_version", ""))
-    except (ValueError, TypeError):
-        raise CheckpointError(f"{path}: unreadable format version {meta_raw.get('format_version')!r}") from None
-    if version < 1:  # versions start at 1: anything lower is damage, not an old file
-        raise CheckpointError(f"{path} is corrupted: impossible format version {version}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses checkpoint format {version}, newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+    step: int = 0
+    elapsed: float = 0.0  # seconds, across resumed sessions
+    best_val_loss: float = math.inf
+    best_val_bpc: float = math.inf
+    last_val_loss: float = math.nan
+    last_val_bpc: float = math.nan
+    bad_evals: int = 0  # evaluations since the best one (--patience counts them)
+    train_loss_sum: float = 0.0  # since the last evaluation
+    train_loss_count: int = 0
+
+
+@dataclass
+class ResumeParts:
+    """What last.safetensors adds to the weights so that a run continues bit for bit."""
+
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    hidden_state: HiddenState | None  # every stream's, gathered from all processes
+    train_loss_sum: float  # the mean over processes
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a run is: the same in each of its checkpoints."""
+
+    model: ModelConfig
+    train: TrainConfig
+    corpus: str
+    corpus_sha256: str
+    precision: str
+    device_type: str
+    world_size: int
+
+
+def encode_run(
+    kind: str,
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    run: RunIdentity,
+    state: RunState,
+    epoch: float,
+    resume: ResumeParts | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of best.safetensors (`kind` "best": weights) or last.safetensors
+    ("last": with `resume`). Non-finite weights are refused: a diverged run never overwrites a checkpoint."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
+        raise TrainingDiverged(
+            f"weights became non-finite by step {state.step}: not saved; try a lower --lr or a --grad-clip"
         )
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is damaged: {exc}") from None
-    meta_json = meta_raw.get("charrnn", "")
-    if _checksum(tensors, meta_json) != meta_raw.get("sha256"):
-        raise CheckpointError(f"{path} is corrupted: checksum mismatch (a damaged or partly written file)")
-    try:
-        meta = json.loads(meta_json)
-    except (json.JSONDecodeError, RecursionError):
-        raise CheckpointError(f"{path} is corrupted: unreadable metadata") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path} is not a charrnn checkpoint: its metadata is not an object")
+    tok_state, blob = tokenizer.to_state()
+    if blob is not None:
+        tensors["tokenizer.model"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    meta = {
+        "kind": kind,
+        "charrnn_version": __version__,
+        "model": run.model.to_dict(),
+        "tokenizer": tok_state,
+        "train": run.train.to_dict(),
+        "corpus": run.corpus,
+        "corpus_sha256": run.corpus_sha256,
+        "step": state.step,
+        "epoch": epoch,
+        "elapsed": state.elapsed,
+        "val_loss": _json_float(state.best_val_loss if kind == "best" else state.last_val_loss),
+        "val_bpc": _json_float(state.best_val_bpc if kind == "best" else state.last_val_bpc),
+        "best_val_loss": _json_float(state.best_val_loss),
+        "best_val_bpc": _json_float(state.best_val_bpc),
+        "bad_evals": state.bad_evals,
+        "precision": run.precision,
+        "device_type": run.device_type,
+        "world_size": run.world_size,
+        "created": time.time(),
+    }
+    if resume is not None:
+        _encode_resume(resume, state, tensors, meta)
     return tensors, meta
 
 
-def _sniff(data: bytes) -> str | None:
-    if data[:2] == b"PK":
-        return "a zip archive (a torch.save file holds pickled code)"
-    if data[:1] == b"\x80" and len(data) > 1 and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a Python pickle"
-    return None
+def _encode_resume(
+    resume: ResumeParts, state: RunState, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    opt = resume.optimizer.state_dict()
+    scalars = {}
+    for pid, entry in opt["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    meta["optimizer"] = {"param_groups": opt["param_groups"], "scalars": scalars}
+    meta["scaler"] = resume.scaler.state_dict() if resume.scaler.is_enabled() else None
+    tensors["rng.torch"] = torch.get_rng_state()
+    if resume.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(resume.device)
+    if resume.hidden_state is not None:
+        for i, part in enumerate(state_tensors(resume.hidden_state)):
+            tensors[f"hidden.{i}"] = part
+    meta["train_loss_sum"] = resume.train_loss_sum
+    meta["train_loss_count"] = state.train_loss_count
 
 
-def _read_header(path: Path, data: bytes) -> dict[str, Any]:
-    if len(data) < 8:
-        raise CheckpointError(f"{path} is not a checkpoint: too short ({len(data)} bytes)")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > len(data) - 8:
-        if size < 100_000_000 and data[8:9] == b"{":
-            raise CheckpointError(f"{path} is truncated: the header promises more bytes than the file has")
-        raise CheckpointError(f"{path} is not a safetensors checkpoint (unrecognised content)")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # [[[[... nests past Python's stack
-        raise CheckpointError(f"{path} is not a safetensors checkpoint, or its header is damaged") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a safetensors checkpoint (header is not an object)")
-    try:
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (KeyError, IndexError, TypeError, ValueError):  # a damaged header can hold anything
-        raise CheckpointError(f"{path} is corrupted: its header does not describe tensors") from None
-    if ends and max(ends) > len(data) - 8 - size:
-        raise CheckpointError(f"{path} is truncated: tensor data ends early")
-    return header
+class RunCheckpoint:
+    """A checkpoint read back, decoded part by part. Content that does not describe a run
+    (a key missing, a value of the wrong type) is a CheckpointError naming the file."""
 
+    def __init__(self, path: Path, purpose: str = "a run"):
+        self.path = Path(path)
+        self.purpose = purpose  # what the content must describe, for the error message
+        self.tensors, self.meta = load_checkpoint(self.path)
 
-def resolve_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> Path:
-    """A checkpoint file; a run directory (its best, else its last); or, with no target,
-    the best checkpoint of the most recently written run under `root`."""
-    if target is None:
-        runs = [p for p in root.glob("*/") if (p / BEST).exists() or (p / LAST).exists()] if root.is_dir() else []
-        if not runs:
-            raise CheckpointError(f"no checkpoint found under ./{root}: train a model first (charrnn train CORPUS)")
-        target = max(runs, key=lambda p: max((p / n).stat().st_mtime for n in (BEST, LAST) if (p / n).exists()))
-    target = Path(target)
-    if target.is_dir():
-        for name in (BEST, LAST):
-            if (target / name).exists():
-                return target / name
-        raise CheckpointError(f"no checkpoint in {target} (expected {BEST} or {LAST})")
-    if not target.exists():
-        raise CheckpointError(f"checkpoint not found: {target}")
-    return target
+    @contextmanager
+    def _decoding(self) -> Iterator[None]:
+        try:
+            yield
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{self.path}: checkpoint content does not describe {self.purpose} ({exc!r})"
+            ) from None
 
+    def model_config(self) -> ModelConfig:
+        with self._decoding():
+            return ModelConfig.from_dict(self.meta["model"])
 
-def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors whose names start with `prefix`, with the prefix removed."""
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    def train_config(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """The run's training settings; `overrides` (the limits a resume may change) win."""
+        with self._decoding():
+            return TrainConfig.from_dict({**self.meta["train"], **(overrides or {})})
+
+    def tokenizer(self) -> Tokenizer:
+        blob = self.tensors.get("tokenizer.model")
+        with self._decoding():
+            return tokenizer_from_state(self.meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The network's state dict."""
+        return {k[len("model.") :]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    @property
+    def resumable(self) -> bool:
+        return "optimizer" in self.meta
+
+    @property
+    def world_size(self) -> int:
+        """How many processes wrote the run (each with train.batch_size streams)."""
+        return int(self.meta.get("world_size", 1))
+
+    def state(self) -> RunState:
+        meta = self.meta
+        with self._decoding():
+            return RunState(
+                step=int(meta["step"]),
+                elapsed=float(meta["elapsed"]),
+                best_val_loss=_from_json_float(meta.get("best_val_loss")),
+                best_val_bpc=_from_json_float(meta.get("best_val_bpc")),
+                last_val_bpc=_from_json_float(meta.get("val_bpc")),
+                bad_evals=int(meta.get("bad_evals", 0)),
+                train_loss_sum=float(meta.get("train_loss_sum", 0.0)),
+                train_loss_count=int(meta.get("train_loss_count", 0)),
+            )
+
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        if not self.resumable:
+            raise CheckpointError(
+                "this checkpoint holds weights only (a best.safetensors?); --resume needs last.safetensors"
+            )
+        state: dict[int, dict[str, Any]] = {}
+        with self._decoding():
+            for name, value in self.tensors.items():
+                if name.startswith("optim."):
+                    pid, key = name[len("optim.") :].split(".", 1)
+                    state.setdefault(int(pid), {})[key] = value
+            for name, value in self.meta["optimizer"].get("scalars", {}).items():
+                pid, key = name.split(".", 1)
+                state.setdefault(int(pid), {})[key] = value
+            optimizer.load_state_dict({"state": state, "param_groups": self.meta["optimizer"]["param_groups"]})
+        if self.meta.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(self.meta["scaler"])
+
+    def restore_rng(self, device: torch.device) -> None:
+        torch.set_rng_state(self.tensors["rng.torch"])
+        if "rng.cuda" in self.tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(self.tensors["rng.cuda"], device)
+
+    def hidden_state(self, cell: str) -> HiddenState | None:
+        """Every stream's carried state as saved (on the CPU), or None when none was saved."""
+        parts = [self.tensors[f"hidden.{i}"] for i in range(2) if f"hidden.{i}" in self.tensors]
+        return state_from_tensors(parts, cell) if parts else None
 
 
 class LoadedModel:
     """A model ready to sample or evaluate, with its tokenizer and the checkpoint's metadata."""
 
-    def __init__(self, path: Path, model, tokenizer, meta: dict[str, Any]):
+    def __init__(self, path: Path, model: RNNLanguageModel, tokenizer: Tokenizer, meta: dict[str, Any]):
         self.path, self.model, self.tokenizer, self.meta = path, model, tokenizer, meta
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the network and tokenizer a checkpoint describes; weights land on `device`
     (a GPU-trained checkpoint loads on a CPU with no conversion)."""
-    from .config import ModelConfig
-    from .errors import ConfigError
-    from .model import RNNLanguageModel
-    from .tokenizers import tokenizer_from_state
-
-    tensors, meta = load_checkpoint(path)
+    checkpoint = RunCheckpoint(path, purpose="a usable model")
+    tokenizer = checkpoint.tokenizer()
     try:
-        cfg = ModelConfig.from_dict(meta["model"])
-        blob = tensors.get("tokenizer.model")
-        tokenizer = tokenizer_from_state(meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+        cfg = checkpoint.model_config()
         if tokenizer.vocab_size != cfg.vocab_size:  # ids beyond either would index past the other
             raise ValueError(f"a vocabulary of {tokenizer.vocab_size} for a model of {cfg.vocab_size}")
         model = RNNLanguageModel(**cfg.to_dict())
-        model.load_state_dict(split_prefix(tensors, "model."))
-    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+        model.load_state_dict(checkpoint.weights())
+    except (RuntimeError, ValueError) as exc:  # ConfigError is a ValueError
         raise CheckpointError(f"{path}: checkpoint content does not describe a usable model ({exc})") from None
     model.to(device).eval()
-    return LoadedModel(Path(path), model, tokenizer, meta)
+    return LoadedModel(Path(path), model, tokenizer, checkpoint.meta)
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """What a checkpoint holds, from its header and tensors, without building the model."""
+    from safetensors import safe_open
+
+    tensors, meta = load_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception:  # load_checkpoint just read it; a race with a writer is all that is left
+        header = {}
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: no model description in the checkpoint")
+    tok = _object(meta.get("tokenizer"))
+    params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
+    train = _object(meta.get("train"))
+    version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
+    # Read from a file: a figure of the wrong type (or not finite) is shown as unknown.
+    return {
+        "path": str(path),
+        "kind": meta.get("kind"),
+        "architecture": {
+            "cell": model.get("cell"),
+            "layers": model.get("num_layers"),
+            "hidden": model.get("hidden_size"),
+            "embed": model.get("embed_size"),
+            "dropout": model.get("dropout"),
+        },
+        "parameters": params,
+        "tokenizer": tok.get("kind"),
+        "vocab_size": _count(model.get("vocab_size")),
+        "corpus": meta.get("corpus"),
+        "step": _count(meta.get("step")),
+        "epoch": _number(meta.get("epoch")),
+        "val_bpc": _number(meta.get("val_bpc")),
+        "best_val_bpc": _number(meta.get("best_val_bpc")),
+        "training_seconds": _number(meta.get("elapsed")),
+        "seq_len": train.get("seq_len"),
+        "batch_size": train.get("batch_size"),
+        "precision": meta.get("precision"),
+        "device_type": meta.get("device_type"),
+        "charrnn_version": meta.get("charrnn_version"),
+        "format_version": version,
+        "resumable": "optimizer" in meta,
+        "file_bytes": Path(path).stat().st_size,
+    }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok and abs(value) < 1e15 else None
+
+
+def _json_float(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _from_json_float(x: Any) -> float:
+    return math.inf if x is None else float(x)

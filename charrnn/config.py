@@ -1,7 +1,8 @@
 """Settings as frozen dataclasses, validated when they are made.
 
-Each field's docstring-style comment is the documentation the CLI help repeats. Values are
-checked in `__post_init__` so that a bad value fails before any work starts, with a
+They are the one source of each option's default, help text and flag: a field made with
+`option(...)` carries them, and the CLI declares its options from them (cli/options.py).
+Values are checked in `__post_init__` so that a bad value fails before any work starts, with a
 `ConfigError` whose message names the option as the user typed it.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
@@ -19,10 +20,22 @@ OPTIMIZERS = ("adamw", "rmsprop", "adagrad", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "bpe", "unigram")
+EVAL_PRECISIONS = ("fp32", "bf16", "fp16")
 
 # With no --steps, --epochs or --time-budget a run ends after this many passes over the
 # training text (or earlier, by --patience): about 10 minutes for a 1 MB corpus on a laptop.
 DEFAULT_MAX_EPOCHS = 10.0
+
+
+def option(default: Any, help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A settings field and the CLI option that sets it: `flag` (default: --field-name),
+    `help` as --help shows it, `choices` the values it takes."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+def option_field(cls: type, name: str) -> Field:
+    """The dataclass field `name` of `cls` (with its option metadata)."""
+    return next(f for f in fields(cls) if f.name == name)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -49,12 +62,13 @@ def _finite(value: float) -> bool:
 class ModelConfig:
     """Architecture of the network: embedding -> stacked RNN -> linear over the vocabulary."""
 
-    cell: str = "lstm"  # lstm | gru | rnn (tanh) | rnn-relu (ReLU, identity-initialised)
+    # lstm | gru | rnn (tanh) | rnn-relu (ReLU, identity-initialised)
+    cell: str = option("lstm", "Recurrent cell.", flag="--model", choices=CELLS)
     vocab_size: int = 0  # number of token ids; set from the tokenizer
-    embed_size: int = 64  # width of the token embedding
-    hidden_size: int = 512  # width of each recurrent layer
-    num_layers: int = 2  # stacked recurrent layers
-    dropout: float = 0.2  # between layers and before the output layer
+    embed_size: int = option(64, "Token embedding width.", flag="--embed")
+    hidden_size: int = option(512, "Units per recurrent layer.", flag="--hidden")
+    num_layers: int = option(2, "Stacked recurrent layers.", flag="--layers")
+    dropout: float = option(0.2, "Dropout between layers and before the output, in [0, 1).")
 
     def __post_init__(self) -> None:
         _require(self.cell in CELLS, f"--model must be one of {', '.join(CELLS)} (got {self.cell!r})")
@@ -81,24 +95,27 @@ class ModelConfig:
 class TrainConfig:
     """How a run trains: data windows, optimiser, schedule, limits and checkpoints."""
 
-    seq_len: int = 64  # characters (tokens) per window of truncated BPTT
-    batch_size: int = 32  # parallel contiguous streams of the training text
-    lr: float = 1e-2  # peak learning rate
-    optimizer: str = "adamw"
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
-    warmup_steps: int = 50  # linear warm-up before the cosine decay (adamw/rmsprop/sgd)
+    seq_len: int = option(64, "Tokens per truncated-BPTT window.")
+    batch_size: int = option(32, "Parallel contiguous streams.")
+    lr: float = option(1e-2, "Peak learning rate.")
+    optimizer: str = option("adamw", "Optimizer (warm-up then cosine decay for all).", choices=OPTIMIZERS)
+    weight_decay: float = option(0.1, "Decoupled weight decay on matrices.")
+    grad_clip: float = option(1.0, "Clip the global gradient norm; 0 = off.")
+    warmup_steps: int = option(50, "Warm-up steps.", flag="--warmup")
     min_lr_frac: float = 0.1  # the cosine ends at lr * min_lr_frac
-    steps: int | None = None  # total optimiser steps of the run (resume counts from 0)
-    epochs: float | None = None  # passes over the training text
-    time_budget: float | None = None  # seconds of training (evaluations included)
-    eval_every: int = 200  # steps between validations (and checkpoint writes)
-    val_frac: float = 0.1  # the last fraction of the text is validation
-    patience: int | None = 8  # evaluations without improvement before stopping; None = never
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
-    sample_every: int = 0  # print a short sample at every N-th evaluation; 0 = never
+    steps: int | None = option(None, "Total optimizer steps of the run (a resumed run counts on).")
+    epochs: float | None = option(None, "Passes over the training text.")
+    # seconds of training (evaluations included); the CLI reads a duration
+    time_budget: float | None = option(None, "Wall-clock training time, e.g. 90s, 10m, 2h.")
+    eval_every: int = option(200, "Steps between validations and checkpoints.")
+    val_frac: float = option(0.1, "Fraction of the text, at its end, kept for validation.")
+    patience: int | None = option(8, "Stop after this many evaluations without improvement.")
+    seed: int = option(1337, "Random seed.")
+    device: str = option("auto", "Where to train.", choices=DEVICES)
+    precision: str = option(
+        "auto", "auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32.", choices=PRECISIONS
+    )
+    sample_every: int = option(0, "Show a short sample at every N-th evaluation.")
     eval_batch_size: int = 128  # streams used for validation (more is faster, same result)
 
     def __post_init__(self) -> None:
@@ -153,16 +170,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TokenizerConfig:
+    """How a fresh run turns its corpus into token ids."""
+
+    kind: str = option(
+        "char", "char, or a SentencePiece model trained on the corpus.", flag="--tokenizer", choices=TOKENIZERS
+    )
+    vocab_size: int = option(2000, "Vocabulary size for bpe/unigram.")
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """How text is drawn from a model."""
 
-    temperature: float = 0.8  # 0 = always the most likely token (argmax)
-    top_k: int = 0  # keep the k most likely tokens; 0 = all
-    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches p
-    length: int = 1000  # characters to generate per sample (after the prime)
-    num_samples: int = 1
-    seed: int | None = None  # same checkpoint + same seed -> same text
-    stop: str | None = None  # end a sample where this string appears
+    temperature: float = option(0.8, "Temperature; 0 = always the most likely next character.", flag="--temp")
+    top_k: int = option(0, "Draw from the k most likely tokens only; 0 = all.")
+    top_p: float = option(1.0, "Draw from the smallest set of tokens reaching probability p.")
+    length: int = option(1000, "Characters to generate per sample.")  # after the prime
+    num_samples: int = option(1, "How many samples.")
+    seed: int | None = option(None, "Random seed: the same seed gives the same text.")
+    stop: str | None = option(None, "End a sample where this string appears (\\n for newline).")
 
     def __post_init__(self) -> None:
         _require(

@@ -22,7 +22,8 @@ import torch
 from .atomic import make_dirs, write_atomic
 from .errors import CorpusError, WriteError
 from .source_tree import read_tree
-from .tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_state
+from .tokenizer_factory import fit_tokenizer, tokenizer_from_state
+from .tokenizers import Tokenizer
 
 CACHE_VERSION = 1
 
@@ -310,10 +311,6 @@ class StreamBatcher:
         if self.pin_memory:  # a non-contiguous source would be staged through pageable memory: copy first
             x, y = x.contiguous().pin_memory(), y.contiguous().pin_memory()
         return x, y
-
-
-def min_tokens_for(batch_size: int, seq_len: int, world_size: int = 1) -> int:
-    return batch_size * world_size * (seq_len + 1)
 
 
 def fit_batch_size(n_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:

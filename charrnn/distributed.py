@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import CharRNNError, ConfigError
+from .model import HiddenState, map_state, stream_count
 
 # How long a collective may wait for the other ranks before the run fails instead of hanging.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("CHARRNN_DIST_TIMEOUT", "120")))
@@ -154,10 +155,10 @@ class DistContext:
         dist.all_gather(parts, padded)
         return [json.loads(p[: int(n.item())].cpu().numpy().tobytes()) for p, n in zip(parts, sizes)]
 
-    def gather_hidden(self, hidden):
+    def gather_state(self, state: HiddenState | None) -> HiddenState | None:
         """Every rank's carried state, joined along the stream dimension (for the checkpoint)."""
-        if hidden is None or not self.active:
-            return hidden
+        if state is None or not self.active:
+            return state
         import torch.distributed as dist
 
         def gather(t: torch.Tensor) -> torch.Tensor:
@@ -165,18 +166,15 @@ class DistContext:
             dist.all_gather(parts, t.contiguous())
             return torch.cat(parts, dim=1)
 
-        return tuple(gather(h) for h in hidden) if isinstance(hidden, tuple) else gather(hidden)
+        return map_state(gather, state)
 
-    def scatter_hidden(self, hidden, batch_size: int, device: torch.device):
+    def scatter_state(self, state: HiddenState, batch_size: int, device: torch.device) -> HiddenState | None:
         """This rank's streams of a saved state. A state saved with another number of streams
         (resuming under a different world size) cannot be split: it is reset to zero."""
-        first = hidden[0] if isinstance(hidden, tuple) else hidden
-        if first.shape[1] != batch_size * self.world_size:
+        if stream_count(state) != batch_size * self.world_size:
             return None
         lo, hi = self.rank * batch_size, (self.rank + 1) * batch_size
-        if isinstance(hidden, tuple):
-            return tuple(h[:, lo:hi].to(device) for h in hidden)
-        return hidden[:, lo:hi].to(device)
+        return map_state(lambda t: t[:, lo:hi].to(device), state)
 
     @contextmanager
     def failures_as_errors(self) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""Scoring held-out text with a trained model (`charrnn eval`) and describing a checkpoint (`charrnn info`).
+"""Scoring held-out text with a trained model (`charrnn eval`).
 
 `evaluate_ids` is also what training validates with: the text is cut into parallel streams
 with the hidden state carried from window to window, every token is predicted once, and the
@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import LoadedModel, load_checkpoint
+from .checkpoint import LoadedModel
 from .config import TrainConfig
 from .data import decode_corpus, split_point, validation_windows
 from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
-from .model import Hidden, RNNLanguageModel, select_streams
+from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
 from .runtime import autocast_for
 from .tokenizers import Tokenizer, show_chars
 
@@ -47,15 +47,15 @@ def evaluate_ids(
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
-    hidden: Hidden | None = None
+    state: HiddenState | None = None
     for x, y, reset in validation_windows(ids, context_token, num_streams, seq_len, dist.rank, dist.world_size):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if reset or hidden is None:
-            hidden = model.init_hidden(x.shape[0], device)
-        elif _batch_of(hidden) != x.shape[0]:  # the leftover ids continue the last stream
-            hidden = select_streams(hidden, torch.tensor([_batch_of(hidden) - 1], device=device))
+        if reset or state is None:
+            state = model.init_state(x.shape[0], device)
+        elif stream_count(state) != x.shape[0]:  # the leftover ids continue the last stream
+            state = select_streams(state, torch.tensor([stream_count(state) - 1], device=device))
         with autocast_for(device, precision):
-            logits, hidden = model(x, hidden)
+            logits, state = model(x, state)
         losses = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100, reduction="sum"
         )
@@ -64,10 +64,6 @@ def evaluate_ids(
     model.train(was_training)
     total, count = dist.all_reduce_sum(total), dist.all_reduce_sum(count)
     return float(total), int(count)
-
-
-def _batch_of(hidden: Hidden) -> int:
-    return (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1]
 
 
 @dataclass
@@ -242,64 +238,3 @@ def evaluate_files(
         sum(s.tokens for s in scores),
     )
     return scores, total
-
-
-def checkpoint_info(path: Path) -> dict[str, Any]:
-    """What a checkpoint holds, from its header and tensors, without building the model."""
-    from safetensors import safe_open
-
-    tensors, meta = load_checkpoint(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception:  # load_checkpoint just read it; a race with a writer is all that is left
-        header = {}
-    model = meta.get("model")
-    if not isinstance(model, dict):
-        raise CheckpointError(f"{path}: no model description in the checkpoint")
-    tok = _object(meta.get("tokenizer"))
-    params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
-    train = _object(meta.get("train"))
-    version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
-    # Read from a file: a figure of the wrong type (or not finite) is shown as unknown.
-    return {
-        "path": str(path),
-        "kind": meta.get("kind"),
-        "architecture": {
-            "cell": model.get("cell"),
-            "layers": model.get("num_layers"),
-            "hidden": model.get("hidden_size"),
-            "embed": model.get("embed_size"),
-            "dropout": model.get("dropout"),
-        },
-        "parameters": params,
-        "tokenizer": tok.get("kind"),
-        "vocab_size": _count(model.get("vocab_size")),
-        "corpus": meta.get("corpus"),
-        "step": _count(meta.get("step")),
-        "epoch": _number(meta.get("epoch")),
-        "val_bpc": _number(meta.get("val_bpc")),
-        "best_val_bpc": _number(meta.get("best_val_bpc")),
-        "training_seconds": _number(meta.get("elapsed")),
-        "seq_len": train.get("seq_len"),
-        "batch_size": train.get("batch_size"),
-        "precision": meta.get("precision"),
-        "device_type": meta.get("device_type"),
-        "charrnn_version": meta.get("charrnn_version"),
-        "format_version": version,
-        "resumable": "optimizer" in meta,
-        "file_bytes": Path(path).stat().st_size,
-    }
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok and abs(value) < 1e15 else None

@@ -8,14 +8,32 @@ called for a single step is an order of magnitude slower on CPU.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# LSTM state is (h, c); GRU and RNN state is h. Each tensor is (num_layers, B, hidden_size).
-Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+# The recurrent state: (h, c) for an LSTM, h for a GRU or RNN. Each tensor is (num_layers, B, hidden_size).
+HiddenState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+
+def state_tensors(state: HiddenState) -> tuple[torch.Tensor, ...]:
+    """(h, c) or (h,): the state's tensors, whatever the cell."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def state_from_tensors(parts: Sequence[torch.Tensor], cell: str) -> HiddenState:
+    """The inverse of `state_tensors` for a model of `cell`."""
+    return (parts[0], parts[1]) if cell == "lstm" else parts[0]
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: HiddenState) -> HiddenState:
+    """`fn` applied to each of the state's tensors; the result has the state's shape."""
+    if isinstance(state, tuple):
+        return tuple(fn(t) for t in state)  # type: ignore[return-value]
+    return fn(state)
+
 
 # A step of a few streams is a handful of small matrix-vector products: a second CPU thread
 # saves little on an idle machine, and on a busy one (training in the next terminal) every op
@@ -29,13 +47,14 @@ class RNNLanguageModel(nn.Module):
 
     def __init__(
         self,
-        cell: str = "lstm",
-        vocab_size: int = 65,
-        embed_size: int = 64,
-        hidden_size: int = 512,
-        num_layers: int = 2,
-        dropout: float = 0.0,
+        cell: str,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
     ):
+        # No defaults here: config.ModelConfig holds them (this file imports no sibling).
         super().__init__()
         self.cell = cell
         self.vocab_size = vocab_size
@@ -71,34 +90,34 @@ class RNNLanguageModel(nn.Module):
                 nn.init.zeros_(getattr(self.rnn, f"bias_hh_l{layer}"))
                 nn.init.zeros_(getattr(self.rnn, f"bias_ih_l{layer}"))
 
-    def init_hidden(self, batch_size: int, device: torch.device | str | None = None) -> Hidden:
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> HiddenState:
         """Zero state for `batch_size` streams."""
         device = device if device is not None else self.head.weight.device
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
-    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
-        """tokens (B, T) int64 -> logits (B, T, V), new hidden state."""
-        if hidden is None:
-            hidden = self.init_hidden(tokens.shape[0], tokens.device)
+    def forward(self, tokens: torch.Tensor, state: HiddenState | None = None) -> tuple[torch.Tensor, HiddenState]:
+        """tokens (B, T) int64 -> logits (B, T, V), new state."""
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device)
         x = self.embedding(tokens)  # (B, T, E)
-        out, hidden = self.rnn(x, hidden)  # (B, T, H)
-        return self.head(self.dropout(out)), hidden
+        out, state = self.rnn(x, state)  # (B, T, H)
+        return self.head(self.dropout(out)), state
 
 
-def detach_hidden(hidden: Hidden) -> Hidden:
+def detach_state(state: HiddenState) -> HiddenState:
     """Cut the graph at a window boundary: the state's value carries over, its history does not,
     so backpropagation stops at seq_len steps (truncated BPTT) instead of reaching the start."""
-    if isinstance(hidden, tuple):
-        return tuple(h.detach() for h in hidden)  # type: ignore[return-value]
-    return hidden.detach()
+    return map_state(torch.Tensor.detach, state)
 
 
-def select_streams(hidden: Hidden, keep: torch.Tensor) -> Hidden:
+def select_streams(state: HiddenState, keep: torch.Tensor) -> HiddenState:
     """The state of some streams only (keep: bool or index tensor over the batch dimension)."""
-    if isinstance(hidden, tuple):
-        return tuple(h[:, keep] for h in hidden)  # type: ignore[return-value]
-    return hidden[:, keep]
+    return map_state(lambda t: t[:, keep], state)
+
+
+def stream_count(state: HiddenState) -> int:
+    return state_tensors(state)[0].shape[1]
 
 
 class FastStepper:
@@ -149,24 +168,24 @@ class FastStepper:
             self.b_head = model.head.bias.float().contiguous()
         self.relu = self.cell == "rnn-relu"
 
-    def init_hidden(self, batch_size: int) -> Hidden:
+    def init_state(self, batch_size: int) -> HiddenState:
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
-    def step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
-        """tokens (B,) int64 -> logits (B, V), new hidden state (fresh tensors)."""
+    def step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
+        """tokens (B,) int64 -> logits (B, V), new state (fresh tensors)."""
         threads = torch.get_num_threads()
         if threads == 1 or tokens.shape[0] > ONE_THREAD_MAX_STREAMS or tokens.is_cuda:
-            return self._step(tokens, hidden)
+            return self._step(tokens, state)
         torch.set_num_threads(1)  # costs well under a microsecond each way
         try:
-            return self._step(tokens, hidden)
+            return self._step(tokens, state)
         finally:
             torch.set_num_threads(threads)
 
-    def _step(self, tokens: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
+    def _step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         if self.cell == "lstm":
-            h_all, c_all = hidden
+            h_all, c_all = state
             hs, cs = [], []
             gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
             for layer in range(self.num_layers):
@@ -178,9 +197,9 @@ class FastStepper:
                 hs.append(torch.sigmoid(o) * torch.tanh(c))
                 cs.append(c)
             top = hs[-1]
-            new_hidden: Hidden = (torch.stack(hs), torch.stack(cs))
+            new_state: HiddenState = (torch.stack(hs), torch.stack(cs))
         elif self.cell == "gru":
-            h_all = hidden
+            h_all = state
             hs = []
             for layer in range(self.num_layers):
                 h_prev = h_all[layer]
@@ -197,9 +216,9 @@ class FastStepper:
                 n = torch.tanh(i_n + r * h_n)
                 hs.append(n + z * (h_prev - n))  # == (1 - z) * n + z * h_prev
             top = hs[-1]
-            new_hidden = torch.stack(hs)
+            new_state = torch.stack(hs)
         else:
-            h_all = hidden
+            h_all = state
             hs = []
             pre = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
             for layer in range(self.num_layers):
@@ -208,6 +227,6 @@ class FastStepper:
                     pre = torch.addmm(self.b_sum[layer - 1], x, self.w_cat[layer - 1])
                 hs.append(F.relu(pre) if self.relu else torch.tanh(pre))
             top = hs[-1]
-            new_hidden = torch.stack(hs)
+            new_state = torch.stack(hs)
         logits = torch.addmm(self.b_head, top, self.w_head)  # (B, V)
-        return logits, new_hidden
+        return logits, new_state

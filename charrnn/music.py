@@ -24,7 +24,7 @@ INSTALL_HINT = "pip install 'charrnn[music]' (or: pip install music21)"
 FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "airdsAirs", "ryansMammoth", "miscFolk")
 
 HEADER_ORDER = ("X", "T", "M", "L", "K")
-_FIELD_LINE = re.compile(r"^([A-Za-z]):\s*(.*)$")
+FIELD_LINE = re.compile(r"^([A-Za-z]):\s*(.*)$")  # an ABC field line such as "M:6/8" (header or body)
 _QUOTED = re.compile(r'"[^"]*"')
 _BANG_DECORATION = re.compile(r"![^!\s]*!|\+[^+\s]*\+")
 _GRACE = re.compile(r"\{[^}]*\}")
@@ -97,7 +97,7 @@ def normalize_tune(raw: str, number: int) -> str | None:
     for line in raw.split("\n"):
         if line.lstrip().startswith("%"):
             continue
-        field = _FIELD_LINE.match(line)
+        field = FIELD_LINE.match(line)
         if field:
             key, value = field.group(1), field.group(2).split("%", 1)[0].strip()
             if key == "V":
@@ -116,7 +116,7 @@ def normalize_tune(raw: str, number: int) -> str | None:
     meter = header.get("M", "")
     if not meter or meter.lower() == "none" or not re.fullmatch(r"C\|?|\d+/\d+", meter) or "K" not in header:
         return None
-    if not any(re.search(r"[A-Ga-g]", b) for b in body if not _FIELD_LINE.match(b)):
+    if not any(re.search(r"[A-Ga-g]", b) for b in body if not FIELD_LINE.match(b)):
         return None
     header.setdefault("T", "Untitled")
     header.setdefault("L", "1/16" if _meter_value(meter) < 0.75 else "1/8")  # ABC's default
@@ -176,7 +176,7 @@ def _bar_slots(body: list[str]) -> list[tuple[int, int]]:
     """(line, piece) positions of the bar contents of a body, split at bar lines."""
     slots = []
     for li, line in enumerate(body):
-        if _FIELD_LINE.match(line):
+        if FIELD_LINE.match(line):
             continue
         pieces = _BAR_SEPARATOR.split(line)
         slots += [(li, pi) for pi in range(0, len(pieces), 2) if re.search(r"[A-Ga-g]", pieces[pi])]
@@ -205,7 +205,7 @@ def corrupt_delete_notes(tune: str, rng, count: int | None = None) -> str:
     spots = [
         (li, m.start(), m.end())
         for li, line in enumerate(body)
-        if not _FIELD_LINE.match(line)
+        if not FIELD_LINE.match(line)
         for m in _NOTE.finditer(line)
     ]
     count = count if count is not None else max(3, len(spots) // 20)

@@ -1,7 +1,7 @@
-"""Pictures of a training run: a PNG of bits/char from `metrics.jsonl`, and TensorBoard events.
+"""A picture of a training run: a PNG of bits/char from `metrics.jsonl`.
 
-Both are optional extras (`charrnn[plot]` for matplotlib, `charrnn[tensorboard]`), imported
-only when asked for, so a plain install trains and samples without them.
+matplotlib is an optional extra (`charrnn[plot]`), imported only when asked for, so a plain
+install trains and samples without it. (TensorBoard events: reporting.TensorBoardReporter.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, ConfigError
-from .reporting import METRICS, EvalReport, Reporter, RunInfo, StepReport
+from .reporting import METRICS
 
 PLOT = "bpc.png"
 
@@ -95,48 +95,3 @@ def plot_run(run: Path, out: Path | None = None, title: str | None = None) -> Pa
     except OSError as exc:
         raise CheckpointError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
-
-
-class TensorBoardReporter(Reporter):
-    """Passes every callback on to `inner` and also writes TensorBoard scalars (and samples)."""
-
-    def __init__(self, inner: Reporter, log_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError(
-                "--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'"
-            ) from None
-        self.inner = inner
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def on_start(self, info: RunInfo) -> None:
-        self.inner.on_start(info)
-
-    def on_step(self, report: StepReport) -> None:
-        self.writer.add_scalar("train/loss_nats_per_token", report.loss, report.step)
-        self.writer.add_scalar("train/lr", report.lr, report.step)
-        self.inner.on_step(report)
-
-    def on_eval(self, report: EvalReport) -> None:
-        step = report.step
-        self.writer.add_scalar("val/bpc", report.val_bpc, step)
-        self.writer.add_scalar("val/loss_nats_per_token", report.val_loss, step)
-        if math.isfinite(report.train_bpc):
-            self.writer.add_scalar("train/bpc", report.train_bpc, step)
-        self.writer.add_scalar("speed/chars_per_sec", report.chars_per_sec, step)
-        self.writer.flush()
-        self.inner.on_eval(report)
-
-    def on_sample(self, step: int, text: str) -> None:
-        self.writer.add_text("sample", "    " + text.replace("\n", "\n    "), step)  # indented: shown verbatim
-        self.inner.on_sample(step, text)
-
-    def on_message(self, text: str) -> None:
-        self.inner.on_message(text)
-
-    def close(self) -> None:
-        self.writer.close()
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()

@@ -1,16 +1,22 @@
-"""What the training loop tells its listeners: the `Reporter` hooks and the reports they receive.
+"""What the training loop tells its listeners, and what it writes down beside its checkpoints.
 
-The loop knows nothing about display; the CLI hangs a progress bar on these hooks, the
-TensorBoard writer hangs event files, tests hang lists.
+The loop knows nothing about display: it calls the `Reporter` hooks with the reports below.
+The CLI hangs a progress bar on them, `TensorBoardReporter` event files, tests lists. The run
+directory keeps its own record: one line of metrics.jsonl per evaluation, and samples.txt.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import append_text
+from .errors import ConfigError
+
 METRICS = "metrics.jsonl"  # one JSON line per evaluation, in the run directory
+SAMPLES = "samples.txt"  # the text sampled at evaluations (--sample-every)
 
 
 @dataclass
@@ -78,7 +84,8 @@ class TrainResult:
 
 
 class Reporter:
-    """Hooks the training loop calls; the CLI draws a progress bar from them. Defaults do nothing."""
+    """Hooks the training loop calls; the CLI draws a progress bar from them. Defaults do nothing:
+    a listener subclasses this and overrides the hooks it cares about."""
 
     def on_start(self, info: RunInfo) -> None: ...
 
@@ -92,3 +99,77 @@ class Reporter:
 
     def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
         """`path` ("best" or "last") is complete on disk: called after the atomic rename."""
+
+    def close(self) -> None:
+        """The run is over (or failed): release what the listener holds."""
+
+
+class TensorBoardReporter(Reporter):
+    """Passes every callback on to `inner` and also writes TensorBoard scalars (and samples)."""
+
+    def __init__(self, inner: Reporter, log_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install 'charrnn[tensorboard]'"
+            ) from None
+        self.inner = inner
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def on_start(self, info: RunInfo) -> None:
+        self.inner.on_start(info)
+
+    def on_step(self, report: StepReport) -> None:
+        self.writer.add_scalar("train/loss_nats_per_token", report.loss, report.step)
+        self.writer.add_scalar("train/lr", report.lr, report.step)
+        self.inner.on_step(report)
+
+    def on_eval(self, report: EvalReport) -> None:
+        step = report.step
+        self.writer.add_scalar("val/bpc", report.val_bpc, step)
+        self.writer.add_scalar("val/loss_nats_per_token", report.val_loss, step)
+        if math.isfinite(report.train_bpc):
+            self.writer.add_scalar("train/bpc", report.train_bpc, step)
+        self.writer.add_scalar("speed/chars_per_sec", report.chars_per_sec, step)
+        self.writer.flush()
+        self.inner.on_eval(report)
+
+    def on_sample(self, step: int, text: str) -> None:
+        self.writer.add_text("sample", "    " + text.replace("\n", "\n    "), step)  # indented: shown verbatim
+        self.inner.on_sample(step, text)
+
+    def on_message(self, text: str) -> None:
+        self.inner.on_message(text)
+
+    def on_checkpoint(self, kind: str, path: Path, step: int) -> None:
+        self.inner.on_checkpoint(kind, path, step)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.inner.close()
+
+
+def append_metrics(run_dir: Path, report: EvalReport, tokenizer: str) -> None:
+    """One line of metrics.jsonl (floats that are not finite become null)."""
+    row = {
+        "step": report.step,
+        "epoch": round(report.epoch, 4),
+        "elapsed": round(report.elapsed, 3),
+        "train_loss": report.train_loss,
+        "train_bpc": report.train_bpc if math.isfinite(report.train_bpc) else None,
+        "val_loss": report.val_loss,
+        "val_bpc": report.val_bpc,
+        "val_nats_per_char": report.val_nats_per_char,
+        "best_val_bpc": report.best_val_bpc,
+        "lr": report.lr,
+        "chars_per_sec": round(report.chars_per_sec, 1),
+        "tokens_per_sec": round(report.tokens_per_sec, 1),
+        "eval_seconds": round(report.eval_seconds, 3),
+        "tokenizer": tokenizer,
+    }
+    append_text(run_dir / METRICS, json.dumps(row) + "\n")
+
+
+def append_sample(run_dir: Path, step: int, val_bpc: float, text: str) -> None:
+    append_text(run_dir / SAMPLES, f"--- step {step} (val {val_bpc:.3f} bpc)\n{text}\n")

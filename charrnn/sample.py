@@ -7,12 +7,14 @@ module per step instead: slower, and the reference the fast path is tested again
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import torch
 
+from .config import SampleConfig
 from .errors import ConfigError
-from .model import FastStepper, Hidden, RNNLanguageModel
+from .model import FastStepper, HiddenState, RNNLanguageModel
 from .tokenizers import Tokenizer, show_chars
 
 
@@ -77,32 +79,30 @@ def _context_ids(tokenizer: Tokenizer, prime: str) -> list[int]:
 def generate(
     model: RNNLanguageModel,
     tokenizer: Tokenizer,
+    cfg: SampleConfig,
     *,
-    length: int,
-    temperature: float = 0.8,
-    top_k: int = 0,
-    top_p: float = 1.0,
     prime: str = "",
-    stop: str | None = None,
     generator: torch.Generator | None = None,
     fast: bool = True,
 ) -> Iterator[str]:
-    """Yield text as it is generated: the prime first, then `length` new characters (fewer
-    when `stop` appears; the sample then ends with it)."""
+    """Yield text as it is generated: the prime first, then `cfg.length` new characters (fewer
+    when `cfg.stop` appears; the sample then ends with it). Drawn with cfg.temperature, top_k,
+    top_p; `generator` fixes the draws (cfg.seed is the caller's to turn into one)."""
     was_training = model.training
     model.eval()
     try:
-        yield from _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, generator, fast)
+        yield from _generate(model, tokenizer, cfg, prime, generator, fast)
     finally:
         model.train(was_training)
 
 
-def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, generator, fast) -> Iterator[str]:
+def _generate(model, tokenizer, cfg: SampleConfig, prime, generator, fast) -> Iterator[str]:
+    length, stop = cfg.length, cfg.stop
     if prime:
         yield prime
     device = model.head.weight.device
     context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)  # (1, T)
-    logits, hidden = model(context)  # prime through the fused module
+    logits, state = model(context)  # prime through the fused module
     logits = logits[:, -1]  # (1, V)
     stepper = FastStepper(model) if fast else None
     decoder = tokenizer.stream_decoder()
@@ -110,7 +110,7 @@ def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, 
     # A stop string may begin inside the prime, but must end in new text: keep len(stop) - 1 chars.
     tail = prime[max(0, len(prime) - len(stop) + 1) :] if stop and len(stop) > 1 else ""
     while produced < length:
-        token = choose_next(logits, temperature, top_k, top_p, generator)  # (1,)
+        token = choose_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (1,)
         piece = decoder.feed(int(token))
         if piece:
             piece = piece[: length - produced]
@@ -125,17 +125,17 @@ def _generate(model, tokenizer, length, temperature, top_k, top_p, prime, stop, 
             yield piece
         if produced >= length:
             break
-        logits, hidden = _advance(model, stepper, token, hidden)
+        logits, state = _advance(model, stepper, token, state)
     rest = decoder.flush()[: length - produced]
     if rest:
         yield rest
 
 
-def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, hidden: Hidden):
+def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, state: HiddenState):
     if stepper is not None:
-        return stepper.step(token, hidden)
-    logits, hidden = model(token[:, None], hidden)
-    return logits[:, -1], hidden
+        return stepper.step(token, state)
+    logits, state = model(token[:, None], state)
+    return logits[:, -1], state
 
 
 # Why generate_documents dropped a document (for its `on_drop`).
@@ -147,14 +147,12 @@ def generate_documents(
     model: RNNLanguageModel,
     tokenizer: Tokenizer,
     count: int,
+    cfg: SampleConfig = SampleConfig(),
     *,
     start: str = "",
     renumber: str | None = None,
     max_chars: int = 2000,
     attempts: int = 10,
-    temperature: float = 0.8,
-    top_k: int = 0,
-    top_p: float = 1.0,
     generator: torch.Generator | None = None,
     on_drop: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
@@ -163,6 +161,7 @@ def generate_documents(
     documents that do not begin with `start` or run past `max_chars` without ending are dropped.
     With `renumber` (a field such as "X:"), the document's line starting with it becomes
     `X:1`, `X:2`, ... in output order. Stops after `count * attempts` documents were drawn.
+    Drawn with cfg.temperature, top_k and top_p (its length and stop do not apply).
     `on_drop` hears of each dropped document: DROPPED_TOO_LONG or DROPPED_WRONG_START."""
     if count < 1:
         raise ConfigError(f"the number of documents must be at least 1 (got {count})")
@@ -175,10 +174,7 @@ def generate_documents(
     pieces = generate(
         model,
         tokenizer,
-        length=count * attempts * max_chars,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
+        replace(cfg, length=count * attempts * max_chars, stop=None),
         prime=prime,
         generator=generator,
     )

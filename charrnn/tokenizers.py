@@ -4,7 +4,7 @@ Every tokenizer offers the same small surface:
 - `encode(text) -> np.ndarray` of ids, `decode(ids) -> str`;
 - `stream_decoder()` for sampling: feed ids one at a time, get text as soon as it is whole;
 - `unknown_chars(text)`: characters that cannot be encoded (empty for byte-fallback tokenizers);
-- `to_state() -> (json-able dict, bytes | None)` and `tokenizer_from_state(...)`: what a
+- `to_state() -> (json-able dict, bytes | None)` and `tokenizer_factory.tokenizer_from_state`: what a
   checkpoint stores so that sampling needs nothing else;
 - `fingerprint()`: identifies the mapping, for the token-id cache key.
 """
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError
+from .errors import CorpusError
 
 # Encoding a 100 MB corpus in one go would hold a 400 MB UTF-32 copy; chunks keep peak memory flat,
 # and chunks this small (1 MB of UTF-32) stay in the CPU cache: 3-5x faster than 8M-char chunks.
@@ -141,32 +141,6 @@ def _show_chars(chars: Iterable[str], limit: int = 10) -> str:
 def show_chars(chars: Iterable[str], limit: int = 10) -> str:
     """Characters for an error message, escaped so that control characters are visible."""
     return _show_chars(chars, limit)
-
-
-def fit_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
-    """Learn a tokenizer from (training) text."""
-    if kind == "char":
-        return CharTokenizer.fit(text)
-    if kind in ("bpe", "unigram"):
-        from .subword import SentencePieceTokenizer
-
-        return SentencePieceTokenizer.fit(text, kind=kind, vocab_size=vocab_size or 2000)
-    raise ConfigError(f"--tokenizer must be char, bpe or unigram (got {kind!r})")
-
-
-def tokenizer_from_state(state: dict[str, Any], blob: bytes | None) -> Tokenizer:
-    if not isinstance(state, dict):  # read from a file: anything can be there
-        raise ValueError(f"the tokenizer description is not an object ({type(state).__name__})")
-    kind = state.get("kind")
-    if kind == "char":
-        return CharTokenizer(state["chars"])
-    if kind in ("bpe", "unigram"):
-        from .subword import SentencePieceTokenizer
-
-        if blob is None:
-            raise ValueError("the SentencePiece model is missing")
-        return SentencePieceTokenizer.from_state(state, blob)
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 
 class Utf8StreamDecoder:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,10 +27,9 @@ import torch
 
 from .checkpoint import LoadedModel
 from .errors import ConfigError, CorpusError
-from .evaluation import start_context
+from .evaluation import LN2, start_context
 from .model import FastStepper
 
-LN2 = math.log(2.0)
 TOP_GUESSES = 5
 PROPOSALS_PER_FEATURE = 2
 STRUCTURAL = ("inside double quotes", "inside brackets", "position in the line")
@@ -93,9 +91,9 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
     ids = [int(i) for i in tokenizer.encode(text)]
     model.cpu().eval()
     stepper = FastStepper(model)
-    hidden = stepper.init_hidden(1)
+    state = stepper.init_state(1)
     context = start_context(tokenizer)
-    logits, hidden = stepper.step(torch.tensor([0 if context is None else context]), hidden)
+    logits, state = stepper.step(torch.tensor([0 if context is None else context]), state)
     decoder = tokenizer.stream_decoder()
     piece_of: dict[int, str] = {}
     n = len(ids)
@@ -111,12 +109,12 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
         piece = decoder.feed(token)
         chars.append(piece)
         owner.extend([t] * len(piece))
-        logits, hidden = stepper.step(torch.tensor([token]), hidden)
+        logits, state = stepper.step(torch.tensor([token]), state)
         if c_vals is not None:
-            h_vals[t] = hidden[0][layer - 1, 0].numpy()
-            c_vals[t] = torch.tanh(hidden[1][layer - 1, 0]).numpy()
+            h_vals[t] = state[0][layer - 1, 0].numpy()
+            c_vals[t] = torch.tanh(state[1][layer - 1, 0]).numpy()
         else:
-            h_vals[t] = hidden[layer - 1, 0].numpy()
+            h_vals[t] = state[layer - 1, 0].numpy()
         probs = torch.softmax(logits[0].float(), dim=-1)
         top = torch.topk(probs, min(TOP_GUESSES, probs.shape[0]))
         guesses.append(

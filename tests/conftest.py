@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from charrnn.runtime import cpu_has_fast_bf16
@@ -38,6 +40,16 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / ".cache"))
     monkeypatch.delenv("CHARRNN_CORPORA", raising=False)
     yield tmp_path
+
+
+@pytest.fixture
+def one_thread():
+    """These tests check results, not speed. Tiny ops on two OpenMP threads of a busy shared
+    machine wait on each other (measured: 25x slower than one thread), so use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -81,21 +93,54 @@ def shakespeare(monkeypatch) -> Path:
     return found / "tinyshakespeare.txt"
 
 
+def train_tiny_run(root: Path, *options: str, text: str = TINY_TEXT, name: str = "tiny") -> Path:
+    """The one way tests build a trained run: `charrnn train` on `text` (root/<name>.txt) into
+    root/run with the TINY_TRAIN model, 2 steps evaluated at 2, on the CPU in fp32; `options`
+    add to or override those. Its token ids go to root/cache, not the user's ~/.cache; what the
+    command printed on stderr is kept in root/train-stderr.txt."""
+    from charrnn.cli import app
+
+    corpus = root / f"{name}.txt"
+    corpus.write_text(text, encoding="utf-8")
+    args = ["train", str(corpus), *TINY_TRAIN, "--steps", "2", "--eval-every", "2", "--device", "cpu"]
+    args += ["--precision", "fp32", "--out", str(root / "run"), *options]
+    result = CliRunner().invoke(app, args, env={"CHARRNN_CACHE": str(root / "cache")})
+    assert result.exit_code == 0, result.output
+    (root / "train-stderr.txt").write_text(result.stderr, encoding="utf-8")
+    return root / "run"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A run directory (best and last checkpoints) of a 2-step tiny GRU, trained once per session.
-    Its token ids go to a cache of its own, not the user's ~/.cache."""
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import CorpusBytes
-    from charrnn.train import train
+    """A run directory (best and last checkpoints) of a 2-step tiny GRU, trained once per session."""
+    return train_tiny_run(tmp_path_factory.mktemp("trained"), "--model", "gru", "--embed", "8", "--hidden", "16")
 
-    root = tmp_path_factory.mktemp("trained")
-    model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHARRNN_CACHE", str(root / ".cache"))
-        train(CorpusBytes("tiny", "tiny", TINY_TEXT.encode()), model, cfg, root / "run")
-    return root / "run"
+
+@pytest.fixture(scope="session")
+def sampled_run(tmp_path_factory) -> Path:
+    """A run of 20 steps evaluated at 10 and 20, with a sample at each evaluation (trained once)."""
+    return train_tiny_run(
+        tmp_path_factory.mktemp("sampled"), "--steps", "20", "--eval-every", "10", "--sample-every", "1"
+    )
+
+
+def metrics_of(run: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def one_error_line(result, *, alone: bool = False) -> str:
+    """The command failed as a user error: non-zero exit, no traceback, and exactly one
+    "error: ..." line on stderr, its last (notes may come before it; none with `alone`).
+    Returns that line."""
+    assert result.exit_code not in (0, None), result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    assert len(lines) == 1 or not alone, result.stderr
+    return errors[0]
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ and checkpoints re-signed after their metadata was crafted."""
 from __future__ import annotations
 
 import pytest
+from conftest import one_error_line
 from hypothesis import HealthCheck, settings
 
 # Derandomized: the same examples every run (a failure reproduces). The autouse fixture's working
@@ -42,9 +43,7 @@ def check_one_line(result) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.stderr
     if result.exit_code != 0:
-        lines = result.stderr.strip().splitlines()
-        assert lines and lines[-1].startswith("error: "), result.stderr
-        assert sum(line.startswith("error: ") for line in lines) == 1, result.stderr
+        one_error_line(result)
         assert result.stdout == "", result.stdout
 
 

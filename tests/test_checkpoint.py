@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAIN
+from conftest import TINY_TEXT, TINY_TRAIN
 
 from charrnn.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
+from charrnn.data import CorpusBytes
 from charrnn.errors import CheckpointError
+from charrnn.sample import generate
+from charrnn.train import train
+
+# Written by charrnn 0.1.0 (checkpoint format 1) before checkpoint.py took over the layout: a run of
+# 3 steps of a 2-layer LSTM (embed 2, hidden 4, dropout 0.2) on TINY_TEXT with seq_len 8, batch 2,
+# eval_every 2, seed 7, fp32 on a CPU. The expected figures below are what that code produced.
+OLD_RUN = Path(__file__).parent / "fixtures" / "run-v1"
+
+
+def test_a_checkpoint_written_before_the_layout_moved_still_samples():
+    loaded = load_model(OLD_RUN / "best.safetensors")
+    cfg = SampleConfig(length=40)
+    text = "".join(generate(loaded.model, loaded.tokenizer, cfg, generator=torch.Generator().manual_seed(3)))
+    assert text == "ytfBllaCrics,yhzepmAaS\n.lnssinkelmBdc:sl"
+
+
+def test_a_run_written_before_the_layout_moved_resumes_where_it_stopped(tmp_path):
+    shutil.copytree(OLD_RUN, tmp_path / "run")
+    corpus = CorpusBytes("tiny", "tiny", TINY_TEXT.encode())
+    result = train(corpus, ModelConfig(), TrainConfig(), tmp_path / "run", resume=True, limits={"steps": 5})
+    assert result.steps == 5
+    assert result.last_val_bpc == pytest.approx(5.174077396037316, rel=1e-9)
 
 
 def test_trained_checkpoint_gives_identical_logits(cli, tiny_corpus):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer.main
-from conftest import REPO
+from conftest import REPO, one_error_line
 
 from charrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from charrnn.cli import app
@@ -37,16 +37,6 @@ class MakesMarker:
 @pytest.fixture
 def trained(tiny_run) -> Path:
     return tiny_run
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code != 0
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) >= 1 and lines[-1].startswith("error: ")
-    assert not any(line.startswith("error: ") for line in lines[:-1])
-    return lines[-1]
 
 
 def _payloads(tmp: Path, marker: Path) -> dict[str, bytes]:
@@ -112,7 +102,7 @@ def test_crafted_pickles_are_never_loaded(cli, tmp_path, tiny_corpus):
             ["train", str(tiny_corpus), "--init-from", str(as_run), "--out", f"tuned-{name}", "--steps", "1"],
         ]
         for args in invocations:
-            line = _one_line_error(cli(*args))
+            line = one_error_line(cli(*args))
             assert not marker.exists(), f"{args} ran code"
             assert "not a" in line and name in line, (args, line)
             if name.startswith("torch-save") or name[-1] in "2345":  # recognised for what it is
@@ -184,7 +174,7 @@ def test_damaged_checkpoints_get_one_line_naming_file_and_fault(cli, trained, ti
     for name, (data, says) in _damaged(good).items():
         path = Path(f"{name}.safetensors")
         path.write_bytes(data)
-        line = _one_line_error(cli("sample", path, "--length", "5"))
+        line = one_error_line(cli("sample", path, "--length", "5"))
         assert str(path) in line and says in line, (name, line)
         with pytest.raises(CheckpointError, match=re.escape(says)):
             load_checkpoint(path)
@@ -192,7 +182,7 @@ def test_damaged_checkpoints_get_one_line_naming_file_and_fault(cli, trained, ti
     run = Path("run")
     run.mkdir()
     (run / "last.safetensors").write_bytes(good[:-100])
-    line = _one_line_error(cli("train", tiny_corpus, "--out", run, "--resume"))
+    line = one_error_line(cli("train", tiny_corpus, "--out", run, "--resume"))
     assert "last.safetensors" in line and "truncated" in line
 
 

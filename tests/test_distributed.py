@@ -215,7 +215,7 @@ def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data import load_tokens, read_corpus_bytes
     from charrnn.errors import CorpusError
-    from charrnn.train import Trainer
+    from charrnn.trainer import Trainer
 
     # A world size without a process group: the check must come before any collective.
     data = load_tokens(read_corpus_bytes(tiny_corpus))

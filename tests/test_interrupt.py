@@ -22,7 +22,8 @@ from conftest import TINY_TRAIN
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data import CorpusBytes
-from charrnn.train import Trainer, train
+from charrnn.train import train
+from charrnn.trainer import Trainer
 
 KILLS = 20
 
@@ -97,14 +98,14 @@ def test_ctrl_c_in_a_real_process(cli, tiny_corpus):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_a_step_saves_and_exits_128_plus_signal(cli, tiny_corpus, monkeypatch, signum):
     """The real handler, in this process: the signal arrives in the middle of step 5."""
-    real_step = Trainer.train_step
+    real_step = Trainer.step
 
-    def step_with_signal(self, x, y):
-        if self.step == 4:
+    def step_with_signal(self, *window):
+        if self.state.step == 4:
             os.kill(os.getpid(), signum)
-        return real_step(self, x, y)
+        return real_step(self, *window)
 
-    monkeypatch.setattr(Trainer, "train_step", step_with_signal)
+    monkeypatch.setattr(Trainer, "step", step_with_signal)
     args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", "run"]
     before = signal.getsignal(signum)  # SIG_IGN for SIGINT when the suite runs in the background
     done = cli("train", tiny_corpus, *args)

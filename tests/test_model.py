@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from charrnn.model import FastStepper, RNNLanguageModel, detach_hidden
+from charrnn.model import FastStepper, RNNLanguageModel, detach_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CELLS = ["lstm", "gru", "rnn", "rnn-relu"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_forward_shapes(cell):
-    model = RNNLanguageModel(cell, vocab_size=11, embed_size=5, hidden_size=7, num_layers=3)
+    model = RNNLanguageModel(cell, vocab_size=11, embed_size=5, hidden_size=7, num_layers=3, dropout=0.0)
     logits, hidden = model(torch.randint(0, 11, (4, 9)))
     assert logits.shape == (4, 9, 11)
     parts = hidden if isinstance(hidden, tuple) else (hidden,)
@@ -21,7 +23,7 @@ def test_forward_shapes(cell):
 
 
 def test_rnn_relu_starts_from_identity_recurrence():
-    model = RNNLanguageModel("rnn-relu", vocab_size=5, embed_size=3, hidden_size=6, num_layers=2)
+    model = RNNLanguageModel("rnn-relu", vocab_size=5, embed_size=3, hidden_size=6, num_layers=2, dropout=0.0)
     for layer in range(2):
         assert torch.equal(getattr(model.rnn, f"weight_hh_l{layer}"), torch.eye(6))
         assert torch.count_nonzero(getattr(model.rnn, f"bias_hh_l{layer}")) == 0
@@ -32,19 +34,19 @@ def test_rnn_relu_starts_from_identity_recurrence():
 def test_carried_state_equals_one_long_window(cell):
     """Two consecutive windows with the state carried compute what one window of both does."""
     torch.manual_seed(0)
-    model = RNNLanguageModel(cell, vocab_size=13, embed_size=4, hidden_size=8, num_layers=2).eval()
+    model = RNNLanguageModel(cell, vocab_size=13, embed_size=4, hidden_size=8, num_layers=2, dropout=0.0).eval()
     tokens = torch.randint(0, 13, (3, 10))
     whole, _ = model(tokens)
     first, hidden = model(tokens[:, :6])
-    second, _ = model(tokens[:, 6:], detach_hidden(hidden))
+    second, _ = model(tokens[:, 6:], detach_state(hidden))
     torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
 
 
 def test_detach_cuts_the_graph_but_keeps_values():
-    model = RNNLanguageModel("lstm", vocab_size=5, embed_size=3, hidden_size=4, num_layers=1)
+    model = RNNLanguageModel("lstm", vocab_size=5, embed_size=3, hidden_size=4, num_layers=1, dropout=0.0)
     _, hidden = model(torch.randint(0, 5, (2, 3)))
     assert all(h.requires_grad for h in hidden)
-    cut = detach_hidden(hidden)
+    cut = detach_state(hidden)
     assert not any(h.requires_grad for h in cut)
     assert all(torch.equal(a, b) for a, b in zip(cut, hidden))
 
@@ -53,7 +55,7 @@ def test_detach_cuts_the_graph_but_keeps_values():
 @pytest.mark.parametrize("layers", [1, 3])
 def test_fast_stepper_matches_fused_module(cell, layers):
     torch.manual_seed(1)
-    model = RNNLanguageModel(cell, vocab_size=17, embed_size=6, hidden_size=12, num_layers=layers).eval()
+    model = RNNLanguageModel(cell, vocab_size=17, embed_size=6, hidden_size=12, num_layers=layers, dropout=0.0).eval()
     with torch.no_grad():  # non-trivial biases so every bias path is exercised
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -61,9 +63,20 @@ def test_fast_stepper_matches_fused_module(cell, layers):
     with torch.no_grad():
         reference, _ = model(tokens)
         stepper = FastStepper(model)
-        hidden = stepper.init_hidden(5)
+        hidden = stepper.init_state(5)
         steps = []
         for t in range(tokens.shape[1]):
             logits, hidden = stepper.step(tokens[:, t], hidden)
             steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, dim=1), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_few_streams_step_on_one_thread_and_restore_the_count(monkeypatch):
+    torch.set_num_threads(2)
+    seen = []
+    stepper = FastStepper(RNNLanguageModel("lstm", 23, 6, 20, 2, dropout=0.0).eval())
+    inner = stepper._step
+    monkeypatch.setattr(stepper, "_step", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    for streams in (1, 4, 5):
+        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_state(streams))
+    assert seen == [1, 1, 2] and torch.get_num_threads() == 2

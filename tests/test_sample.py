@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from charrnn.config import SampleConfig
 from charrnn.errors import ConfigError
-from charrnn.model import RNNLanguageModel
+from charrnn.model import FastStepper, RNNLanguageModel
 from charrnn.sample import check_prime, choose_next, generate
 from charrnn.tokenizers import CharTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOKENIZER = CharTokenizer(sorted(set("abcdefgh \n")))
 
@@ -16,11 +19,14 @@ TOKENIZER = CharTokenizer(sorted(set("abcdefgh \n")))
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return RNNLanguageModel("lstm", vocab_size=TOKENIZER.vocab_size, embed_size=4, hidden_size=16, num_layers=2).eval()
+    return RNNLanguageModel(
+        "lstm", vocab_size=TOKENIZER.vocab_size, embed_size=4, hidden_size=16, num_layers=2, dropout=0.0
+    ).eval()
 
 
-def text(model, **kw):
-    return "".join(generate(model, TOKENIZER, **{"length": 60, **kw}))
+def text(model, prime="", generator=None, fast=True, **settings):
+    cfg = SampleConfig(**{"length": 60, **settings})
+    return "".join(generate(model, TOKENIZER, cfg, prime=prime, generator=generator, fast=fast))
 
 
 def test_same_seed_same_text_other_seed_other_text(model):
@@ -68,3 +74,77 @@ def test_unknown_prime_characters_are_named_or_dropped():
     with pytest.raises(ConfigError, match='"z"'):
         check_prime(TOKENIZER, "abz", drop_unknown=False)
     assert check_prime(TOKENIZER, "abz", drop_unknown=True) == ("ab", ["z"])
+
+
+CELLS = ["lstm", "gru", "rnn", "rnn-relu"]
+# (temperature, top_k, top_p): plain draws, argmax, top-k, top-p with top-k.
+SAMPLING = [(1.0, 0, 1.0), (0.0, 0, 1.0), (0.8, 5, 1.0), (1.2, 10, 0.7)]
+
+
+def _model(cell: str, vocab: int = 23, layers: int = 2) -> RNNLanguageModel:
+    torch.manual_seed(3)
+    model = RNNLanguageModel(cell, vocab_size=vocab, embed_size=6, hidden_size=20, num_layers=layers, dropout=0.0)
+    with torch.no_grad():  # larger weights than the initialisation: sharper, more varied logits
+        for p in model.parameters():  # (not for the ReLU RNN, whose state would blow up)
+            p.mul_(1.0 if cell == "rnn-relu" else 3.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("streams", [1, 5])
+@pytest.mark.parametrize("temperature,top_k,top_p", SAMPLING)
+@torch.inference_mode()
+def test_fast_stepper_draws_the_same_tokens_as_the_module(cell, streams, temperature, top_k, top_p):
+    model = _model(cell, layers=3 if streams == 5 else 2)
+    stepper = FastStepper(model)
+    drawn = {}
+    for name in ("fast", "plain"):
+        gen = torch.Generator().manual_seed(11)
+        token = torch.arange(streams) % model.vocab_size  # (B,)
+        hidden = stepper.init_state(streams) if name == "fast" else model.init_state(streams)
+        tokens = []
+        for _ in range(40):
+            if name == "fast":
+                logits, hidden = stepper.step(token, hidden)  # (B, V)
+            else:
+                out, hidden = model(token[:, None], hidden)  # (B, 1, V)
+                logits = out[:, -1]
+            token = choose_next(logits, temperature, top_k, top_p, gen)
+            tokens.append(token)
+        drawn[name] = torch.stack(tokens, dim=1)  # (B, steps)
+    assert torch.equal(drawn["fast"], drawn["plain"])
+    if temperature > 0:  # argmax may settle on one token; draws must not, or the test proves little
+        assert len(torch.unique(drawn["fast"])) > 3
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("temperature,top_k,top_p", [(0.8, 0, 1.0), (1.0, 4, 0.8)])
+def test_generate_fast_equals_plain_text(cell, temperature, top_k, top_p):
+    tok = CharTokenizer.fit("abcdefghij klmnop\nqrstuvw,.")
+    torch.manual_seed(0)
+    model = _model(cell, vocab=tok.vocab_size)
+    texts = [
+        "".join(
+            generate(
+                model,
+                tok,
+                SampleConfig(length=120, temperature=temperature, top_k=top_k, top_p=top_p),
+                prime="abc",
+                generator=torch.Generator().manual_seed(5),
+                fast=fast,
+            )
+        )
+        for fast in (True, False)
+    ]
+    assert texts[0] == texts[1]
+    assert texts[0].startswith("abc") and len(texts[0]) == 123
+
+
+def test_choose_next_respects_top_k_and_top_p():
+    logits = torch.tensor([[5.0, 4.0, 3.0, 0.0, -1.0]]).repeat(400, 1)
+    gen = torch.Generator().manual_seed(0)
+    assert set(choose_next(logits, 1.0, top_k=2, generator=gen).tolist()) == {0, 1}
+    # softmax: 0.66, 0.24, ...: top_p 0.5 keeps only the first token, 0.8 the first two.
+    assert set(choose_next(logits, 1.0, top_p=0.5, generator=gen).tolist()) == {0}
+    assert set(choose_next(logits, 1.0, top_p=0.8, generator=gen).tolist()) == {0, 1}
+    assert choose_next(logits, 0.0).unique().tolist() == [0]

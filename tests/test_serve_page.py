@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import HEADLESS_FLAGS
+from conftest import HEADLESS_FLAGS, train_tiny_run
 
 pytest.importorskip("uvicorn", reason="charrnn serve needs the [serve] extra (starlette, uvicorn)")
 pytest.importorskip("websockets", reason="driving Chromium needs websockets (the [test] extra)")
@@ -33,16 +33,9 @@ ABC_TEXT = "\n".join(TUNE.replace("X:1", f"X:{n}").replace("D2|]", f"D{n % 3 + 1
 @pytest.fixture(scope="module")
 def abc_run(tmp_path_factory) -> Path:
     """A served directory holding a 2-step tiny model that knows the characters of ABC tunes."""
-    from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import CorpusBytes
-    from charrnn.train import train
-
     root = tmp_path_factory.mktemp("served-abc")
-    model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
-    cfg = TrainConfig(seq_len=16, batch_size=4, steps=2, eval_every=2, device="cpu", precision="fp32")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHARRNN_CACHE", str(root / ".cache"))
-        train(CorpusBytes("tiny-abc", "tiny-abc", ABC_TEXT.encode()), model, cfg, root / "runs" / "tunes")
+    model = ["--model", "gru", "--embed", "8", "--hidden", "16"]
+    train_tiny_run(root, *model, "--out", str(root / "runs" / "tunes"), text=ABC_TEXT, name="tiny-abc")
     return root / "runs"
 
 

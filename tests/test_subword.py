@@ -12,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charrnn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from charrnn.config import SampleConfig
 from charrnn.data import CorpusBytes, load_tokens
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
 from charrnn.subword import _SENTENCE_CHARS, SPACE, SentencePieceTokenizer, _training_sentences
-from charrnn.tokenizers import CharTokenizer, fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizer_factory import fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizers import CharTokenizer
 
 KINDS = ["bpe", "unigram"]
 # A few KB with tabs, several spaces and non-ASCII, so that the learned pieces cover them.
@@ -142,10 +144,11 @@ def test_fitted_on_the_training_split_only():
 def test_generate_counts_characters_and_repeats_with_a_seed(kind):
     tok = fitted(kind)
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)
+    model = RNNLanguageModel("lstm", vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1, dropout=0.0)
 
-    def run(seed, **kw):
-        return "".join(generate(model, tok, temperature=1.0, generator=torch.Generator().manual_seed(seed), **kw))
+    def run(seed, prime="", **settings):
+        cfg = SampleConfig(temperature=1.0, **settings)
+        return "".join(generate(model, tok, cfg, prime=prime, generator=torch.Generator().manual_seed(seed)))
 
     text = run(1, length=37)
     assert len(text) == 37
@@ -179,14 +182,20 @@ def test_cli_trains_bpe_and_samples_exactly_n_characters(cli, tiny_corpus):
 def test_a_stop_string_inside_the_prime_does_not_end_the_sample(kind):
     tok = CharTokenizer.fit(SMALL_TEXT) if kind == "char" else fitted(kind)
     torch.manual_seed(0)
-    model = RNNLanguageModel(vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1)
+    model = RNNLanguageModel("lstm", vocab_size=tok.vocab_size, embed_size=8, hidden_size=16, num_layers=1, dropout=0.0)
     gen = torch.Generator().manual_seed(3)
-    text = "".join(generate(model, tok, length=30, prime="All:", stop=":", temperature=1.0, generator=gen))
+    text = "".join(
+        generate(model, tok, SampleConfig(length=30, stop=":", temperature=1.0), prime="All:", generator=gen)
+    )
     assert text.startswith("All:") and len(text) > len("All:")
     assert ":" not in text[4:-1]  # it ends at the first ":" of new text, or after 30 characters
     gen = torch.Generator().manual_seed(3)
-    straddling = "".join(generate(model, tok, length=30, prime="Al", stop="l:", temperature=0, generator=gen))
+    straddling = "".join(
+        generate(model, tok, SampleConfig(length=30, stop="l:", temperature=0), prime="Al", generator=gen)
+    )
     assert straddling.startswith("Al") and ("l:" not in straddling[:-1])
     gen = torch.Generator().manual_seed(3)
-    short_prime = "".join(generate(model, tok, length=30, prime="A", stop="Al:", temperature=0, generator=gen))
+    short_prime = "".join(
+        generate(model, tok, SampleConfig(length=30, stop="Al:", temperature=0), prime="A", generator=gen)
+    )
     assert short_prime.startswith("A") and ("Al:" not in short_prime[:-1])

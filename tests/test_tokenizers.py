@@ -8,14 +8,10 @@ from conftest import TINY_TEXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charrnn import tokenizers
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.tokenizers import (
-    CharTokenizer,
-    Utf8StreamDecoder,
-    fit_tokenizer,
-    smallest_uint_dtype,
-    tokenizer_from_state,
-)
+from charrnn.tokenizer_factory import fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizers import CharTokenizer, Utf8StreamDecoder, smallest_uint_dtype
 
 VOCAB = sorted(set(TINY_TEXT + "\u00e9\U0001f600\t"))
 CHAR = CharTokenizer(VOCAB)
@@ -92,3 +88,23 @@ def test_utf8_stream_decoder_waits_for_whole_characters():
     assert dec.flush() == ""
     broken = Utf8StreamDecoder()
     assert broken.feed_bytes(b"\xf0\x9f") == "" and broken.flush() == "\ufffd"  # a cut-off character is replaced
+
+
+def test_char_encode_matches_a_plain_lookup_across_chunks(monkeypatch):
+    monkeypatch.setattr(tokenizers, "_ENCODE_CHUNK", 7)  # many chunk boundaries, a short last chunk
+    text = "Hello, wörld — “quoted” 😀 end\n" * 5
+    tok = CharTokenizer.fit(text)
+    ids = tok.encode(text)
+    assert ids.dtype == np.uint8
+    assert ids.tolist() == [tok.index[c] for c in text]
+    assert tok.decode(ids) == text
+    with pytest.raises(CorpusError, match='"Z"'):
+        tok.encode("Hello Z")
+    with pytest.raises(CorpusError, match="ud83e"):  # beyond the largest code point of the vocabulary
+        tok.encode("Hello 🤖")
+
+
+def test_char_encode_full_byte_vocabulary_uses_uint8_ids():
+    tok = CharTokenizer([chr(i) for i in range(256)])
+    ids = tok.encode("\x00\xff a")
+    assert ids.dtype == np.uint8 and ids.tolist() == [0, 255, 32, 97]

@@ -11,7 +11,7 @@ from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data import read_corpus_bytes
 from charrnn.errors import ConfigError
 from charrnn.reporting import Reporter
-from charrnn.train import lr_at, train
+from charrnn.train import train
 
 MODEL = ModelConfig(embed_size=8, hidden_size=32, num_layers=1)
 FAST = dict(seq_len=16, batch_size=4, precision="fp32", eval_every=10, patience=None, warmup_steps=5)
@@ -69,14 +69,6 @@ def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
         train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run")
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == before
     train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run", force=True)
-
-
-def test_schedule_warms_up_then_decays_to_the_floor():
-    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
-    assert lr_at(cfg, 0, 0.0) < lr_at(cfg, 9, 0.1) <= 1.0
-    assert lr_at(cfg, 50, 0.0) == pytest.approx(1.0)
-    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
-    assert lr_at(cfg, 50, 1.0) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45), ("2 min", 120)])

@@ -9,23 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, TINY_TRAIN, headless
-from typer.testing import CliRunner
+from conftest import TINY_TEXT, TINY_TRAIN, headless, train_tiny_run
 
 SAMPLE_TEXT = 'First Citizen:\nSpeak, "speak" (all).\n\nAll:\nResolved. resolved.\n' * 3
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    from charrnn.cli import app
-
     root = tmp_path_factory.mktemp("visualize")
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT + 'Speak "(quoted)" speak.\n', encoding="utf-8")
-    args = ["train", str(corpus), *TINY_TRAIN, "--layers", "2", "--steps", "10", "--out", str(root / "run")]
-    result = CliRunner().invoke(app, args, env={"CHARRNN_CACHE": str(root / "cache")})
-    assert result.exit_code == 0, result.output
-    return root / "run"
+    text = TINY_TEXT + 'Speak "(quoted)" speak.\n'
+    return train_tiny_run(root, "--layers", "2", "--steps", "10", "--eval-every", "200", text=text)
 
 
 def test_surprise_matches_eval_of_the_same_text(run):

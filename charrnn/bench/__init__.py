@@ -5,7 +5,7 @@ table). The timed loops alternate the two things they compare in short rounds an
 median round, so a neighbour's burst of work on a shared machine hurts both sides alike
 instead of deciding the ratio.
 
-The figures: training throughput of charrnn's own `Trainer.train_step` next to a plain
+The figures: training throughput of charrnn's own `Trainer.step` next to a plain
 reference loop (embedding -> nn.LSTM -> linear, AdamW) at the same config and precision;
 utilisation = achieved training FLOP/s over the measured matmul peak; sampling speed of the
 fast one-step path next to its memory-bandwidth limit; the data path on a generated corpus

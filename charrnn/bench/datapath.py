@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelConfig, TrainConfig
-from ..train import Trainer
+from ..trainer import Trainer
 from .results import DataPath
 
 
@@ -74,7 +74,7 @@ def _data_child(mode: str, corpus_path: str, out_path: str, hidden: int = 512) -
             trainer = Trainer(data, model_cfg, cfg, Path(run_dir))
             x, y = trainer.batcher.window(0)
             result["ready_seconds"] = time.perf_counter() - start
-            trainer.train_step(x, y)
+            trainer.step(x, y)
         result["first_step_seconds"] = time.perf_counter() - start
     result["peak_rss_mb"] = rss_mb()
     Path(out_path).write_text(json.dumps(result))

@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
-from ..data import TokenData
+from ..data import StreamBatcher, TokenData
 from ..tokenizers import CharTokenizer
-from ..train import Trainer
+from ..trainer import Trainer
 from .results import BenchPlan, PrecisionQuality, PrecisionShape, Quality, TrainSpeed
 from .timing import _timed
 
@@ -79,13 +79,14 @@ class ReferenceLoop:
 def bench_training(
     plan: BenchPlan, precision: str, device: torch.device, peak: float | None = None, workdir: Path | None = None
 ) -> TrainSpeed:
-    """charrnn's train_step and the reference loop on the same windows, alternating rounds."""
+    """charrnn's Trainer.step and the reference loop on the same data, alternating rounds."""
     data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000)
+    embed = ModelConfig().embed_size
     with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
         trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
-        model_cfg = trainer.model_cfg
-        reference = ReferenceLoop(VOCAB, model_cfg.embed_size, plan.hidden, plan.layers, device, trainer.precision)
-        batcher = trainer.batcher
+        reference = ReferenceLoop(VOCAB, embed, plan.hidden, plan.layers, device, trainer.precision)
+        batcher = StreamBatcher(data.train, plan.batch_size, plan.seq_len)
+        batcher.pin_memory = device.type == "cuda"  # as the Trainer's own
         cursor = [0]
 
         def window() -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +96,7 @@ def bench_training(
 
         def run_charrnn() -> None:
             for _ in range(plan.train_steps_per_round):
-                trainer.train_step(*window())
+                trainer.step()  # the Trainer's next window, as in its own loop
 
         def run_reference() -> None:
             for _ in range(plan.train_steps_per_round):
@@ -109,7 +110,7 @@ def bench_training(
             theirs.append(_timed(run_reference, device))
     chars = plan.train_steps_per_round * plan.batch_size * plan.seq_len
     ours_speed, ref_speed = chars / statistics.median(ours), chars / statistics.median(theirs)
-    flops = ours_speed * training_flops_per_token("lstm", model_cfg.embed_size, plan.hidden, plan.layers, VOCAB)
+    flops = ours_speed * training_flops_per_token("lstm", embed, plan.hidden, plan.layers, VOCAB)
     return TrainSpeed(
         precision=trainer.precision,
         charrnn_chars_per_sec=ours_speed,
@@ -120,7 +121,9 @@ def bench_training(
     )
 
 
-def _bench_trainer(plan: BenchPlan, precision: str, device: torch.device, run_dir: Path, data: TokenData) -> Trainer:
+def _bench_trainer(
+    plan: BenchPlan, precision: str, device: torch.device, run_dir: Path, data: TokenData, steps: int = 10**9
+) -> Trainer:
     # dropout 0: the reference loop has none, and the comparison is of equal work
     model_cfg = ModelConfig(
         cell="lstm", vocab_size=data.tokenizer.vocab_size, hidden_size=plan.hidden, num_layers=plan.layers, dropout=0.0
@@ -130,8 +133,9 @@ def _bench_trainer(plan: BenchPlan, precision: str, device: torch.device, run_di
         batch_size=plan.batch_size,
         precision=precision,
         device=device.type,
-        steps=10**9,
-        warmup_steps=0,
+        steps=steps,
+        # Timing runs never reach a schedule's end; a quality run warms up as a real one does.
+        warmup_steps=0 if steps == 10**9 else min(50, steps // 10),
     )
     return Trainer(data, model_cfg, train_cfg, run_dir)
 
@@ -142,14 +146,15 @@ def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: tor
     data = _synthetic_tokens(batch_size * (seq_len * 16 + 1) * 10 // 9 + 1000)
     with tempfile.TemporaryDirectory() as run_dir:
         trainers = {p: _bench_trainer(plan, p, device, Path(run_dir), data) for p in ("fp32", "bf16")}
+        batcher = StreamBatcher(data.train, batch_size, seq_len)
         times: dict[str, list[float]] = {p: [] for p in trainers}
         for round_ in range(plan.train_rounds + 1):
             for precision, trainer in trainers.items():
                 windows = [
-                    tuple(t.to(device) for t in trainer.batcher.window(i % trainer.batcher.windows_per_epoch))
+                    tuple(t.to(device) for t in batcher.window(i % batcher.windows_per_epoch))
                     for i in range(round_ * plan.train_steps_per_round, (round_ + 1) * plan.train_steps_per_round)
                 ]
-                seconds = _timed(lambda: [trainer.train_step(x, y) for x, y in windows], device)
+                seconds = _timed(lambda: [trainer.step(x, y) for x, y in windows], device)
                 if round_:  # round 0 warms up
                     times[precision].append(seconds)
     chars = plan.train_steps_per_round * batch_size * seq_len
@@ -170,15 +175,10 @@ def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path 
     losses = {}
     with tempfile.TemporaryDirectory() as run_dir:
         for precision in ("fp32", "bf16"):
-            trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
-            trainer.cfg = replace(trainer.cfg, steps=steps, warmup_steps=min(50, steps // 10))
-            trainer.total_steps = steps  # the cosine schedule runs over exactly these steps
-            for i in range(steps):
-                index = i % trainer.batcher.windows_per_epoch
-                if index == 0:
-                    trainer.hidden = None
-                x, y = trainer.batcher.window(index)
-                trainer.train_step(x.to(device), y.to(device))
+            # the cosine schedule runs over exactly these steps
+            trainer = _bench_trainer(plan, precision, device, Path(run_dir), data, steps=steps)
+            for _ in range(steps):
+                trainer.step()
             losses[precision], _ = trainer.validate()
     fp32, bf16 = losses["fp32"], losses["bf16"]
     return PrecisionQuality(steps, fp32, bf16, (bf16 - fp32) / fp32)

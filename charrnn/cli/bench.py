@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import app, stderr, stdout
-from .choices import Device
+from ..config import TrainConfig
+from .application import app, stderr, stdout
+from .options import choices
+
+Device = choices(TrainConfig, "device", "Device")
 
 if TYPE_CHECKING:
     from ..bench import BenchReport
@@ -27,7 +30,7 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Smaller measurements: about a minute.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
     only: Annotated[Optional[list[Section]], typer.Option("--only", help="Run only this section (repeatable).")] = None,
-    device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device("auto"),
 ) -> None:
     """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
     from ..bench import BenchPlan, run_bench
@@ -50,7 +53,6 @@ def _rate(x: float) -> str:
 
 
 def _print_report(report: BenchReport) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     m = report.machine
@@ -61,102 +63,122 @@ def _print_report(report: BenchReport) -> None:
         )
     )
     stdout.print(Text.assemble("--precision auto picks ", (m.auto_precision, "bold"), f" here ({m.auto_reason})"))
-    cfg = report.config
     if report.training:
-        table = Table(
-            title=f"Training: LSTM {cfg['layers']}x{cfg['hidden']}, seq {cfg['seq_len']}, batch {cfg['batch_size']}",
-            title_justify="left",
-        )
-        for col in ("precision", "charrnn chars/s", "reference chars/s", "ratio", "GFLOP/s", "matmul peak", "util."):
-            table.add_column(col, justify="right")
-        for t in report.training:
-            peak = report.matmul_peak.get(t.precision)
-            table.add_row(
-                t.precision,
-                _rate(t.charrnn_chars_per_sec),
-                _rate(t.reference_chars_per_sec),
-                f"{t.ratio:.2f}x",
-                f"{t.flops_per_sec / 1e9:.1f}",
-                f"{peak / 1e9:.0f}" if peak else "-",
-                f"{t.utilization:.1%}" if t.utilization is not None else "-",
-            )
-        speeds = {t.precision: t.charrnn_chars_per_sec for t in report.training}
-        if "fp32" in speeds and "bf16" in speeds:
-            table.caption = f"bf16 / fp32 training speed: {speeds['bf16'] / speeds['fp32']:.2f}x"
-        stdout.print(table)
+        stdout.print(_training_table(report))
     if report.bf16_shapes:
-        table = Table(title="Where bf16 pays off: charrnn's training step by shape", title_justify="left")
-        for col in ("batch", "seq", "fp32 chars/s", "bf16 chars/s", "bf16 / fp32"):
-            table.add_column(col, justify="right")
-        for b in report.bf16_shapes:
-            table.add_row(
-                str(b.batch_size),
-                str(b.seq_len),
-                _rate(b.fp32_chars_per_sec),
-                _rate(b.bf16_chars_per_sec),
-                f"{b.speedup:.2f}x",
-            )
-        stdout.print(table)
+        stdout.print(_bf16_table(report))
     if report.sampling:
-        table = Table(
-            title=(
-                f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s, "
-                f"fp32 matmul peak {report.cpu_matmul_peak / 1e9:.0f} GFLOP/s)"
-            ),
-            title_justify="left",
-        )
-        for col in ("model", "streams", "threads", "chars/s", "bandwidth limit", "compute limit", "of the lower"):
-            table.add_column(col, justify="right")
-        for s in report.sampling:
-            limits = [x for x in (s.limit_chars_per_sec, s.compute_limit_chars_per_sec) if x]
-            table.add_row(
-                f"{s.cell} {s.layers}x{s.hidden}",
-                str(s.streams),
-                str(s.threads),
-                _rate(s.chars_per_sec),
-                _rate(s.limit_chars_per_sec),
-                _rate(s.compute_limit_chars_per_sec) if s.compute_limit_chars_per_sec else "-",
-                f"{s.chars_per_sec / min(limits):.1%}",
-            )
-        table.caption = (
-            "weights: "
-            + ", ".join(
-                sorted({f"{s.cell} {s.layers}x{s.hidden} {s.weight_bytes / 1e6:.1f} MB" for s in report.sampling})
-            )
-            + "; weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
-        )
-        stdout.print(table)
+        stdout.print(_sampling_table(report))
     if report.data is not None:
-        d = report.data
-        table = Table(title=f"Data path: generated {d.corpus_mb:.0f} MB corpus", title_justify="left")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_row("first run: decode + fit + encode + cache", f"{d.encode_seconds:.2f} s")
-        table.add_row("peak RSS (process, torch included)", f"{d.peak_rss_mb:,.0f} MB")
-        table.add_row("RSS after imports", f"{d.baseline_rss_mb:,.0f} MB")
-        table.add_row("cached ids dtype", d.ids_dtype)
-        table.add_row("second run: corpus read, cached ids mapped", f"{d.second_run_load_seconds:.2f} s")
-        table.add_row("second run: ready to train (model, optimiser built)", f"{d.second_run_ready_seconds:.2f} s")
-        table.add_row("second run: first step done", f"{d.second_run_first_step_seconds:.2f} s")
-        if not d.cached:
-            table.caption = "warning: the second run did not read the cache"
-        stdout.print(table)
-    if report.quality is not None:
-        q = report.quality
-        if q.skipped:
-            stdout.print(f"Quality: skipped: {q.skipped}")
-        else:
-            stdout.print(
-                f"Quality: tinyshakespeare, default settings, {q.budget_seconds:g}s budget: "
-                f"val {q.val_bpc:.3f} bpc after {q.steps} steps"
-            )
-    pq = report.precision_quality
-    if pq is not None:
-        if pq.skipped:
-            stdout.print(f"fp32 vs bf16 at equal steps: skipped: {pq.skipped}")
-        else:
-            stdout.print(
-                f"fp32 vs bf16 at equal steps ({pq.steps} steps, tinyshakespeare): val loss "
-                f"{pq.fp32_val_loss:.4f} vs {pq.bf16_val_loss:.4f} nats/token ({pq.relative_difference:+.2%})"
-            )
+        stdout.print(_data_table(report))
+    _print_quality(report)
     stdout.print(f"{report.seconds:.0f}s in all", style="dim")
+
+
+def _table(title: str, columns: tuple[str, ...]):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
+
+
+def _training_table(report: BenchReport):
+    cfg = report.config
+    table = _table(
+        f"Training: LSTM {cfg['layers']}x{cfg['hidden']}, seq {cfg['seq_len']}, batch {cfg['batch_size']}",
+        ("precision", "charrnn chars/s", "reference chars/s", "ratio", "GFLOP/s", "matmul peak", "util."),
+    )
+    for t in report.training:
+        peak = report.matmul_peak.get(t.precision)
+        table.add_row(
+            t.precision,
+            _rate(t.charrnn_chars_per_sec),
+            _rate(t.reference_chars_per_sec),
+            f"{t.ratio:.2f}x",
+            f"{t.flops_per_sec / 1e9:.1f}",
+            f"{peak / 1e9:.0f}" if peak else "-",
+            f"{t.utilization:.1%}" if t.utilization is not None else "-",
+        )
+    speeds = {t.precision: t.charrnn_chars_per_sec for t in report.training}
+    if "fp32" in speeds and "bf16" in speeds:
+        table.caption = f"bf16 / fp32 training speed: {speeds['bf16'] / speeds['fp32']:.2f}x"
+    return table
+
+
+def _bf16_table(report: BenchReport):
+    table = _table(
+        "Where bf16 pays off: charrnn's training step by shape",
+        ("batch", "seq", "fp32 chars/s", "bf16 chars/s", "bf16 / fp32"),
+    )
+    for b in report.bf16_shapes:
+        table.add_row(
+            str(b.batch_size),
+            str(b.seq_len),
+            _rate(b.fp32_chars_per_sec),
+            _rate(b.bf16_chars_per_sec),
+            f"{b.speedup:.2f}x",
+        )
+    return table
+
+
+def _sampling_table(report: BenchReport):
+    table = _table(
+        f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s, "
+        f"fp32 matmul peak {report.cpu_matmul_peak / 1e9:.0f} GFLOP/s)",
+        ("model", "streams", "threads", "chars/s", "bandwidth limit", "compute limit", "of the lower"),
+    )
+    for s in report.sampling:
+        limits = [x for x in (s.limit_chars_per_sec, s.compute_limit_chars_per_sec) if x]
+        table.add_row(
+            f"{s.cell} {s.layers}x{s.hidden}",
+            str(s.streams),
+            str(s.threads),
+            _rate(s.chars_per_sec),
+            _rate(s.limit_chars_per_sec),
+            _rate(s.compute_limit_chars_per_sec) if s.compute_limit_chars_per_sec else "-",
+            f"{s.chars_per_sec / min(limits):.1%}",
+        )
+    weights = sorted({f"{s.cell} {s.layers}x{s.hidden} {s.weight_bytes / 1e6:.1f} MB" for s in report.sampling})
+    table.caption = (
+        "weights: " + ", ".join(weights) + "; weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
+    )
+    return table
+
+
+def _data_table(report: BenchReport):
+    from rich.table import Table
+
+    d = report.data
+    table = Table(title=f"Data path: generated {d.corpus_mb:.0f} MB corpus", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("first run: decode + fit + encode + cache", f"{d.encode_seconds:.2f} s")
+    table.add_row("peak RSS (process, torch included)", f"{d.peak_rss_mb:,.0f} MB")
+    table.add_row("RSS after imports", f"{d.baseline_rss_mb:,.0f} MB")
+    table.add_row("cached ids dtype", d.ids_dtype)
+    table.add_row("second run: corpus read, cached ids mapped", f"{d.second_run_load_seconds:.2f} s")
+    table.add_row("second run: ready to train (model, optimiser built)", f"{d.second_run_ready_seconds:.2f} s")
+    table.add_row("second run: first step done", f"{d.second_run_first_step_seconds:.2f} s")
+    if not d.cached:
+        table.caption = "warning: the second run did not read the cache"
+    return table
+
+
+def _print_quality(report: BenchReport) -> None:
+    q, pq = report.quality, report.precision_quality
+    if q is not None:
+        stdout.print(
+            f"Quality: skipped: {q.skipped}"
+            if q.skipped
+            else f"Quality: tinyshakespeare, default settings, {q.budget_seconds:g}s budget: "
+            f"val {q.val_bpc:.3f} bpc after {q.steps} steps"
+        )
+    if pq is not None:
+        stdout.print(
+            f"fp32 vs bf16 at equal steps: skipped: {pq.skipped}"
+            if pq.skipped
+            else f"fp32 vs bf16 at equal steps ({pq.steps} steps, tinyshakespeare): val loss "
+            f"{pq.fp32_val_loss:.4f} vs {pq.bf16_val_loss:.4f} nats/token ({pq.relative_difference:+.2%})"
+        )

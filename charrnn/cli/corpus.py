@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import app, stderr, stdout
+from .application import app, stderr, stdout
 
 corpus_app = typer.Typer(help="List and fetch ready corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")

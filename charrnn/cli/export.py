@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import app, stderr
+from .application import app, stderr
 
 
 class ExportFormat(str, Enum):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..abc_check import DEFAULT_ALLOWANCE
-from . import app, stderr, stdout
+from .application import app, stderr, stdout
 
 abc_app = typer.Typer(
     help="Check ABC tunes (needs the [music] extra: pip install 'charrnn[music]').", no_args_is_help=True
@@ -100,12 +100,10 @@ def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attem
         loaded.model,
         loaded.tokenizer,
         bound,
+        cfg,
         start="X:",
         max_chars=cfg.length,
         attempts=1,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
         generator=generator,
         on_drop=lambda why: draw.reject(drops[why]),
     )

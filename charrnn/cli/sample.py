@@ -9,33 +9,28 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..config import SampleConfig
 from ..errors import CharRNNError
-from . import app, stderr
+from .application import app, stderr
+from .options import CheckpointArg, default, opt
+
+S = SampleConfig
 
 # ----------------------------------------------------------------------------- sample
 
 
 @app.command()
 def sample(
-    checkpoint: Annotated[
-        Optional[Path],
-        typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
-    ] = None,
-    temp: Annotated[
-        float, typer.Option("--temp", help="Temperature; 0 = always the most likely next character.")
-    ] = 0.8,
-    top_k: Annotated[int, typer.Option("--top-k", help="Draw from the k most likely tokens only; 0 = all.")] = 0,
-    top_p: Annotated[
-        float, typer.Option("--top-p", help="Draw from the smallest set of tokens reaching probability p.")
-    ] = 1.0,
+    checkpoint: CheckpointArg = None,
+    temperature: Annotated[float, opt(S, "temperature")] = default(S, "temperature"),
+    top_k: Annotated[int, opt(S, "top_k")] = default(S, "top_k"),
+    top_p: Annotated[float, opt(S, "top_p")] = default(S, "top_p"),
     prime: Annotated[str, typer.Option(help="Text to start from (printed first).")] = "",
     prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime text from a file.")] = None,
-    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 1000,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text.")] = None,
-    stop: Annotated[
-        Optional[str], typer.Option(help="End a sample where this string appears (\\n for newline).")
-    ] = None,
+    length: Annotated[int, opt(S, "length")] = default(S, "length"),
+    num_samples: Annotated[int, opt(S, "num_samples")] = default(S, "num_samples"),
+    seed: Annotated[Optional[int], opt(S, "seed")] = default(S, "seed"),
+    stop: Annotated[Optional[str], opt(S, "stop")] = default(S, "stop"),
     drop_unknown: Annotated[
         bool, typer.Option("--drop-unknown", help="Leave out prime characters the model never saw.")
     ] = False,
@@ -63,7 +58,6 @@ def sample(
     ] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
-    from ..config import SampleConfig
     from ..data import read_text_file
 
     if prime_file is not None:
@@ -73,7 +67,7 @@ def sample(
     if stop is not None and "\\" in stop:
         stop = _unescape(stop)
     cfg = SampleConfig(
-        temperature=temp, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples, seed=seed, stop=stop
+        temperature=temperature, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples, seed=seed, stop=stop
     )
 
     import torch
@@ -116,17 +110,7 @@ def sample(
         if n:
             out.write("\n")  # a blank line between samples (each ends with a newline)
         last = ""
-        for piece in generate(
-            loaded.model,
-            loaded.tokenizer,
-            length=cfg.length,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-            prime=prime,
-            stop=cfg.stop,
-            generator=generator,
-        ):
+        for piece in generate(loaded.model, loaded.tokenizer, cfg, prime=prime, generator=generator):
             out.write(piece)
             out.flush()
             last = piece or last
@@ -167,12 +151,10 @@ def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None
         loaded.model,
         loaded.tokenizer,
         count,
+        cfg,
         start="X:" if tunes is not None else "",
         renumber="X:" if tunes is not None else None,
         max_chars=cfg.length,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
         generator=generator,
     ):
         sys.stdout.write(("\n" if written else "") + doc + "\n")

@@ -9,7 +9,7 @@ import typer
 
 from ..config import ServeConfig
 from ..errors import CharRNNError
-from . import app, stderr
+from .application import app, stderr
 
 _D = ServeConfig()
 

@@ -6,45 +6,23 @@ import math
 import shlex
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
-from . import app, hms, stderr
-from .choices import EXCLUDE, INCLUDE, Device, Precision
+from ..reporting import Reporter
+from .application import app, hms, stderr
+from .options import EXCLUDE, INCLUDE, choices, default, opt
 
-
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
-    rnn_relu = "rnn-relu"
-
-
-class Optimizer(str, Enum):
-    adamw = "adamw"
-    rmsprop = "rmsprop"
-    adagrad = "adagrad"
-    sgd = "sgd"
-
-
-class TokenizerKind(str, Enum):
-    char = "char"
-    bpe = "bpe"
-    unigram = "unigram"
-
-
-_T = TrainConfig()
-
-
-def _duration(value: str) -> float:
-    from ..config import parse_duration
-
-    return parse_duration(value)
+M, T, K = ModelConfig, TrainConfig, TokenizerConfig
+Cell = choices(M, "cell", "Cell")
+Optimizer = choices(T, "optimizer", "Optimizer")
+Device = choices(T, "device", "Device")
+Precision = choices(T, "precision", "Precision")
+TokenizerKind = choices(K, "kind", "TokenizerKind")
 
 
 # ----------------------------------------------------------------------------- train
@@ -58,53 +36,30 @@ def train(
             help="A text file, a directory (walked recursively, text files chosen by content), or a ready corpus name (charrnn corpus list)."
         ),
     ],
-    model: Annotated[Cell, typer.Option("--model", help="Recurrent cell.")] = Cell.lstm,
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 2,
-    hidden: Annotated[int, typer.Option(help="Units per recurrent layer.")] = 512,
-    embed: Annotated[int, typer.Option(help="Token embedding width.")] = 64,
-    dropout: Annotated[
-        float, typer.Option(help="Dropout between layers and before the output, in [0, 1).")
-    ] = ModelConfig().dropout,
-    tokenizer: Annotated[
-        TokenizerKind, typer.Option(help="char, or a SentencePiece model trained on the corpus.")
-    ] = TokenizerKind.char,
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size for bpe/unigram.")] = 2000,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per truncated-BPTT window.")] = _T.seq_len,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Parallel contiguous streams.")] = _T.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _T.lr,
-    optimizer: Annotated[
-        Optimizer, typer.Option(help="Optimizer (warm-up then cosine decay for all).")
-    ] = Optimizer.adamw,
-    weight_decay: Annotated[
-        float, typer.Option("--weight-decay", help="Decoupled weight decay on matrices.")
-    ] = _T.weight_decay,
-    grad_clip: Annotated[
-        float, typer.Option("--grad-clip", help="Clip the global gradient norm; 0 = off.")
-    ] = _T.grad_clip,
-    warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = _T.warmup_steps,
-    steps: Annotated[
-        Optional[int], typer.Option(help="Total optimizer steps of the run (a resumed run counts on).")
-    ] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes over the training text.")] = None,
-    time_budget: Annotated[
-        Optional[str], typer.Option("--time-budget", help="Wall-clock training time, e.g. 90s, 10m, 2h.")
-    ] = None,
-    eval_every: Annotated[
-        Optional[int],
-        typer.Option("--eval-every", help=f"Steps between validations and checkpoints [default: {_T.eval_every}]."),
-    ] = None,
-    patience: Annotated[
-        Optional[int],
-        typer.Option(help=f"Stop after this many evaluations without improvement [default: {_T.patience}]."),
-    ] = None,
-    val_frac: Annotated[
-        float, typer.Option("--val-frac", help="Fraction of the text, at its end, kept for validation.")
-    ] = _T.val_frac,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = _T.seed,
-    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    precision: Annotated[
-        Precision, typer.Option(help="auto: bf16 where the hardware has it, fp16 on older GPUs, else fp32.")
-    ] = Precision.auto,
+    cell: Annotated[Cell, opt(M, "cell")] = Cell(default(M, "cell")),
+    num_layers: Annotated[int, opt(M, "num_layers")] = default(M, "num_layers"),
+    hidden_size: Annotated[int, opt(M, "hidden_size")] = default(M, "hidden_size"),
+    embed_size: Annotated[int, opt(M, "embed_size")] = default(M, "embed_size"),
+    dropout: Annotated[float, opt(M, "dropout")] = default(M, "dropout"),
+    tokenizer: Annotated[TokenizerKind, opt(K, "kind")] = TokenizerKind(default(K, "kind")),
+    vocab_size: Annotated[int, opt(K, "vocab_size")] = default(K, "vocab_size"),
+    seq_len: Annotated[int, opt(T, "seq_len")] = default(T, "seq_len"),
+    batch_size: Annotated[int, opt(T, "batch_size")] = default(T, "batch_size"),
+    lr: Annotated[float, opt(T, "lr")] = default(T, "lr"),
+    optimizer: Annotated[Optimizer, opt(T, "optimizer")] = Optimizer(default(T, "optimizer")),
+    weight_decay: Annotated[float, opt(T, "weight_decay")] = default(T, "weight_decay"),
+    grad_clip: Annotated[float, opt(T, "grad_clip")] = default(T, "grad_clip"),
+    warmup_steps: Annotated[int, opt(T, "warmup_steps")] = default(T, "warmup_steps"),
+    # The limits default to None, "not given", so that a resumed run keeps its own.
+    steps: Annotated[Optional[int], opt(T, "steps")] = None,
+    epochs: Annotated[Optional[float], opt(T, "epochs")] = None,
+    time_budget: Annotated[Optional[str], opt(T, "time_budget")] = None,
+    eval_every: Annotated[Optional[int], opt(T, "eval_every", show_default_in_help=True)] = None,
+    patience: Annotated[Optional[int], opt(T, "patience", show_default_in_help=True)] = None,
+    val_frac: Annotated[float, opt(T, "val_frac")] = default(T, "val_frac"),
+    seed: Annotated[int, opt(T, "seed")] = default(T, "seed"),
+    device: Annotated[Device, opt(T, "device")] = Device(default(T, "device")),
+    precision: Annotated[Precision, opt(T, "precision")] = Precision(default(T, "precision")),
     out: Annotated[Optional[Path], typer.Option(help="Run directory [default: checkpoints/<corpus name>].")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")
@@ -116,9 +71,7 @@ def train(
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
     include: Annotated[Optional[list[str]], INCLUDE] = None,
     exclude: Annotated[Optional[list[str]], EXCLUDE] = None,
-    sample_every: Annotated[
-        int, typer.Option("--sample-every", help="Show a short sample at every N-th evaluation.")
-    ] = 0,
+    sample_every: Annotated[int, opt(T, "sample_every")] = default(T, "sample_every"),
     save_every: Annotated[
         Optional[int], typer.Option("--save-every", help="Also write last.safetensors every N steps.")
     ] = None,
@@ -132,17 +85,15 @@ def train(
     With no --steps, --epochs or --time-budget a run ends after 10 epochs, or earlier when
     validation stops improving (--patience).
     """
-    from ..config import ModelConfig
+    from ..config import parse_duration
     from ..corpora import resolve_corpus
     from ..distributed import DistContext
-    from ..runtime import stop_on_signals
-    from ..train import train as run_training
 
     if resume and init_from is not None:
         raise CharRNNError(
             "--resume and --init-from exclude each other: resume continues a run, init-from starts a new one"
         )
-    budget = _duration(time_budget) if time_budget is not None else None
+    budget = parse_duration(time_budget) if time_budget is not None else None
     limits = {"steps": steps, "epochs": epochs, "time_budget": budget, "patience": patience, "eval_every": eval_every}
     given = {k: v for k, v in limits.items() if v is not None}
     train_cfg = TrainConfig(
@@ -152,7 +103,7 @@ def train(
         optimizer=optimizer.value,
         weight_decay=weight_decay,
         grad_clip=grad_clip,
-        warmup_steps=warmup,
+        warmup_steps=warmup_steps,
         val_frac=val_frac,
         seed=seed,
         device=device.value,
@@ -160,13 +111,15 @@ def train(
         sample_every=sample_every,
         **given,
     )
-    model_cfg = ModelConfig(cell=model.value, embed_size=embed, hidden_size=hidden, num_layers=layers, dropout=dropout)
+    model_cfg = ModelConfig(
+        cell=cell.value, embed_size=embed_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+    )
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
-    reporter: Any = _TrainReporter(quiet=not dist.is_main)
+    reporter: Reporter = _TrainReporter(quiet=not dist.is_main)
     if tensorboard is not None and dist.is_main:
-        from ..plot import TensorBoardReporter
+        from ..reporting import TensorBoardReporter
 
         reporter = TensorBoardReporter(reporter, tensorboard)
     try:
@@ -174,46 +127,44 @@ def train(
             corpus, log=reporter.on_message, encoding=encoding, include=include or (), exclude=exclude or ()
         )
         run_dir = out if out is not None else Path("checkpoints") / data.name
-        with stop_on_signals() as stop, dist.failures_as_errors():
-            try:
-                result = run_training(
-                    data,
-                    model_cfg,
-                    train_cfg,
-                    run_dir,
-                    tokenizer_kind=tokenizer.value,
-                    vocab_size=vocab_size,
-                    encoding=encoding,
-                    resume=resume,
-                    init_from=init_from,
-                    force=force,
-                    limits=given,
-                    reporter=reporter,
-                    stop=stop,
-                    save_every=save_every,
-                    dist=dist,
-                )
-            except Interrupted as exc:
-                reporter.close()
-                if not dist.is_main:  # every rank stopped at the same step; rank 0 says so, once
-                    raise typer.Exit(exc.exit_code) from None
-                launcher = "torchrun <the same torchrun options> -m charrnn" if dist.active else "charrnn"
-                again = f"{launcher} train {shlex.quote(corpus)} --out {shlex.quote(str(run_dir))} --resume"
-                raise Interrupted(
-                    f"{exc}; saved {run_dir / 'last.safetensors'}; resume with: {again}", exc.exit_code - 128
-                ) from None
-            finally:
-                reporter.close()
+        run = dict(tokenizer_kind=tokenizer.value, vocab_size=vocab_size, encoding=encoding, resume=resume)
+        run.update(init_from=init_from, force=force, limits=given, save_every=save_every)
+        result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
     finally:
         dist.close()
     if dist.is_main:
-        stderr.print(
-            f"done ({result.stopped_because}) after {result.steps} steps in {hms(result.elapsed)}: "
-            f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char, "
-            f"{result.best_val_loss:.4f} nats/token)"
-        )
-        stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
-        _write_plot(result.run_dir)
+        _print_result(result)
+
+
+def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, dist, run: dict[str, Any]):
+    """The training under signal handling: an interrupted run ends in one line that says how to resume."""
+    from ..runtime import stop_on_signals
+    from ..train import train as run_training
+
+    with stop_on_signals() as stop, dist.failures_as_errors():
+        try:
+            return run_training(data, model_cfg, train_cfg, run_dir, reporter=reporter, stop=stop, dist=dist, **run)
+        except Interrupted as exc:
+            reporter.close()
+            if not dist.is_main:  # every rank stopped at the same step; rank 0 says so, once
+                raise typer.Exit(exc.exit_code) from None
+            launcher = "torchrun <the same torchrun options> -m charrnn" if dist.active else "charrnn"
+            again = f"{launcher} train {shlex.quote(corpus)} --out {shlex.quote(str(run_dir))} --resume"
+            raise Interrupted(
+                f"{exc}; saved {run_dir / 'last.safetensors'}; resume with: {again}", exc.exit_code - 128
+            ) from None
+        finally:
+            reporter.close()
+
+
+def _print_result(result) -> None:
+    stderr.print(
+        f"done ({result.stopped_because}) after {result.steps} steps in {hms(result.elapsed)}: "
+        f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char, "
+        f"{result.best_val_loss:.4f} nats/token)"
+    )
+    stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
+    _write_plot(result.run_dir)
 
 
 def _write_plot(run_dir: Path) -> None:
@@ -228,7 +179,7 @@ def _write_plot(run_dir: Path) -> None:
         stderr.print(f"note: no plot written ({exc})", markup=False)
 
 
-class _TrainReporter:
+class _TrainReporter(Reporter):
     """Rich progress bar on a terminal, plain lines otherwise (logs, CI, pipes)."""
 
     def __init__(self, quiet: bool = False):

@@ -146,7 +146,7 @@ def compare_with_sampler(model: RNNLanguageModel, folder, steps: int) -> tuple[f
 
     sampler = OnnxSampler(folder)
     stepper = FastStepper(model.float().eval())
-    hidden = stepper.init_hidden(1)
+    hidden = stepper.init_state(1)
     state = sampler.zero_state()
     token = torch.zeros(1, dtype=torch.long)
     worst, disagree = 0.0, 0

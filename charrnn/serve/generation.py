@@ -128,20 +128,19 @@ def sample_pieces(loaded, request: GenerateRequest, seed: int) -> Iterator[str]:
     """The text `charrnn sample --seed SEED` prints for these settings, piece by piece (prime first)."""
     import torch
 
+    from ..config import SampleConfig
     from ..sample import generate
 
     generator = torch.Generator().manual_seed(seed)
-    return generate(
-        loaded.model,
-        loaded.tokenizer,
-        length=request.length,
+    cfg = SampleConfig(
         temperature=request.temperature,
         top_k=request.top_k,
         top_p=request.top_p,
-        prime=request.prime,
+        length=request.length,
+        seed=seed,
         stop=request.stop,
-        generator=generator,
     )
+    return generate(loaded.model, loaded.tokenizer, cfg, prime=request.prime, generator=generator)
 
 
 class WorkerPool:

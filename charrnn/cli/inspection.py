@@ -1,85 +1,16 @@
-"""`charrnn eval`, `info`, `plot`, `visualize`: looking at trained models and runs."""
+"""`charrnn info`, `plot`, `visualize`: looking at trained models and runs."""
 
 from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from . import app, hms, stderr
-from .choices import EXCLUDE, INCLUDE, Device
-
-
-class EvalPrecision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-CheckpointArg = Annotated[
-    Optional[Path],
-    typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
-]
-
-
-@app.command("eval")
-def eval_command(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file or run directory.")],
-    files: Annotated[
-        list[Path], typer.Argument(help="Held-out text files (or directories, or ready corpus names) to score.")
-    ],
-    val: Annotated[
-        bool,
-        typer.Option("--val", help="Score only the validation part of each file, split as training split it."),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON on stdout.")] = False,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
-    precision: Annotated[
-        Optional[EvalPrecision],
-        typer.Option(
-            help="Arithmetic [default: the checkpoint's validation precision where this device runs it, else fp32]."
-        ),
-    ] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
-    include: Annotated[Optional[list[str]], INCLUDE] = None,
-    exclude: Annotated[Optional[list[str]], EXCLUDE] = None,
-) -> None:
-    """Bits per character (and per token) of held-out text, hidden state carried through it."""
-    from ..checkpoint import load_model, resolve_checkpoint
-    from ..evaluation import evaluate_files
-    from ..runtime import resolve_device, resolve_precision
-
-    path = resolve_checkpoint(checkpoint)
-    target = resolve_device(device.value)
-    arithmetic = resolve_precision(precision.value, target)[0] if precision is not None else None
-    loaded = load_model(path, target)
-    scores, total = evaluate_files(
-        loaded,
-        files,
-        validation_only=val,
-        encoding=encoding,
-        device=target,
-        precision=arithmetic,
-        include=include or (),
-        exclude=exclude or (),
-        log=lambda m: stderr.print(m, markup=False),
-    )
-    if as_json:
-        out = {"checkpoint": str(path), "validation_only": val, "files": [s.to_dict() for s in scores]}
-        out["total"] = total.to_dict()
-        print(json.dumps(out, indent=2))
-        return
-    rows = scores + ([total] if len(scores) > 1 else [])
-    width = max(len(s.source) for s in rows)
-    for s in rows:
-        print(
-            f"{s.source:<{width}}  {s.bits_per_char:.4f} bits/char  {s.bits_per_token:.4f} bits/token  "
-            f"({s.chars:,} chars, {s.tokens:,} tokens)"
-        )
+from .application import app, hms, stderr
+from .options import CheckpointArg
 
 
 @app.command()
@@ -88,8 +19,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the details as JSON on stdout.")] = False,
 ) -> None:
     """Architecture, size, tokenizer, corpus and training state of a checkpoint."""
-    from ..checkpoint import resolve_checkpoint
-    from ..evaluation import checkpoint_info
+    from ..checkpoint import checkpoint_info, resolve_checkpoint
 
     details = checkpoint_info(resolve_checkpoint(checkpoint))
     if as_json:

@@ -1,0 +1,58 @@
+"""Command options declared from the settings dataclasses in config.py, which hold each
+option's flag, default and help text: a command names the field, never repeats them."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..config import option_field
+
+
+def flag(cls: type, name: str) -> str:
+    return option_field(cls, name).metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def opt(cls: type, name: str, *, show_default_in_help: bool = False, **extra: Any) -> Any:
+    """typer.Option for the field `name` of `cls`. `show_default_in_help`: for an option whose
+    declared default is None (so that a resumed run can tell "not given"), say the real default."""
+    field = option_field(cls, name)
+    text = field.metadata["help"]
+    if show_default_in_help:
+        text = f"{text.rstrip('.')} [default: {field.default}]."
+    return typer.Option(flag(cls, name), help=text, **extra)
+
+
+def default(cls: type, name: str) -> Any:
+    return option_field(cls, name).default
+
+
+def choices(cls: type, name: str, enum_name: str) -> Any:
+    """A str Enum of the field's choices (Typer shows them in --help and checks them)."""
+    return enum_of(enum_name, option_field(cls, name).metadata["choices"])
+
+
+def enum_of(enum_name: str, values: tuple[str, ...]) -> Any:
+    return Enum(enum_name, [(v.replace("-", "_"), v) for v in values], type=str)
+
+
+# Options shared by the commands that read a directory as a corpus (train, eval).
+INCLUDE = typer.Option(
+    "--include",
+    metavar="GLOB",
+    help="In a directory, read only files whose path or name matches GLOB (repeatable), e.g. '*.py'.",
+)
+EXCLUDE = typer.Option(
+    "--exclude",
+    metavar="GLOB",
+    help="In a directory, leave out files and folders whose path or name matches GLOB (repeatable).",
+)
+
+# A checkpoint argument that may be left out (sample, info, visualize).
+CheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(help="Checkpoint file or run directory [default: the newest run under ./checkpoints]."),
+]

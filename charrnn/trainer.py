@@ -1,0 +1,335 @@
+"""The training loop. It knows nothing about display: it reports through a `Reporter`.
+
+A `Trainer` owns one run: the model, its optimiser, the data streams and their carried state.
+Its public surface is small: `step()` (one optimiser step), `validate()`, `run()` (the loop,
+to a limit), `save()`, `restore()`, and `state` (the counters a checkpoint carries). Everything
+a run needs to continue bit for bit is in last.safetensors, so `--resume` picks up exactly
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .data import StreamBatcher, TokenData, fit_batch_size
+from .distributed import DistContext
+from .errors import CorpusError, Interrupted
+from .evaluation import LN2, evaluate_ids
+from .meters import LossReadback, SpeedMeter
+from .model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
+from .optimization import RunLimits, build_optimizer, lr_at
+from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
+from .runtime import StopFlag, autocast_for, resolve_device, resolve_precision
+
+
+class Trainer:
+    """Owns a run: model, optimiser, data streams, carried state, and the run's counters."""
+
+    def __init__(
+        self,
+        data: TokenData,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        dist: DistContext | None = None,
+        reporter: Reporter | None = None,
+        stop: StopFlag | None = None,
+        save_every: int | None = None,
+    ):
+        self.dist = dist or DistContext()
+        self.reporter = reporter or Reporter()
+        self.stop = stop or StopFlag()
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.save_every = save_every
+        self.notes: list[str] = [*getattr(data.tokenizer, "notes", []), *data.notes]  # e.g. a smaller vocabulary
+        self.cfg = self._fit_batch(train_cfg)
+        self.model_cfg = model_cfg
+        self.batcher = StreamBatcher(
+            data.train, self.cfg.batch_size, self.cfg.seq_len, self.dist.rank, self.dist.world_size
+        )
+        self.limits = RunLimits(self.cfg, self.batcher.windows_per_epoch)
+        self.device = resolve_device(self.cfg.device) if self.dist.device is None else self.dist.device
+        self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
+        self.precision, self.precision_reason = resolve_precision(self.cfg.precision, self.device)
+        torch.manual_seed(self.cfg.seed)
+        self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
+        self.ddp_model = self.dist.wrap(self.model)
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.state = RunState()
+        self.hidden_state: HiddenState | None = None  # every stream's, carried from window to window
+        self.losses = LossReadback(self.cfg, deferred=self.device.type == "cuda")
+        self._session_start = time.perf_counter()
+
+    def _fit_batch(self, cfg: TrainConfig) -> TrainConfig:
+        batch = fit_batch_size(len(self.data.train), cfg.batch_size, cfg.seq_len, self.dist.world_size)
+        if batch < 1:  # not even one stream of one window: a smaller batch cannot help
+            need = (cfg.seq_len + 1) * self.dist.world_size
+            raise CorpusError(
+                f"training text too small: {len(self.data.train):,} tokens, but one window of --seq-len "
+                f"{cfg.seq_len} needs {need:,}; lower --seq-len or give more text"
+                + (f", or use fewer than {self.dist.world_size} processes" if self.dist.world_size > 1 else "")
+            )
+        if batch < cfg.batch_size:
+            self.notes.append(f"corpus is small: --batch-size lowered from {cfg.batch_size} to {batch}")
+            return replace(cfg, batch_size=batch)
+        return cfg
+
+    @property
+    def epoch(self) -> float:
+        return self.state.step / self.batcher.windows_per_epoch
+
+    def progress(self) -> float | None:
+        return self.limits.progress(self.state.step, self.state.elapsed)
+
+    # -- the loop
+
+    def run(self) -> TrainResult:
+        """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
+        self.reporter.on_start(self._run_info())
+        self._session_start = time.perf_counter() - self.state.elapsed
+        speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
+        while True:
+            # 1. stop at a limit (--steps, --epochs, --time-budget)
+            stopped = self.limits.reached(self.state.step, self.state.elapsed)
+            if stopped:
+                break
+            # 2. one optimiser step on the next window of every stream
+            loss = self.step()
+            # 3. all ranks take the same clock and the same signal, so they stop at the same step
+            signum, self.state.elapsed = self.dist.agree(self.stop.signum or 0, self._clock())
+            chars_per_sec = speed.add(self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size)
+            self.reporter.on_step(self._step_report(loss, chars_per_sec))
+            # 4. every --eval-every steps: validate, write the checkpoints, stop if no longer improving
+            if self.state.step % self.cfg.eval_every == 0:
+                self._evaluate_and_save(chars_per_sec)
+                speed.restart()
+                if self.cfg.patience is not None and self.state.bad_evals >= self.cfg.patience:
+                    stopped = f"no improvement in {self.state.bad_evals} evaluations (--patience)"
+                    break
+            elif self.save_every and self.state.step % self.save_every == 0:
+                self.save("last")
+            # 5. a signal (Ctrl-C, SIGTERM): save where the run is, then stop
+            if signum:
+                self.save("last")
+                self.dist.barrier()  # no rank leaves before rank 0 has written the checkpoint
+                raise Interrupted(f"interrupted at step {self.state.step}", signum)
+        # 6. a last evaluation, unless the last step just had one
+        if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
+            self._evaluate_and_save(speed.chars_per_sec)
+        return self._result(stopped)
+
+    # -- one optimiser step
+
+    def step(self, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> float:
+        """One TBPTT window: forward from the carried state, backward, clip, update. Returns the
+        loss (nats/token). x, y: (B, T) int64 on the device; by default the streams' next window."""
+        if x is None or y is None:
+            x, y = self._next_window()
+        lr = lr_at(self.cfg, self.state.step, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.hidden_state is None:
+            self.hidden_state = self.model.init_state(x.shape[0], self.device)
+        with autocast_for(self.device, self.precision):
+            logits, hidden_state = self.ddp_model(x, self.hidden_state)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss_value = self.losses.read(loss, self.state.step + 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # Keep the state's value for the next window but not its graph: truncated BPTT.
+        self.hidden_state = map_state(torch.Tensor.float, detach_state(hidden_state))
+        self.state.step += 1
+        self.state.train_loss_sum += loss_value
+        self.state.train_loss_count += 1
+        return loss_value
+
+    def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.state.step % self.batcher.windows_per_epoch
+        if index == 0:
+            self.hidden_state = None  # the streams wrapped around: start from a zero state
+        x, y = self.batcher.window(index)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    # -- validation and checkpoints
+
+    def validate(self) -> tuple[float, float]:
+        """(nats per token, bits per character) over the whole validation split."""
+        context = int(self.data.train[-1]) if len(self.data.train) else None
+        nats, count = evaluate_ids(
+            self.model,
+            self.data.val,
+            context,
+            seq_len=self.cfg.seq_len,
+            num_streams=self.cfg.eval_batch_size,
+            device=self.device,
+            precision=self.precision,
+            dist=self.dist,
+        )
+        return nats / max(count, 1), nats / max(self.data.val_chars, 1) / LN2
+
+    def _evaluate_and_save(self, chars_per_sec: float) -> None:
+        began = time.perf_counter()
+        val_loss, val_bpc = self.validate()
+        eval_seconds = time.perf_counter() - began
+        state = self.state
+        state.last_val_loss, state.last_val_bpc = val_loss, val_bpc
+        is_best = val_loss < state.best_val_loss
+        if is_best:
+            state.best_val_loss, state.best_val_bpc, state.bad_evals = val_loss, val_bpc, 0
+        else:
+            state.bad_evals += 1
+        # Every rank's losses: the reported train loss is that of the global batch.
+        train_loss = self.dist.mean_over_ranks(state.train_loss_sum) / max(state.train_loss_count, 1)
+        tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
+        train_bpc = train_loss * tokens_per_char / LN2 if state.train_loss_count else math.nan
+        state.train_loss_sum, state.train_loss_count = 0.0, 0
+        _, state.elapsed = self.dist.agree(0, self._clock())  # the same clock on all ranks
+        report = EvalReport(
+            step=state.step,
+            epoch=self.epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_bpc=val_bpc,
+            val_nats_per_char=val_bpc * LN2,
+            best_val_bpc=state.best_val_bpc,
+            is_best=is_best,
+            elapsed=state.elapsed,
+            eval_seconds=eval_seconds,
+            chars_per_sec=chars_per_sec,
+            lr=self.optimizer.param_groups[0]["lr"],
+            tokens_per_sec=chars_per_sec * tokens_per_char,
+            train_bpc=train_bpc,
+        )
+        if is_best:
+            self.save("best")
+        self.save("last")
+        if self.dist.is_main:
+            append_metrics(self.run_dir, report, self.data.tokenizer.kind)
+        self.reporter.on_eval(report)
+        evaluation = state.step // self.cfg.eval_every
+        if self.cfg.sample_every and evaluation % self.cfg.sample_every == 0 and self.dist.is_main:
+            self._show_sample()
+
+    def _show_sample(self) -> None:
+        from .config import SampleConfig
+        from .sample import generate  # only needed for --sample-every
+
+        gen = torch.Generator().manual_seed(self.cfg.seed + self.state.step)
+        text = "".join(generate(self.model, self.data.tokenizer, SampleConfig(length=200), generator=gen))
+        append_sample(self.run_dir, self.state.step, self.state.last_val_bpc, text)
+        self.reporter.on_sample(self.state.step, text)
+
+    def save(self, kind: str) -> Path:
+        """Write best.safetensors (weights) or last.safetensors (everything to resume)."""
+        path = self.run_dir / (BEST if kind == "best" else LAST)
+        resume = None
+        if kind == "last":
+            resume = ResumeParts(
+                optimizer=self.optimizer,
+                scaler=self.scaler,
+                device=self.device,
+                hidden_state=self.dist.gather_state(self.hidden_state),
+                # The mean over ranks: every rank resumes with it, and their mean stays the global one.
+                train_loss_sum=self.dist.mean_over_ranks(self.state.train_loss_sum),
+            )
+        tensors, meta = encode_run(
+            kind, self.model, self.data.tokenizer, self._identity(), self.state, self.epoch, resume
+        )
+        if self.dist.is_main:
+            save_checkpoint(path, tensors, meta)
+            self.reporter.on_checkpoint(kind, path, self.state.step)
+        return path
+
+    def restore(self, checkpoint: RunCheckpoint) -> None:
+        """Everything `save('last')` wrote, back in place."""
+        self.model.load_state_dict(checkpoint.weights())
+        checkpoint.restore_optimizer(self.optimizer, self.scaler)
+        self.state = checkpoint.state()
+        checkpoint.restore_rng(self.device)
+        saved = checkpoint.hidden_state(self.model.cell)
+        if saved is not None:
+            self.hidden_state = self.dist.scatter_state(saved, self.cfg.batch_size, self.device)
+            if self.hidden_state is None:
+                self.notes.append(
+                    f"resumed with {self.dist.world_size} x {self.cfg.batch_size} streams where the run saved "
+                    f"{stream_count(saved)}: the streams are cut anew, so the hidden state starts from zero"
+                )
+
+    # -- what the run tells its reporter
+
+    def _clock(self) -> float:
+        return time.perf_counter() - self._session_start
+
+    def _identity(self) -> RunIdentity:
+        return RunIdentity(
+            model=self.model_cfg,
+            train=self.cfg,
+            corpus=self.data.name,
+            corpus_sha256=self.data.digest,
+            precision=self.precision,
+            device_type=self.device.type,
+            world_size=self.dist.world_size,
+        )
+
+    def _run_info(self) -> RunInfo:
+        return RunInfo(
+            run_dir=self.run_dir,
+            device=str(self.device),
+            precision=self.precision,
+            precision_reason=self.precision_reason,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            tokenizer=self.data.tokenizer.kind,
+            vocab_size=self.data.tokenizer.vocab_size,
+            train_tokens=len(self.data.train),
+            val_tokens=len(self.data.val),
+            batch_size=self.cfg.batch_size,
+            windows_per_epoch=self.batcher.windows_per_epoch,
+            total_steps=self.limits.total_steps,
+            time_budget=self.cfg.time_budget,
+            start_step=self.state.step,
+            cached=self.data.cached,
+            world_size=self.dist.world_size,
+            notes=self.notes,
+        )
+
+    def _step_report(self, loss: float, chars_per_sec: float) -> StepReport:
+        return StepReport(
+            step=self.state.step,
+            epoch=self.epoch,
+            loss=loss,
+            lr=self.optimizer.param_groups[0]["lr"],
+            elapsed=self.state.elapsed,
+            chars_per_sec=chars_per_sec,
+            tokens_per_sec=chars_per_sec * len(self.data.train) / max(self.data.train_chars, 1),
+            progress=self.progress(),
+        )
+
+    def _result(self, stopped: str) -> TrainResult:
+        state = self.state
+        return TrainResult(
+            run_dir=self.run_dir,
+            best_path=self.run_dir / BEST,
+            last_path=self.run_dir / LAST,
+            steps=state.step,
+            best_val_bpc=state.best_val_bpc,
+            best_val_loss=state.best_val_loss,
+            last_val_bpc=state.last_val_bpc,
+            elapsed=state.elapsed,
+            stopped_because=stopped,
+        )
