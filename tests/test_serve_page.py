@@ -172,6 +172,8 @@ def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path, re
             page.wait("document.querySelectorAll('.sample pre.text span').length > 50", "the surprise colours")
             assert "bits/char" in page.js("document.querySelector('.sample .note').textContent")
             assert "characters in" in page.js("document.querySelector('.sample .figures').textContent")
+            page.js("$('paste-text').value = 'K:D\\nA2FA|'; $('paste-colour').click(); true")  # pasted text too
+            page.wait("$('paste-out').querySelectorAll('span').length === 9", "the pasted text's colours")
             page.screenshot(tmp_path / "serve.png")
             if os.environ.get("CHARRNN_SERVE_SCREENSHOT"):  # how docs/serve.png is refreshed
                 target = request.config.invocation_params.dir / os.environ["CHARRNN_SERVE_SCREENSHOT"]
