@@ -211,6 +211,7 @@ class Generation:
 
     def run(self, pieces: Callable[[], Iterator[str]], release: Callable[[], None]) -> None:
         """The worker's side: sample, sending text at most every FLUSH_SECONDS, then the figures."""
+        final: tuple[str, Any] | None = None
         try:
             if self._cancelled.is_set():  # the client left while this request waited for a worker
                 return
@@ -230,13 +231,17 @@ class Generation:
                     last_sent = now
             if pending:
                 self._send("text", "".join(pending))
-            self._send("done", {"characters": produced, "seconds": time.perf_counter() - started})
+            final = ("done", {"characters": produced, "seconds": time.perf_counter() - started})
         except CharRNNError as exc:
-            self._send("error", str(exc))
+            final = ("error", str(exc))
         except Exception as exc:  # a bug; the stream says so instead of ending without a word
-            self._send("error", f"generation failed: {type(exc).__name__}: {exc}")
+            final = ("error", f"generation failed: {type(exc).__name__}: {exc}")
         finally:
+            # The place is given back before the last event goes out, so a client that has read
+            # the whole stream never finds the server still counting its request.
             release()
+            if final is not None:
+                self._send(*final)
 
     async def events(self) -> AsyncIterator[tuple[str, Any]]:
         """("text", piece)... then ("done", figures) or ("error", message). Leaving early cancels."""
