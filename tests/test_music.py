@@ -366,6 +366,11 @@ def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path, read_
     drew = valid.stderr.splitlines()[0]
     assert drew.startswith("drew ") and ": 3 valid" in drew
 
+    # Without --valid-only every tune is printed, and each one with notes gets its MIDI file.
+    every = cli("sample", "run", "--tunes", "2", "--midi", "every", "--seed", "2", "--temp", "0.5")
+    assert every.exit_code == 0 and len(split_documents(every.stdout)) == 2, every.stderr
+    assert every.stderr == "wrote 2 MIDI files to every/\n"
+
     # Every tune longer than --length 30: none valid within the bound; what was drawn is said.
     short = cli("sample", "run", "--tunes", "2", "--valid-only", "--max-attempts", "4", "--length", "30", "--seed", "1")
     assert short.exit_code == 1 and short.stdout == ""
