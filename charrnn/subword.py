@@ -157,7 +157,10 @@ class SentencePieceTokenizer:
 
     @classmethod
     def from_state(cls, state: dict[str, Any], blob: bytes) -> "SentencePieceTokenizer":
-        tokenizer = cls(state["kind"], blob, state.get("notes"))
+        try:
+            tokenizer = cls(state["kind"], blob, state.get("notes"))
+        except RuntimeError:  # SentencePiece's own parser: the bytes are not a model it reads
+            raise ValueError(f"the SentencePiece model ({len(blob):,} bytes) is damaged") from None
         if "vocab_size" in state and int(state["vocab_size"]) != tokenizer.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} pieces, the checkpoint says {state['vocab_size']}")
         return tokenizer
