@@ -72,13 +72,18 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
     target = corpora_dir() / f"{name}.txt"
     expected = entry.get("sha256")
     if target.exists() and (expected is None or _sha256(target) == expected):
-        return target
+        if entry.get("builder") != "python-stdlib" or _file_starts(target) is not None:
+            return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CorpusError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
     if "builder" in entry:
-        write_atomic(target, _build(entry["builder"], name, log), durable=False)
+        data, starts = _build(entry["builder"], name, log)
+        if starts is not None:  # where each file starts: the split holds out whole files
+            index = {"sha256": hashlib.sha256(data).hexdigest(), "starts": starts}
+            write_atomic(_starts_path(target), json.dumps(index).encode(), durable=False)
+        write_atomic(target, data, durable=False)
         return target
     for mirror in mirror_dirs():
         candidate = mirror / f"{name}.txt"
@@ -104,20 +109,37 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
     return target
 
 
-def _build(builder: str, name: str, log: Callable[[str], None]) -> bytes:
-    """The UTF-8 text of a corpus built offline, from what this machine already has."""
+def _starts_path(target: Path) -> Path:
+    return target.with_name(target.stem + ".files.json")
+
+
+def _file_starts(target: Path) -> list[int] | None:
+    """Where each file of a corpus built from a tree starts, when the index beside it matches it."""
+    try:
+        index = json.loads(_starts_path(target).read_text())
+        starts = index["starts"]
+        if index["sha256"] != _sha256(target) or not all(isinstance(s, int) for s in starts):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return starts
+
+
+def _build(builder: str, name: str, log: Callable[[str], None]) -> tuple[bytes, list[int] | None]:
+    """The UTF-8 text of a corpus built offline, from what this machine already has, and where
+    each of its files starts (for a corpus built from a tree)."""
     if builder == "music21-abc":
         from .music import build_folk_abc  # needs the [music] extra
 
         log(f"building {name} from music21's bundled tunes (offline, about a minute)")
-        return build_folk_abc().encode("utf-8")
+        return build_folk_abc().encode("utf-8"), None
     if builder == "python-stdlib":
         from .source_tree import python_stdlib_root, read_python_stdlib
 
         log(f"building {name} from {python_stdlib_root()} (offline, a few seconds)")
         tree = read_python_stdlib()
         log(f"{name}: {len(tree.paths):,} modules")
-        return tree.data()
+        return tree.data_and_starts()
     raise CorpusError(f"the catalogue names an unknown builder {builder!r} for {name}")
 
 
@@ -156,7 +178,10 @@ def resolve_corpus(
     if arg in entries:
         if include or exclude:
             raise CorpusError(f"--include/--exclude pick files inside a directory, and {arg} is a ready corpus")
-        return read_corpus_bytes(get_corpus(arg, log), name=arg)
+        path = get_corpus(arg, log)
+        corpus = read_corpus_bytes(path, name=arg)
+        corpus.file_starts = _file_starts(path)
+        return corpus
     raise CorpusError(
         f"corpus not found: {arg} (not a file or directory, nor a ready corpus: {', '.join(sorted(entries))})"
     )

@@ -22,10 +22,11 @@ import torch
 from .atomic import make_dirs, write_atomic
 from .errors import CorpusError, WriteError
 from .source_tree import read_tree
+from .split import Split, split_text
 from .tokenizer_factory import fit_tokenizer, tokenizer_from_state
 from .tokenizers import Tokenizer
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the split follows --val-split (documents held out)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class CorpusBytes:
     source: str
     data: bytes
     notes: list[str] = field(default_factory=list)  # what reading it left out, for the user
+    file_starts: list[int] | None = None  # byte offset of each file, for a corpus read from a directory
 
     @cached_property
     def digest(self) -> str:
@@ -57,7 +59,8 @@ def read_corpus_bytes(
     notes: list[str] = []
     if path.is_dir():
         tree = read_tree(path, encoding, include, exclude)
-        data, notes = tree.data(), tree.notes()
+        (data, starts), notes = tree.data_and_starts(), tree.notes()
+        return CorpusBytes(_corpus_name(path) if name is None else name, str(path), data, notes, starts)
     elif include or exclude:
         raise CorpusError(f"--include/--exclude pick files inside a directory, and {path} is a file")
     else:
@@ -119,16 +122,20 @@ def decode_corpus(corpus: CorpusBytes, encoding: str = "utf-8") -> str:
     return text
 
 
-def split_point(text: str, val_frac: float) -> int:
-    """Where validation starts: the last `val_frac` of the text, moved forward to the start of
-    the next paragraph (after a blank line) when there is one, so that documents such as ABC
-    tunes are never cut in the middle."""
-    cut = int(len(text) * (1.0 - val_frac))
-    cut = max(1, min(cut, len(text) - 1))
-    blank = text.find("\n\n", cut - 1)
-    if blank >= 0 and blank + 2 < len(text) - 1 and (len(text) - (blank + 2)) >= 0.5 * (len(text) - cut):
-        return blank + 2
-    return cut
+def file_texts(corpus: CorpusBytes, encoding: str = "utf-8") -> list[str] | None:
+    """The text of each file of a corpus read from a directory (normalised as `decode_corpus`
+    does), or None for a corpus that is one text."""
+    starts = corpus.file_starts
+    if not starts or len(starts) < 2:
+        return None
+    ends = [*starts[1:], len(corpus.data)]
+    texts = [corpus.data[a:b].decode(encoding).replace("\r\n", "\n").replace("\r", "\n") for a, b in zip(starts, ends)]
+    return [t.removeprefix("\ufeff").rstrip("\n") for t in texts]
+
+
+def split_corpus(corpus: CorpusBytes, val_frac: float, val_split: str = "auto", encoding: str = "utf-8") -> Split:
+    """The corpus's training and validation text, as every command cuts it (see split.py)."""
+    return split_text(decode_corpus(corpus, encoding), val_frac, val_split, file_texts(corpus, encoding))
 
 
 @dataclass
@@ -144,6 +151,7 @@ class TokenData:
     digest: str = ""  # sha256 of the corpus bytes
     cached: bool = False  # True when read from the cache
     notes: list[str] = field(default_factory=list)  # for the user, e.g. a cache that could not be written
+    split: str = ""  # how validation was held out, in words
 
 
 def cache_dir() -> Path:
@@ -161,6 +169,7 @@ def load_tokens(
     encoding: str = "utf-8",
     tokenizer: Tokenizer | None = None,
     use_cache: bool = True,
+    val_split: str = "auto",
 ) -> TokenData:
     """Token ids for a corpus, from the cache when this corpus was encoded the same way before.
 
@@ -169,18 +178,19 @@ def load_tokens(
     """
     fixed = tokenizer.fingerprint() if tokenizer is not None else f"{tokenizer_kind}:{vocab_size}"
     key = hashlib.sha256(
-        json.dumps([CACHE_VERSION, corpus.digest, fixed, val_frac, encoding.lower()]).encode()
+        json.dumps([CACHE_VERSION, corpus.digest, fixed, val_frac, val_split, encoding.lower()]).encode()
     ).hexdigest()[:32]
     folder = cache_dir()
     if use_cache:
         hit = _read_cache(folder, key, corpus.name)
         if hit is not None:
             hit.digest = corpus.digest
+            hit.notes.append(hit.split)
             return hit
 
     text = decode_corpus(corpus, encoding)
-    cut = split_point(text, val_frac)
-    train_text, val_text = text[:cut], text[cut:]
+    split = split_text(text, val_frac, val_split, file_texts(corpus, encoding))
+    train_text, val_text = split.train, split.val
     if tokenizer is None:
         tokenizer = fit_tokenizer(tokenizer_kind, text if tokenizer_kind == "char" else train_text, vocab_size)
         if tokenizer.vocab_size < 2:  # every prediction is certain: a model would learn nothing
@@ -198,7 +208,9 @@ def load_tokens(
         val_chars=len(val_text),
         train_chars=len(train_text),
         digest=corpus.digest,
+        split=describe_split(split, len(text)),
     )
+    data.notes.append(data.split)
     if use_cache:
         unwritable = _write_cache(folder, key, data)
         if unwritable:
@@ -207,6 +219,16 @@ def load_tokens(
                 f"(CHARRNN_CACHE chooses its directory)"
             )
     return data
+
+
+def describe_split(split: Split, chars: int) -> str:
+    share = len(split.val) / max(chars, 1)
+    if split.how == "documents":
+        return (
+            f"validation: {split.val_documents:,} of {split.documents:,} documents held out "
+            f"({share:.1%} of the text), chosen by a hash of each"
+        )
+    return f"validation: the last {share:.1%} of the text"
 
 
 def _read_cache(folder: Path, key: str, name: str) -> TokenData | None:
@@ -221,8 +243,9 @@ def _read_cache(folder: Path, key: str, name: str) -> TokenData | None:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    val_chars, train_chars = int(meta["val_chars"]), int(meta["train_chars"])
     return TokenData(
-        name, tokenizer, ids[:n_train], ids[n_train:], int(meta["val_chars"]), int(meta["train_chars"]), cached=True
+        name, tokenizer, ids[:n_train], ids[n_train:], val_chars, train_chars, cached=True, split=meta["split"]
     )
 
 
@@ -252,6 +275,7 @@ def _write_cache(folder: Path, key: str, data: TokenData) -> str | None:
                             "n_val": len(data.val),
                             "val_chars": data.val_chars,
                             "train_chars": data.train_chars,
+                            "split": data.split,
                             "tokenizer": state,
                             "has_blob": blob is not None,
                         }

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
 from .config import TrainConfig
-from .data import decode_corpus, split_point, validation_windows
+from .data import decode_corpus, split_corpus, validation_windows
 from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
@@ -139,6 +139,23 @@ def read_text(
     return decode_corpus(corpus, encoding)
 
 
+def read_validation_text(
+    path: Path | str,
+    cfg: TrainConfig,
+    encoding: str = "utf-8",
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[str, str]:
+    """(training text, validation text) of a corpus, split as a run with settings `cfg` split it."""
+    from .corpora import resolve_corpus
+
+    corpus = resolve_corpus(str(path), log, encoding=encoding, include=include, exclude=exclude)
+    split = split_corpus(corpus, cfg.val_frac, cfg.val_split, encoding)
+    return split.train, split.val
+
+
 def evaluate_text(
     loaded: LoadedModel,
     text: str,
@@ -208,13 +225,15 @@ def evaluate_files(
     did. On the training corpus this reproduces the validation bpc of the checkpoint.
     """
     scores = []
-    val_frac = train_settings(loaded).val_frac
+    train_cfg = train_settings(loaded)
     for path in paths:
-        text = read_text(path, encoding, include=include, exclude=exclude, log=log)
         context = None
-        if validation_only:
-            cut = split_point(text, val_frac)
-            train_text, text = text[:cut], text[cut:]
+        if not validation_only:
+            text = read_text(path, encoding, include=include, exclude=exclude, log=log)
+        else:
+            train_text, text = read_validation_text(
+                path, train_cfg, encoding, include=include, exclude=exclude, log=log
+            )
             # The whole training part, not its tail: a subword tokenizer's last piece may depend on more.
             train_ids = loaded.tokenizer.encode(train_text) if train_text else []
             context = int(train_ids[-1]) if len(train_ids) else None

@@ -57,14 +57,15 @@ class RunLimits:
             parts.append(elapsed / self.cfg.time_budget)
         return max(parts) if parts else None
 
-    def reached(self, step: int, elapsed: float) -> str:
-        """Why the run ends here ("" while it goes on)."""
+    def reached(self, step: int, elapsed: float, reserve: float = 0.0) -> str:
+        """Why the run ends here ("" while it goes on). `reserve`: seconds the end of the run will
+        take (last validation, checkpoints), which a --time-budget must hold too."""
         cfg = self.cfg
         if cfg.steps is not None and step >= cfg.steps:
             return f"reached --steps {cfg.steps}"
         if cfg.epochs is not None and self.total_steps is not None and step >= self.total_steps:
             return f"reached --epochs {cfg.epochs:g}"
-        if cfg.time_budget is not None and elapsed >= cfg.time_budget:
+        if cfg.time_budget is not None and elapsed + reserve >= cfg.time_budget:
             return f"reached --time-budget {cfg.time_budget:g}s"
         if not cfg.has_limit and self.total_steps is not None and step >= self.total_steps:
             return f"reached the default limit of {DEFAULT_MAX_EPOCHS:g} epochs"

@@ -68,6 +68,8 @@ class EvalReport:
     lr: float
     tokens_per_sec: float = 0.0  # training speed in tokens: what a subword vocabulary trades against bpc
     train_bpc: float = math.nan  # train_loss in bits per character (NaN when no step ran since the last evaluation)
+    val_scope: str = "whole"  # what val_* were measured on: "part" (--val-tokens of the split) or "whole"
+    val_tokens: int = 0  # tokens scored
 
 
 @dataclass
@@ -81,6 +83,8 @@ class TrainResult:
     last_val_bpc: float
     elapsed: float
     stopped_because: str
+    whole_val_bpc: float | None = None  # the whole validation split at the end, when it was scored
+    time_budget: float | None = None  # seconds, the run's --time-budget
 
 
 class Reporter:
@@ -166,6 +170,8 @@ def append_metrics(run_dir: Path, report: EvalReport, tokenizer: str) -> None:
         "chars_per_sec": round(report.chars_per_sec, 1),
         "tokens_per_sec": round(report.tokens_per_sec, 1),
         "eval_seconds": round(report.eval_seconds, 3),
+        "val_scope": report.val_scope,
+        "val_tokens": report.val_tokens,
         "tokenizer": tokenizer,
     }
     append_text(run_dir / METRICS, json.dumps(row) + "\n")

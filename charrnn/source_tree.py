@@ -44,11 +44,21 @@ class TreeText:
     def data(self) -> bytes:
         """The files one after the other, a blank line between them, ending in a newline, in the
         tree's encoding."""
+        return self.data_and_starts()[0]
+
+    def data_and_starts(self) -> tuple[bytes, list[int] | None]:
+        """`data()` and the byte offset where each file starts in it (the split holds out whole
+        files); None for an encoding that is not ASCII-compatible (its files are not cut apart)."""
         if all(isinstance(c, bytes) for c in self.contents):
             separator = FILE_SEPARATOR.encode(self.encoding)
-            return separator.join(c.rstrip(b"\r\n") for c in self.contents) + b"\n"  # type: ignore[union-attr]
+            parts = [c.rstrip(b"\r\n") for c in self.contents]  # type: ignore[union-attr]
+            starts, offset = [], 0
+            for part in parts:
+                starts.append(offset)
+                offset += len(part) + len(separator)
+            return separator.join(parts) + b"\n", starts
         texts = [c if isinstance(c, str) else c.decode(self.encoding) for c in self.contents]
-        return (FILE_SEPARATOR.join(t.rstrip("\r\n") for t in texts) + "\n").encode(self.encoding)
+        return (FILE_SEPARATOR.join(t.rstrip("\r\n") for t in texts) + "\n").encode(self.encoding), None
 
     def skipped_summary(self) -> str:
         """'2 binary (a.png, b.bin), 1 hidden (.git)': how many were skipped, why, which."""

@@ -45,6 +45,7 @@ def train(
     stop: StopFlag | None = None,
     save_every: int | None = None,
     dist: DistContext | None = None,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a model on `corpus` into `run_dir` (fresh, resumed, or fine-tuned from `init_from`).
 
@@ -57,7 +58,7 @@ def train(
     created = prepare_run_dir(run_dir, resume=resume, force=force) if dist.is_main else []
     dist.barrier()
     try:
-        kwargs = dict(dist=dist, reporter=reporter, stop=stop, save_every=save_every)
+        kwargs = dict(dist=dist, reporter=reporter, stop=stop, save_every=save_every, started=started)
         if resume:
             trainer = _resumed(corpus, run_dir, limits or {}, encoding, **kwargs)
         elif init_from is not None:
@@ -68,6 +69,7 @@ def train(
                 tokenizer_kind=tokenizer_kind,
                 vocab_size=vocab_size,
                 val_frac=train_cfg.val_frac,
+                val_split=train_cfg.val_split,
                 encoding=encoding,
             )
             trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
@@ -93,7 +95,13 @@ def _resumed(corpus: CorpusBytes, run_dir: Path, limits: dict[str, Any], encodin
     checkpoint = RunCheckpoint(run_dir / LAST)
     model_cfg = checkpoint.model_config()
     train_cfg = checkpoint.train_config(limits)
-    data = load_tokens(corpus, val_frac=train_cfg.val_frac, encoding=encoding, tokenizer=checkpoint.tokenizer())
+    data = load_tokens(
+        corpus,
+        val_frac=train_cfg.val_frac,
+        val_split=train_cfg.val_split,
+        encoding=encoding,
+        tokenizer=checkpoint.tokenizer(),
+    )
     train_cfg, batch_note = _per_rank_batch(train_cfg, checkpoint.world_size, kwargs["dist"])
     trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=True, **kwargs)
     trainer.notes += [batch_note] if batch_note else []
@@ -148,7 +156,9 @@ def _fine_tuned(
             if added
             else "--init-from: the new corpus uses no new characters"
         )
-    data = load_tokens(corpus, val_frac=train_cfg.val_frac, encoding=encoding, tokenizer=tokenizer)
+    data = load_tokens(
+        corpus, val_frac=train_cfg.val_frac, val_split=train_cfg.val_split, encoding=encoding, tokenizer=tokenizer
+    )
     trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
     _load_grown_weights(trainer.model, checkpoint.weights())
     return trainer

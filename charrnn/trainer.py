@@ -28,6 +28,7 @@ from .model import HiddenState, RNNLanguageModel, detach_state, map_state, strea
 from .optimization import RunLimits, build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
 from .runtime import StopFlag, autocast_for, resolve_device, resolve_precision
+from .validation import BudgetReserve, ValidationSet, validation_set
 
 
 class Trainer:
@@ -44,6 +45,7 @@ class Trainer:
         reporter: Reporter | None = None,
         stop: StopFlag | None = None,
         save_every: int | None = None,
+        started: float | None = None,
     ):
         self.dist = dist or DistContext()
         self.reporter = reporter or Reporter()
@@ -69,7 +71,18 @@ class Trainer:
         self.state = RunState()
         self.hidden_state: HiddenState | None = None  # every stream's, carried from window to window
         self.losses = LossReadback(self.cfg, deferred=self.device.type == "cuda")
-        self._session_start = time.perf_counter()
+        # the run's clock starts with the command (perf_counter() then), so a --time-budget bounds it all
+        self.started = time.perf_counter() if started is None else started
+        self._session_start = self.started
+        self.val_set = validation_set(
+            data.val, data.val_chars, data.tokenizer, self.cfg.val_tokens, self.cfg.seq_len, self.cfg.eval_batch_size
+        )
+        self.reserve = BudgetReserve(len(self.val_set.ids), len(data.val), self.cfg.time_budget)
+        if self.val_set.scope == "part":
+            self.notes.append(
+                f"validating on {len(self.val_set.ids):,} of {len(data.val):,} validation tokens (--val-tokens); "
+                f"the whole split at the end when it fits, and with charrnn eval --val"
+            )
 
     def _fit_batch(self, cfg: TrainConfig) -> TrainConfig:
         batch = fit_batch_size(len(self.data.train), cfg.batch_size, cfg.seq_len, self.dist.world_size)
@@ -97,15 +110,19 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
         self.reporter.on_start(self._run_info())
-        self._session_start = time.perf_counter() - self.state.elapsed
+        self._session_start = self.started - self.state.elapsed
+        _, self.state.elapsed = self.dist.agree(0, self._clock())  # setting up counts too
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
+        tokens_per_step = self.cfg.batch_size * self.cfg.seq_len
         while True:
-            # 1. stop at a limit (--steps, --epochs, --time-budget)
-            stopped = self.limits.reached(self.state.step, self.state.elapsed)
+            # 1. stop at a limit (--steps, --epochs, --time-budget less what the end of the run takes)
+            stopped = self.limits.reached(self.state.step, self.state.elapsed, self.reserve.seconds())
             if stopped:
                 break
             # 2. one optimiser step on the next window of every stream
+            began = time.perf_counter()
             loss = self.step()
+            self.reserve.add_step(time.perf_counter() - began, tokens_per_step)
             # 3. all ranks take the same clock and the same signal, so they stop at the same step
             signum, self.state.elapsed = self.dist.agree(self.stop.signum or 0, self._clock())
             chars_per_sec = speed.add(self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size)
@@ -127,7 +144,8 @@ class Trainer:
         # 6. a last evaluation, unless the last step just had one
         if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
             self._evaluate_and_save(speed.chars_per_sec)
-        return self._result(stopped)
+        whole = self._validate_whole()
+        return replace(self._result(stopped), whole_val_bpc=whole, time_budget=self.cfg.time_budget)
 
     # -- one optimiser step
 
@@ -168,25 +186,54 @@ class Trainer:
 
     # -- validation and checkpoints
 
-    def validate(self) -> tuple[float, float]:
-        """(nats per token, bits per character) over the whole validation split."""
+    def validate(self, on: ValidationSet | None = None) -> tuple[float, float]:
+        """(nats per token, bits per character) over `on`, by default the validation set of the
+        run (the part of the split that --val-tokens allows, see validation.py)."""
+        on = on or self.val_set
+        ids, chars, streams = on.ids, on.chars, on.num_streams
         context = int(self.data.train[-1]) if len(self.data.train) else None
         nats, count = evaluate_ids(
             self.model,
-            self.data.val,
+            ids,
             context,
             seq_len=self.cfg.seq_len,
-            num_streams=self.cfg.eval_batch_size,
+            num_streams=streams,
             device=self.device,
             precision=self.precision,
             dist=self.dist,
         )
-        return nats / max(count, 1), nats / max(self.data.val_chars, 1) / LN2
+        return nats / max(count, 1), nats / max(chars, 1) / LN2
+
+    def _validate_whole(self) -> float | None:
+        """The whole validation split scored at the end of a run that validated on a part of it,
+        when the estimate from the part's speed fits the run's limits. Returns its bpc."""
+        fits = self.val_set.scope == "part" and self.reserve.whole_fits(self._clock())
+        if not self.dist.agree(int(fits), 0.0)[0]:
+            return None
+        began = time.perf_counter()
+        val_loss, val_bpc = self.validate(
+            ValidationSet(self.data.val, self.data.val_chars, "whole", self.cfg.eval_batch_size)
+        )
+        _, self.state.elapsed = self.dist.agree(0, self._clock())
+        report = replace(self._last_report, val_loss=val_loss, val_bpc=val_bpc, val_nats_per_char=val_bpc * LN2)
+        report = replace(report, is_best=False, elapsed=self.state.elapsed, eval_seconds=time.perf_counter() - began)
+        report = replace(report, val_scope="whole", val_tokens=len(self.data.val))
+        if self.dist.is_main:
+            append_metrics(self.run_dir, report, self.data.tokenizer.kind)
+        self.reporter.on_message(
+            f"whole validation split ({len(self.data.val):,} tokens): {val_bpc:.4f} bits/char "
+            f"in {report.eval_seconds:.1f}s"
+        )
+        return val_bpc
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         began = time.perf_counter()
-        val_loss, val_bpc = self.validate()
+        # Within a --time-budget, the part shrinks when it would not fit (a slow machine, a short budget).
+        left = math.inf if self.cfg.time_budget is None else self.cfg.time_budget - self.reserve.after_validation()
+        val_set = self.val_set.within(left - self.state.elapsed, self.reserve.part_seconds())
+        val_loss, val_bpc = self.validate(val_set)
         eval_seconds = time.perf_counter() - began
+        self.reserve.eval_seconds = eval_seconds * len(self.val_set.ids) / len(val_set.ids)
         state = self.state
         state.last_val_loss, state.last_val_bpc = val_loss, val_bpc
         is_best = val_loss < state.best_val_loss
@@ -215,10 +262,15 @@ class Trainer:
             lr=self.optimizer.param_groups[0]["lr"],
             tokens_per_sec=chars_per_sec * tokens_per_char,
             train_bpc=train_bpc,
+            val_scope=val_set.scope,
+            val_tokens=len(val_set.ids),
         )
+        self._last_report = report
+        began = time.perf_counter()
         if is_best:
             self.save("best")
         self.save("last")
+        self.reserve.save_seconds = time.perf_counter() - began
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)

@@ -11,7 +11,6 @@ from charrnn.data import (
     decode_corpus,
     load_tokens,
     read_corpus_bytes,
-    split_point,
     validation_windows,
 )
 from charrnn.errors import CorpusError
@@ -87,12 +86,6 @@ def test_directory_joins_sorted_files_with_a_blank_line(tmp_path):
     (folder / "a.txt").write_text("first\n")
     (folder / "image.png").write_bytes(b"\x89PNG")
     assert read_corpus_bytes(folder).data == b"first\n\nsecond\n"
-
-
-def test_split_moves_to_a_paragraph_start():
-    text = "x" * 85 + "\n\n" + "y" * 13
-    cut = split_point(text, 0.2)
-    assert text[cut:] == "y" * 13
 
 
 def test_char_ids_are_cached_memory_mapped_in_the_smallest_dtype():

@@ -134,7 +134,7 @@ def run_bench(
                     )
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
-        report.data = bench_data(plan.data_mb, workdir, plan.data_hidden)
+        report.data = bench_data(plan.data_mb, workdir, plan.data_hidden, plan.data_source, plan.data_budget_seconds)
     if "quality" in sections:
         progress(f"quality ({plan.quality_seconds:g}s of training)")
         report.quality = bench_quality(plan.quality_seconds, dev, workdir)

@@ -1,4 +1,6 @@
-"""The data path: encoding a generated corpus (time, peak memory) and a second run's start."""
+"""The data path at scale: a 100 MB corpus of real text (python-stdlib repeated, its files shuffled),
+a first run's and a second run's start (time, peak memory), and a --time-budget run on it: how
+long it really took, start to exit, and what share of it validation took."""
 
 from __future__ import annotations
 
@@ -51,6 +53,48 @@ def generate_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
                 break
 
 
+def stdlib_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
+    """Write about `megabytes` of python-stdlib's modules (built offline, as the ready corpus is),
+    repeated in a new random order each time: real text, with the variety of many files."""
+    from ..source_tree import FILE_SEPARATOR, read_python_stdlib
+
+    tree = read_python_stdlib()
+    files = [(c if isinstance(c, bytes) else c.encode("utf-8")).rstrip(b"\r\n") for c in tree.contents]
+    separator, target, written = FILE_SEPARATOR.encode(), int(megabytes * 1_000_000), 0
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        while written < target:
+            for i in rng.permutation(len(files)):
+                f.write(files[i] + separator)
+                written += len(files[i]) + len(separator)
+                if written >= target:
+                    break
+
+
+def _budget_run(corpus: Path, cache: Path, run_dir: Path, seconds: float) -> dict[str, Any]:
+    """`charrnn train CORPUS --time-budget` with default settings in a fresh process: its time from
+    launch to exit, and the validations' share of it (from metrics.jsonl)."""
+    env = {**os.environ, "CHARRNN_CACHE": str(cache)}
+    command = [sys.executable, "-m", "charrnn", "train", str(corpus), "--time-budget", f"{seconds:g}s"]
+    began = time.perf_counter()
+    done = subprocess.run([*command, "--out", str(run_dir)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the --time-budget run failed: {tail}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    eval_seconds = sum(r["eval_seconds"] for r in rows)
+    return {
+        "budget_seconds": seconds,
+        "budget_wall_seconds": wall,
+        "budget_eval_seconds": eval_seconds,
+        "budget_eval_share": eval_seconds / wall,
+        "budget_steps": rows[-1]["step"],
+        "budget_val_tokens": rows[0]["val_tokens"],
+        "budget_whole_scored": any(r.get("val_scope") == "whole" for r in rows),
+    }
+
+
 def _data_child(mode: str, corpus_path: str, out_path: str, hidden: int = 512) -> None:
     """Runs in a fresh interpreter (see `bench_data`) so that peak memory is this work's alone.
     Writes its figures as JSON to `out_path`."""
@@ -90,18 +134,24 @@ def _run_child(mode: str, corpus: Path, cache: Path, out: Path, hidden: int) -> 
     return json.loads(out.read_text())
 
 
-def bench_data(megabytes: float, workdir: Path | None = None, hidden: int = 512) -> DataPath:
-    """Encode a generated corpus in a fresh process (time, peak RSS), then time a second run's
-    start on the same corpus: the ids come memory-mapped from the cache."""
+def bench_data(
+    megabytes: float, workdir: Path | None = None, hidden: int = 512, source: str = "python-stdlib", budget: float = 0
+) -> DataPath:
+    """A first run on a corpus in a fresh process (encoding: time, peak RSS, ready to train), then a
+    second run's start on the same corpus (the ids come memory-mapped from the cache), then, when
+    `budget` > 0, a `--time-budget budget` run of `charrnn train` with default settings."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp)
-        corpus = folder / "generated.txt"
-        generate_corpus(corpus, megabytes)
-        first = _run_child("encode", corpus, folder / "cache", folder / "first.json", hidden)
+        corpus = folder / f"{source}.txt"
+        (stdlib_corpus if source == "python-stdlib" else generate_corpus)(corpus, megabytes)
+        first = _run_child("first-step", corpus, folder / "cache", folder / "first.json", hidden)
         second = _run_child("first-step", corpus, folder / "cache", folder / "second.json", hidden)
+        budget_run = _budget_run(corpus, folder / "cache", folder / "run", budget) if budget > 0 else {}
         size = corpus.stat().st_size
     return DataPath(
         corpus_mb=size / 1e6,
+        source=source,
+        first_run_ready_seconds=first["ready_seconds"],
         encode_seconds=first["load_seconds"],
         peak_rss_mb=first["peak_rss_mb"],
         baseline_rss_mb=first["baseline_rss_mb"],
@@ -110,4 +160,5 @@ def bench_data(megabytes: float, workdir: Path | None = None, hidden: int = 512)
         second_run_ready_seconds=second["ready_seconds"],
         second_run_first_step_seconds=second["first_step_seconds"],
         cached=bool(second["cached"]),
+        **budget_run,
     )

@@ -74,6 +74,15 @@ class DataPath:
     second_run_ready_seconds: float  # ... + model and optimiser built: training starts
     second_run_first_step_seconds: float  # ... and the first training step done (default 2x512 model)
     cached: bool  # the second run really read the cache
+    source: str = "generated"  # python-stdlib (repeated, files shuffled) or generated words
+    first_run_ready_seconds: float = 0.0  # first run: encoded, model and optimiser built
+    budget_seconds: float = 0.0  # the --time-budget run (0: not run)
+    budget_wall_seconds: float = 0.0  # its launch to exit
+    budget_eval_seconds: float = 0.0  # validating, all evaluations together
+    budget_eval_share: float = 0.0  # of the wall time
+    budget_steps: int = 0
+    budget_val_tokens: int = 0  # tokens each validation scored (--val-tokens)
+    budget_whole_scored: bool = False  # whether the whole split was scored at the end
 
 
 @dataclass
@@ -126,6 +135,8 @@ class BenchPlan:
     sample_seconds: float = 2.0
     data_mb: float = 100.0
     data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
+    data_source: str = "python-stdlib"  # or "generated"
+    data_budget_seconds: float = 180.0  # a --time-budget run on the data corpus; 0 skips
     quality_seconds: float = 300.0
 
     @classmethod
@@ -140,6 +151,7 @@ class BenchPlan:
             sample_models=(("lstm", 256), ("lstm", 512)),
             sample_seconds=0.7,
             data_mb=20.0,
+            data_budget_seconds=0.0,
             quality_seconds=15.0,
             bf16_shapes=(),
             precision_steps=0,

@@ -22,6 +22,8 @@ Cell = choices(M, "cell", "Cell")
 Optimizer = choices(T, "optimizer", "Optimizer")
 Device = choices(T, "device", "Device")
 Precision = choices(T, "precision", "Precision")
+ValSplit = choices(T, "val_split", "ValSplit")
+PLOT_SECONDS = 3.0  # drawing bpc.png (matplotlib's import included): left out when a --time-budget has no room
 TokenizerKind = choices(K, "kind", "TokenizerKind")
 
 
@@ -57,6 +59,8 @@ def train(
     eval_every: Annotated[Optional[int], opt(T, "eval_every", show_default_in_help=True)] = None,
     patience: Annotated[Optional[int], opt(T, "patience", show_default_in_help=True)] = None,
     val_frac: Annotated[float, opt(T, "val_frac")] = default(T, "val_frac"),
+    val_split: Annotated[ValSplit, opt(T, "val_split")] = ValSplit(default(T, "val_split")),
+    val_tokens: Annotated[int, opt(T, "val_tokens", metavar="N")] = default(T, "val_tokens"),
     seed: Annotated[int, opt(T, "seed")] = default(T, "seed"),
     device: Annotated[Device, opt(T, "device")] = Device(default(T, "device")),
     precision: Annotated[Precision, opt(T, "precision")] = Precision(default(T, "precision")),
@@ -85,6 +89,9 @@ def train(
     With no --steps, --epochs or --time-budget a run ends after 10 epochs, or earlier when
     validation stops improving (--patience).
     """
+    from ..validation import command_start
+
+    started = command_start()  # a --time-budget counts from here: the process's start
     from ..config import parse_duration
     from ..corpora import resolve_corpus
     from ..distributed import DistContext
@@ -105,6 +112,8 @@ def train(
         grad_clip=grad_clip,
         warmup_steps=warmup_steps,
         val_frac=val_frac,
+        val_split=val_split.value,
+        val_tokens=val_tokens,
         seed=seed,
         device=device.value,
         precision=precision.value,
@@ -128,12 +137,12 @@ def train(
         )
         run_dir = out if out is not None else Path("checkpoints") / data.name
         run = dict(tokenizer_kind=tokenizer.value, vocab_size=vocab_size, encoding=encoding, resume=resume)
-        run.update(init_from=init_from, force=force, limits=given, save_every=save_every)
+        run.update(init_from=init_from, force=force, limits=given, save_every=save_every, started=started)
         result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
     finally:
         dist.close()
     if dist.is_main:
-        _print_result(result)
+        _print_result(result, result.time_budget)
 
 
 def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, dist, run: dict[str, Any]):
@@ -157,14 +166,19 @@ def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, 
             reporter.close()
 
 
-def _print_result(result) -> None:
+def _print_result(result, time_budget: float | None) -> None:
     stderr.print(
         f"done ({result.stopped_because}) after {result.steps} steps in {hms(result.elapsed)}: "
         f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char, "
         f"{result.best_val_loss:.4f} nats/token)"
     )
+    if result.whole_val_bpc is not None:
+        stderr.print(f"whole validation split: {result.whole_val_bpc:.4f} bits/char")
     stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
-    _write_plot(result.run_dir)
+    if time_budget is not None and result.elapsed + PLOT_SECONDS > time_budget:
+        stderr.print(f"no plot written, to end within --time-budget (charrnn plot {shlex.quote(str(result.run_dir))})")
+    else:
+        _write_plot(result.run_dir)
 
 
 def _write_plot(run_dir: Path) -> None:
