@@ -53,3 +53,7 @@ class Interrupted(CharRNNError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class RunDirectoryBusy(CharRNNError):
+    """The run directory is held by another live process (its lock names the pid)."""

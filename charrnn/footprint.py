@@ -1,0 +1,86 @@
+"""What a model of given sizes weighs, from the sizes alone: nothing is allocated.
+
+`parameter_shapes` names the weights `RNNLanguageModel` will have (checked against the model in
+the tests), so a checkpoint's tensors can be compared with its metadata before a network is
+built; `check_fits` refuses sizes whose training (or sampling) would not fit in the memory this
+machine has free, naming what they would need, instead of allocating until the machine stalls.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from .errors import ConfigError
+
+GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs (tanh, relu) have 1
+FLOAT_BYTES = 4  # parameters, gradients and optimiser state are fp32 whatever the precision
+# Training holds weights, gradients and up to two optimiser moments (AdamW): 4 copies.
+TRAINING_COPIES = 4
+
+
+def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> int:
+    """Weights of `RNNLanguageModel`, in closed form (any size, no loop over layers)."""
+    gates = GATES.get(cell, 1)
+    first = gates * hidden * (embed + hidden + 2)
+    rest = (layers - 1) * gates * hidden * (2 * hidden + 2)
+    return vocab * embed + first + rest + hidden * vocab + vocab
+
+
+def parameter_shapes(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> Iterator[tuple[str, tuple]]:
+    """(name, shape) of every weight, in the model's state_dict naming. Check the count first:
+    this walks the layers."""
+    gates = GATES.get(cell, 1) * hidden
+    yield "embedding.weight", (vocab, embed)
+    for layer in range(layers):
+        yield f"rnn.weight_ih_l{layer}", (gates, embed if layer == 0 else hidden)
+        yield f"rnn.weight_hh_l{layer}", (gates, hidden)
+        yield f"rnn.bias_ih_l{layer}", (gates,)
+        yield f"rnn.bias_hh_l{layer}", (gates,)
+    yield "head.weight", (vocab, hidden)
+    yield "head.bias", (vocab,)
+
+
+def training_bytes(cell: str, vocab: int, embed: int, hidden: int, layers: int, batch: int, seq_len: int) -> int:
+    """Parameters with gradients and optimiser state, plus one window's activations: the
+    embedding, each layer's gates and states, and the logits with their gradient."""
+    params = parameter_count(cell, vocab, embed, hidden, layers)
+    per_token = embed + layers * hidden * (GATES.get(cell, 1) + 2) + 3 * vocab
+    return FLOAT_BYTES * (TRAINING_COPIES * params + batch * seq_len * per_token)
+
+
+def available_bytes(device_type: str = "cpu", index: int | None = None) -> int | None:
+    """Memory free for a new allocation: the GPU's free memory, else the system's available
+    memory (MemAvailable on Linux); None when it cannot be told."""
+    if device_type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(index)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(need: int, what: str, device_type: str = "cpu", index: int | None = None) -> None:
+    """ConfigError when `need` bytes are more than the device has free. `what` says what needs
+    them and what to change ("training --hidden 4096 --layers 3 (choose smaller sizes)")."""
+    free = available_bytes(device_type, index)
+    if free is not None and need > free:
+        where = "this GPU has" if device_type == "cuda" else "this machine has"
+        raise ConfigError(f"{what} needs about {human_bytes(need)} of memory; {where} {human_bytes(free)} free")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
