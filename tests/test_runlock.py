@@ -4,12 +4,16 @@ killed with SIGKILL leaves no stale lock."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import TINY_TRAIN, one_error_line
 
+from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import RunDirectoryBusy
 from charrnn.runlock import LOCK, RunLock
 
@@ -51,3 +55,54 @@ def test_another_process_holds_it_until_killed(tmp_path):
         assert (tmp_path / LOCK).read_text() == f"{os.getpid()}\n"
         lock.release()
         lock.release()  # idempotent
+
+
+def _refused(result, pid: int) -> None:
+    line = one_error_line(result)
+    assert f"in use by another charrnn process (pid {pid})" in line, line
+
+
+def test_train_force_and_resume_never_touch_a_held_run(cli, tiny_corpus, tiny_run):
+    shutil.copytree(tiny_run, "run")
+    in_flight = Path("run/.last.safetensors.abc123.tmp")  # the holder's save, half written
+    in_flight.write_bytes(b"half")
+    before = {p.name: p.read_bytes() for p in Path("run").iterdir()}
+    proc = _holder("run")
+    try:
+        for extra in (["--force"], ["--resume"], []):
+            _refused(cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "4", "--out", "run", *extra), proc.pid)
+        assert {p.name: p.read_bytes() for p in Path("run").iterdir() if p.name != LOCK} == before
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    done = cli("train", tiny_corpus, "--out", "run", "--resume", "--steps", "4")  # the holder is gone
+    assert done.exit_code == 0, done.stderr
+    assert not in_flight.exists()  # now a stale temporary, removed by the run that holds the directory
+
+
+def test_a_second_training_process_is_refused_while_the_first_trains(cli, tiny_corpus):
+    args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "5", "--device", "cpu", "--out", "run"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stderr.readline()  # its first line: the run directory is held from the start
+        second = subprocess.run(
+            [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args, "--force"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode != 0 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines() == [
+            f"error: run directory run is in use by another charrnn process (pid {first.pid}); "
+            "wait for it to finish, stop it, or choose another --out"
+        ]
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 128 + signal.SIGTERM, first.stderr.read()
+    finally:
+        first.kill()
+    assert load_checkpoint(Path("run/last.safetensors"))[1]["step"] >= 1  # the first run's files are whole
