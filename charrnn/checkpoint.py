@@ -31,6 +31,7 @@ from . import __version__
 from .checkpoint_file import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .footprint import parameter_count, parameter_shapes
 from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
 from .tokenizer_factory import tokenizer_from_state
 from .tokenizers import Tokenizer
@@ -101,12 +102,9 @@ def encode_run(
     resume: ResumeParts | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of best.safetensors (`kind` "best": weights) or last.safetensors
-    ("last": with `resume`). Non-finite weights are refused: a diverged run never overwrites a checkpoint."""
+    ("last": with `resume`). Anything non-finite (weights, optimiser moments, carried state) is
+    refused: a diverged run never overwrites a checkpoint."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if not all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point()):
-        raise TrainingDiverged(
-            f"weights became non-finite by step {state.step}: not saved; try a lower --lr or a --grad-clip"
-        )
     tok_state, blob = tokenizer.to_state()
     if blob is not None:
         tensors["tokenizer.model"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
@@ -133,6 +131,14 @@ def encode_run(
     }
     if resume is not None:
         _encode_resume(resume, state, tensors, meta)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not math.isfinite(meta.get("train_loss_sum", 0.0)):
+        bad.append("the running train loss")
+    if bad:
+        raise TrainingDiverged(
+            f"{', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} became non-finite by step {state.step}: "
+            f"not saved; try a lower --lr or a --grad-clip"
+        )
     return tensors, meta
 
 
@@ -167,6 +173,7 @@ class RunCheckpoint:
         self.path = Path(path)
         self.purpose = purpose  # what the content must describe, for the error message
         self.tensors, self.meta = load_checkpoint(self.path)
+        self._model_cfg: ModelConfig | None = None
 
     @contextmanager
     def _decoding(self) -> Iterator[None]:
@@ -180,8 +187,32 @@ class RunCheckpoint:
             ) from None
 
     def model_config(self) -> ModelConfig:
-        with self._decoding():
-            return ModelConfig.from_dict(self.meta["model"])
+        """The network's sizes, once the tensors are checked to be the network they describe."""
+        if self._model_cfg is None:
+            with self._decoding():
+                cfg = ModelConfig.from_dict(self.meta["model"])
+            self._check_weights(cfg)
+            self._model_cfg = cfg
+        return self._model_cfg
+
+    def _check_weights(self, cfg: ModelConfig) -> None:
+        """The count first (arithmetic: absurd sizes in crafted metadata cost nothing), then each
+        name and shape, and every value finite: nothing is built or loaded from a mismatch."""
+        sizes = (cfg.cell, cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers)
+        weights = self.weights()
+        have, want = sum(t.numel() for t in weights.values()), parameter_count(*sizes)
+        if have != want:
+            raise CheckpointError(
+                f"{self.path}: its metadata describes a network of {want:,} weights, its tensors hold {have:,}"
+            )
+        expected = dict(parameter_shapes(*sizes))
+        for name, tensor in weights.items():
+            if expected.get(name) != tuple(tensor.shape):
+                raise CheckpointError(
+                    f"{self.path}: weight {name} of shape {tuple(tensor.shape)} is not part of the network "
+                    f"its metadata describes" + (f" (expected {expected[name]})" if name in expected else "")
+                )
+        _check_finite(self.path, weights)
 
     def train_config(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The run's training settings; `overrides` (the limits a resume may change) win."""
@@ -191,7 +222,14 @@ class RunCheckpoint:
     def tokenizer(self) -> Tokenizer:
         blob = self.tensors.get("tokenizer.model")
         with self._decoding():
-            return tokenizer_from_state(self.meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+            tokenizer = tokenizer_from_state(self.meta["tokenizer"], None if blob is None else blob.numpy().tobytes())
+        model_vocab = self.model_config().vocab_size
+        if tokenizer.vocab_size != model_vocab:  # ids beyond either would index past the other
+            raise CheckpointError(
+                f"{self.path}: checkpoint content does not describe {self.purpose} "
+                f"(a vocabulary of {tokenizer.vocab_size} for a model of {model_vocab})"
+            )
+        return tokenizer
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The network's state dict."""
@@ -226,11 +264,15 @@ class RunCheckpoint:
                 "this checkpoint holds weights only (a best.safetensors?); --resume needs last.safetensors"
             )
         state: dict[int, dict[str, Any]] = {}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         with self._decoding():
             for name, value in self.tensors.items():
                 if name.startswith("optim."):
                     pid, key = name[len("optim.") :].split(".", 1)
+                    if not 0 <= int(pid) < len(params) or value.dim() and value.shape != params[int(pid)].shape:
+                        raise ValueError(f"optimiser state {name} does not fit the network")
                     state.setdefault(int(pid), {})[key] = value
+            _check_finite(self.path, {k: v for k, v in self.tensors.items() if k.startswith("optim.")})
             for name, value in self.meta["optimizer"].get("scalars", {}).items():
                 pid, key = name.split(".", 1)
                 state.setdefault(int(pid), {})[key] = value
@@ -239,14 +281,30 @@ class RunCheckpoint:
             scaler.load_state_dict(self.meta["scaler"])
 
     def restore_rng(self, device: torch.device) -> None:
-        torch.set_rng_state(self.tensors["rng.torch"])
+        saved, now = self.tensors.get("rng.torch"), torch.get_rng_state()
+        if saved is None or saved.dtype != now.dtype or saved.shape != now.shape:
+            raise CheckpointError(f"{self.path}: no usable random generator state (rng.torch): cannot resume it")
+        torch.set_rng_state(saved)
         if "rng.cuda" in self.tensors and device.type == "cuda":
-            torch.cuda.set_rng_state(self.tensors["rng.cuda"], device)
+            try:
+                torch.cuda.set_rng_state(self.tensors["rng.cuda"], device)
+            except RuntimeError:
+                raise CheckpointError(f"{self.path}: no usable random generator state (rng.cuda)") from None
 
     def hidden_state(self, cell: str) -> HiddenState | None:
         """Every stream's carried state as saved (on the CPU), or None when none was saved."""
         parts = [self.tensors[f"hidden.{i}"] for i in range(2) if f"hidden.{i}" in self.tensors]
-        return state_from_tensors(parts, cell) if parts else None
+        if not parts:
+            return None
+        cfg = self.model_config()
+        shape = parts[0].shape
+        fits = len(parts) == (2 if cell == "lstm" else 1) and all(p.shape == shape for p in parts)
+        if not fits or len(shape) != 3 or (shape[0], shape[2]) != (cfg.num_layers, cfg.hidden_size):
+            raise CheckpointError(
+                f"{self.path}: the saved hidden state {[tuple(p.shape) for p in parts]} does not fit the network"
+            )
+        _check_finite(self.path, {f"hidden.{i}": p for i, p in enumerate(parts)})
+        return state_from_tensors(parts, cell)
 
 
 class LoadedModel:
@@ -262,10 +320,7 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
     checkpoint = RunCheckpoint(path, purpose="a usable model")
     tokenizer = checkpoint.tokenizer()
     try:
-        cfg = checkpoint.model_config()
-        if tokenizer.vocab_size != cfg.vocab_size:  # ids beyond either would index past the other
-            raise ValueError(f"a vocabulary of {tokenizer.vocab_size} for a model of {cfg.vocab_size}")
-        model = RNNLanguageModel(**cfg.to_dict())
+        model = RNNLanguageModel(**checkpoint.model_config().to_dict())  # checked by tokenizer()
         model.load_state_dict(checkpoint.weights())
     except (RuntimeError, ValueError) as exc:  # ConfigError is a ValueError
         raise CheckpointError(f"{path}: checkpoint content does not describe a usable model ({exc})") from None
@@ -332,6 +387,12 @@ def _count(value: Any) -> int | None:
 def _number(value: Any) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return value if ok and abs(value) < 1e15 else None
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: {name} holds values that are not finite (NaN or infinite)")
 
 
 def _json_float(x: float) -> float | None:

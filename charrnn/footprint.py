@@ -69,13 +69,14 @@ def available_bytes(device_type: str = "cpu", index: int | None = None) -> int |
         return None
 
 
-def check_fits(need: int, what: str, device_type: str = "cpu", index: int | None = None) -> None:
-    """ConfigError when `need` bytes are more than the device has free. `what` says what needs
-    them and what to change ("training --hidden 4096 --layers 3 (choose smaller sizes)")."""
+def check_fits(need: int, what: str, hint: str = "", device_type: str = "cpu", index: int | None = None) -> None:
+    """ConfigError when `need` bytes are more than the device has free: "`what` needs about ...;
+    this machine has ... free; `hint`"."""
     free = available_bytes(device_type, index)
     if free is not None and need > free:
         where = "this GPU has" if device_type == "cuda" else "this machine has"
-        raise ConfigError(f"{what} needs about {human_bytes(need)} of memory; {where} {human_bytes(free)} free")
+        message = f"{what} needs about {human_bytes(need)} of memory; {where} {human_bytes(free)} free"
+        raise ConfigError(message + (f"; {hint}" if hint else ""))
 
 
 def human_bytes(n: float) -> str:

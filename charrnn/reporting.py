@@ -161,7 +161,7 @@ def append_metrics(run_dir: Path, report: EvalReport, tokenizer: str) -> None:
         "epoch": round(report.epoch, 4),
         "elapsed": round(report.elapsed, 3),
         "train_loss": report.train_loss,
-        "train_bpc": report.train_bpc if math.isfinite(report.train_bpc) else None,
+        "train_bpc": report.train_bpc,
         "val_loss": report.val_loss,
         "val_bpc": report.val_bpc,
         "val_nats_per_char": report.val_nats_per_char,
@@ -174,7 +174,8 @@ def append_metrics(run_dir: Path, report: EvalReport, tokenizer: str) -> None:
         "val_tokens": report.val_tokens,
         "tokenizer": tokenizer,
     }
-    append_text(run_dir / METRICS, json.dumps(row) + "\n")
+    row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+    append_text(run_dir / METRICS, json.dumps(row, allow_nan=False) + "\n")  # strict JSON: never a bare NaN
 
 
 def append_sample(run_dir: Path, step: int, val_bpc: float, text: str) -> None:

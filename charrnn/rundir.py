@@ -8,35 +8,45 @@ from pathlib import Path
 from .checkpoint import BEST, LAST
 from .errors import CheckpointError, ConfigError
 from .reporting import METRICS, SAMPLES
+from .runlock import RunLock
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> list[Path]:
-    """Create the run directory; refuse to overwrite an existing run unless asked.
-    Returns the directories it created, outermost first (removed again if the run fails early)."""
+def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> tuple[list[Path], RunLock]:
+    """Create the run directory and hold it (RunDirectoryBusy names the live process that already
+    does); refuse to overwrite an existing run unless asked. Returns the directories it created,
+    outermost first (removed again if the run fails early), and the lock, held until released."""
+    if resume and not (run_dir / LAST).exists():
+        raise CheckpointError(f"--resume: no {LAST} in {run_dir} to resume from")
+    created = [p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)  # nothing is deleted below unless this process holds the directory
+    except OSError as exc:
+        remove_if_empty(created)
+        raise CheckpointError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+    except BaseException:
+        remove_if_empty(created)
+        raise
+    try:
+        _clear(run_dir, resume=resume, force=force)
+    except BaseException:
+        lock.release()
+        remove_if_empty(created)
+        raise
+    return created, lock
+
+
+def _clear(run_dir: Path, *, resume: bool, force: bool) -> None:
     existing = [n for n in (BEST, LAST, METRICS) if (run_dir / n).exists()]
-    if resume:
-        if not (run_dir / LAST).exists():
-            raise CheckpointError(f"--resume: no {LAST} in {run_dir} to resume from")
-        _remove_stale_temporaries(run_dir)
-        return []
-    if existing and not force:
+    if existing and not force and not resume:
         raise ConfigError(
             f"run directory {run_dir} already holds a run ({', '.join(existing)}): "
             f"add --resume to continue it, --force to start over, or choose another --out"
         )
-    created = [p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()]
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CheckpointError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
-    if force:
+    if force and not resume:
         for name in existing + [SAMPLES]:
             (run_dir / name).unlink(missing_ok=True)
     _remove_stale_temporaries(run_dir)
-    return created
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:

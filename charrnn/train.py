@@ -55,7 +55,7 @@ def train(
     reporter = reporter or Reporter()
     dist = dist or DistContext()
     run_dir = Path(run_dir)
-    created = prepare_run_dir(run_dir, resume=resume, force=force) if dist.is_main else []
+    created, lock = prepare_run_dir(run_dir, resume=resume, force=force) if dist.is_main else ([], None)
     dist.barrier()
     try:
         kwargs = dict(dist=dist, reporter=reporter, stop=stop, save_every=save_every, started=started)
@@ -75,8 +75,13 @@ def train(
             trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
         return trainer.run()
     except BaseException:
+        if lock is not None:
+            lock.release()  # first: its file would keep a new directory from being removed
         remove_if_empty(created)
         raise
+    finally:
+        if lock is not None:
+            lock.release()  # idempotent
 
 
 def _trainer(

@@ -23,12 +23,20 @@ from .data import StreamBatcher, TokenData, fit_batch_size
 from .distributed import DistContext
 from .errors import CorpusError, Interrupted
 from .evaluation import LN2, evaluate_ids
+from .footprint import check_fits, training_bytes
 from .meters import LossReadback, SpeedMeter
 from .model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
 from .optimization import RunLimits, build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
 from .runtime import StopFlag, autocast_for, resolve_device, resolve_precision
 from .validation import BudgetReserve, ValidationSet, validation_set
+
+
+def _check_fits(model: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
+    sizes = (model.cell, model.vocab_size, model.embed_size, model.hidden_size, model.num_layers)
+    need = training_bytes(*sizes, cfg.batch_size, cfg.seq_len)
+    what = f"training a {model.num_layers:,} x {model.hidden_size:,} {model.cell} (embed {model.embed_size:,})"
+    check_fits(need, what, "choose a smaller --hidden, --layers or --embed", device.type, device.index)
 
 
 class Trainer:
@@ -63,6 +71,7 @@ class Trainer:
         self.device = resolve_device(self.cfg.device) if self.dist.device is None else self.dist.device
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
         self.precision, self.precision_reason = resolve_precision(self.cfg.precision, self.device)
+        _check_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
         torch.manual_seed(self.cfg.seed)
         self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
         self.ddp_model = self.dist.wrap(self.model)

@@ -63,3 +63,23 @@ def test_cuda_training_stops_on_a_nan_loss(tmp_path):
         trainer.model.head.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="at step 1:"):
         trainer.step()
+
+
+@pytest.mark.parametrize("poison", ["weight", "optimiser moment", "hidden state", "train loss"])
+def test_nothing_non_finite_is_ever_saved(tmp_path, poison):
+    trainer = _tiny_trainer(tmp_path)
+    trainer.run_dir.mkdir()
+    for _ in range(2):
+        trainer.step()
+    saved = trainer.save("last").read_bytes()
+    if poison == "weight":
+        trainer.model.head.bias.data[0] = math.inf
+    elif poison == "optimiser moment":
+        next(iter(trainer.optimizer.state.values()))["exp_avg"][0] = math.nan
+    elif poison == "hidden state":
+        trainer.hidden_state[0][0, 0, 0] = math.nan  # h of the LSTM
+    else:
+        trainer.state.train_loss_sum = math.nan
+    with pytest.raises(TrainingDiverged, match="became non-finite by step 2: not saved"):
+        trainer.save("last")
+    assert (trainer.run_dir / "last.safetensors").read_bytes() == saved
