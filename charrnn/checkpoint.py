@@ -31,7 +31,7 @@ from . import __version__
 from .checkpoint_file import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
-from .footprint import parameter_count, parameter_shapes
+from .footprint import weights_mismatch
 from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
 from .tokenizer_factory import tokenizer_from_state
 from .tokenizers import Tokenizer
@@ -181,7 +181,7 @@ class RunCheckpoint:
             yield
         except ConfigError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a damaged SentencePiece model
             raise CheckpointError(
                 f"{self.path}: checkpoint content does not describe {self.purpose} ({exc!r})"
             ) from None
@@ -190,29 +190,21 @@ class RunCheckpoint:
         """The network's sizes, once the tensors are checked to be the network they describe."""
         if self._model_cfg is None:
             with self._decoding():
-                cfg = ModelConfig.from_dict(self.meta["model"])
+                try:
+                    cfg = ModelConfig.from_dict(self.meta["model"])
+                except ConfigError as exc:  # sizes read from a file, not options the user gave
+                    raise ValueError(str(exc)) from None
             self._check_weights(cfg)
             self._model_cfg = cfg
         return self._model_cfg
 
     def _check_weights(self, cfg: ModelConfig) -> None:
-        """The count first (arithmetic: absurd sizes in crafted metadata cost nothing), then each
-        name and shape, and every value finite: nothing is built or loaded from a mismatch."""
+        """Nothing is built or loaded from weights that are not the network the metadata describes."""
         sizes = (cfg.cell, cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers)
-        weights = self.weights()
-        have, want = sum(t.numel() for t in weights.values()), parameter_count(*sizes)
-        if have != want:
-            raise CheckpointError(
-                f"{self.path}: its metadata describes a network of {want:,} weights, its tensors hold {have:,}"
-            )
-        expected = dict(parameter_shapes(*sizes))
-        for name, tensor in weights.items():
-            if expected.get(name) != tuple(tensor.shape):
-                raise CheckpointError(
-                    f"{self.path}: weight {name} of shape {tuple(tensor.shape)} is not part of the network "
-                    f"its metadata describes" + (f" (expected {expected[name]})" if name in expected else "")
-                )
-        _check_finite(self.path, weights)
+        problem = weights_mismatch(sizes, self.weights())
+        if problem:
+            raise CheckpointError(f"{self.path}: {problem}")
+        _check_finite(self.path, self.weights())
 
     def train_config(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The run's training settings; `overrides` (the limits a resume may change) win."""

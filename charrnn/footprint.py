@@ -41,6 +41,22 @@ def parameter_shapes(cell: str, vocab: int, embed: int, hidden: int, layers: int
     yield "head.bias", (vocab,)
 
 
+def weights_mismatch(sizes: tuple, weights: dict) -> str | None:
+    """What is wrong with `weights` (name -> tensor) for a model of `sizes` (cell, vocab, embed,
+    hidden, layers), or None. The count first: absurd sizes in crafted metadata cost nothing."""
+    have, want = sum(t.numel() for t in weights.values()), parameter_count(*sizes)
+    if have != want:
+        return f"its metadata describes a network of {want:,} weights, its tensors hold {have:,}"
+    expected = dict(parameter_shapes(*sizes))
+    for name, tensor in weights.items():
+        if expected.get(name) != tuple(tensor.shape):
+            known = f" (expected {expected[name]})" if name in expected else ""
+            return (
+                f"weight {name} of shape {tuple(tensor.shape)} is not part of the network its metadata describes{known}"
+            )
+    return None
+
+
 def training_bytes(cell: str, vocab: int, embed: int, hidden: int, layers: int, batch: int, seq_len: int) -> int:
     """Parameters with gradients and optimiser state, plus one window's activations: the
     embedding, each layer's gates and states, and the logits with their gradient."""

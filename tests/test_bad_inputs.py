@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 from conftest import TINY_TEXT, TINY_TRAIN, mirror, one_error_line
 from fuzzing import signed_checkpoint
 
@@ -123,6 +125,27 @@ def _header_version(version: str) -> Callable[[Path], bytes]:
     return craft
 
 
+W, M = "model.rnn.weight_hh_l0", "optim.0.exp_avg"  # a weight, an optimiser moment
+LAST_FILE = "r/last.safetensors"
+RESUME = ["train", "tiny.txt", "--resume", "--out", "r", "--steps", "50"]
+
+
+def _last(edit: Callable[[dict, dict], object]) -> Callable[[Path], bytes]:
+    """The module's last.safetensors with its tensors and metadata edited in place, signed again."""
+
+    def craft(checkpoint: Path) -> bytes:
+        tensors, meta = load_checkpoint(checkpoint.parent / "last.safetensors")
+        edit(tensors, meta)
+        return signed_checkpoint(tensors, json.dumps(meta))
+
+    return craft
+
+
+def _bpe_garbage(tensors: dict, meta: dict) -> None:
+    meta["tokenizer"] = {"kind": "bpe", "vocab_size": meta["model"]["vocab_size"]}
+    tensors["tokenizer.model"] = torch.frombuffer(bytearray(b"\x0a\x05not a model" * 9), dtype=torch.uint8)
+
+
 NESTED = struct.pack("<Q", 100_000) + b"[" * 100_000
 TEXT = {"t.txt": "First Citizen:\nSpeak.\n"}
 CKPT_FILE = "c.safetensors"
@@ -169,6 +192,89 @@ CASES += [
         ["eval", CKPT_FILE, "t.txt"],
         "unreadable training settings",
     ),
+    (
+        "metadata claiming 2**40 layers",
+        {CKPT_FILE: _signed(lambda m: m["model"].update(num_layers=2**40))},
+        ["sample", CKPT_FILE],
+        "its tensors hold",
+    ),
+    (
+        "a weight reshaped",
+        {CKPT_FILE: _last(lambda t, m: t.update({W: t[W].reshape(-1)}))},
+        ["sample", CKPT_FILE],
+        f"weight {W[6:]} of shape",
+    ),
+    (
+        "--resume: no generator state",
+        {LAST_FILE: _last(lambda t, m: t.pop("rng.torch"))},
+        RESUME,
+        "no usable random generator",
+    ),
+    (
+        "--resume: a generator state of 3 bytes",
+        {LAST_FILE: _last(lambda t, m: t.update({"rng.torch": torch.zeros(3, dtype=torch.uint8)}))},
+        RESUME,
+        "no usable random generator",
+    ),
+    (
+        "--resume: a weight of the wrong size",
+        {LAST_FILE: _last(lambda t, m: t.update({"model.head.bias": torch.zeros(3)}))},
+        RESUME,
+        "its tensors hold",
+    ),
+    (
+        "--resume: a weight that does not exist",
+        {LAST_FILE: _last(lambda t, m: t.update({"model.extra": torch.zeros(0)}))},
+        RESUME,
+        "weight extra of shape (0,) is not part",
+    ),
+    (
+        "--resume: a NaN weight",
+        {LAST_FILE: _last(lambda t, m: t[W].view(-1).__setitem__(0, math.nan))},
+        RESUME,
+        "not finite",
+    ),
+    (
+        "--resume: an optimiser moment of the wrong shape",
+        {LAST_FILE: _last(lambda t, m: t.update({M: t[M][:1]}))},
+        RESUME,
+        f"optimiser state {M} does not fit",
+    ),
+    (
+        "--resume: an optimiser moment for no weight",
+        {LAST_FILE: _last(lambda t, m: t.update({"optim.99.exp_avg": t[M].clone()}))},
+        RESUME,
+        "optim.99.exp_avg does not fit",
+    ),
+    (
+        "--resume: an infinite optimiser moment",
+        {LAST_FILE: _last(lambda t, m: t[M].view(-1).__setitem__(0, math.inf))},
+        RESUME,
+        f"{M} holds values that are not finite",
+    ),
+    (
+        "--resume: a hidden state of the wrong width",
+        {LAST_FILE: _last(lambda t, m: t.update({"hidden.0": torch.zeros(1, 4, 7)}))},
+        RESUME,
+        "hidden state",
+    ),
+    (
+        "--resume: a NaN hidden state",
+        {LAST_FILE: _last(lambda t, m: t["hidden.0"].view(-1).__setitem__(0, math.nan))},
+        RESUME,
+        "hidden.0 holds values that are not finite",
+    ),
+    ("--resume: no step", {LAST_FILE: _last(lambda t, m: m.pop("step"))}, RESUME, "KeyError('step')"),
+    ("--resume: no elapsed time", {LAST_FILE: _last(lambda t, m: m.pop("elapsed"))}, RESUME, "KeyError('elapsed')"),
+    (
+        "--resume: metadata claiming --hidden 10**9",
+        {LAST_FILE: _last(lambda t, m: m["model"].update(hidden_size=10**9))},
+        RESUME,
+        "its tensors hold",
+    ),
+    ("--resume: a damaged SentencePiece model", {LAST_FILE: _last(_bpe_garbage)}, RESUME, "does not describe a run"),
+    ("--hidden 1000000000", {}, [*TRAIN, "tiny.txt", "--hidden", "1000000000"], "PB of memory; this machine has"),
+    ("--layers 2**40", {}, [*TRAIN, "tiny.txt", "--layers", str(2**40)], "of memory; this machine has"),
     ("info of a missing checkpoint", {}, ["info", "nowhere"], "checkpoint not found: nowhere"),
     ("a run directory with no checkpoint", {"d/notes.txt": "x"}, ["info", "d"], "no checkpoint in d"),
     # eval, visualize

@@ -81,9 +81,12 @@ def test_train_force_and_resume_never_touch_a_held_run(cli, tiny_corpus, tiny_ru
 
 
 def test_a_second_training_process_is_refused_while_the_first_trains(cli, tiny_corpus):
-    args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "5", "--device", "cpu", "--out", "run"]
+    args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "5", "--patience", "100000"]
+    args += ["--device", "cpu", "--out", "run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
         [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -92,6 +95,7 @@ def test_a_second_training_process_is_refused_while_the_first_trains(cli, tiny_c
         assert first.stderr.readline()  # its first line: the run directory is held from the start
         second = subprocess.run(
             [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args, "--force"],
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,
