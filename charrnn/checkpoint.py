@@ -181,7 +181,7 @@ class RunCheckpoint:
             yield
         except ConfigError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: a damaged SentencePiece model
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"{self.path}: checkpoint content does not describe {self.purpose} ({exc!r})"
             ) from None
