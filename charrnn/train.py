@@ -46,11 +46,14 @@ def train(
     save_every: int | None = None,
     dist: DistContext | None = None,
     started: float | None = None,
+    size_for_budget: bool = False,
 ) -> TrainResult:
     """Train a model on `corpus` into `run_dir` (fresh, resumed, or fine-tuned from `init_from`).
 
     On resume the model, tokenizer and training settings come from `last.safetensors`; only
     the limits in `limits` (steps, epochs, time_budget, patience, eval_every) may change.
+    `size_for_budget`: a fresh single-process run with a time budget picks its hidden size and
+    layers for that budget (charrnn.sizing); the CLI asks for it when no size flag is given.
     """
     reporter = reporter or Reporter()
     dist = dist or DistContext()
@@ -72,7 +75,11 @@ def train(
                 val_split=train_cfg.val_split,
                 encoding=encoding,
             )
+            size_note = None
+            if size_for_budget and train_cfg.time_budget and not dist.active:
+                model_cfg, size_note = _sized_for_budget(model_cfg, train_cfg, data)
             trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
+            trainer.notes += [size_note] if size_note else []
         return trainer.run()
     except BaseException:
         if lock is not None:
@@ -82,6 +89,13 @@ def train(
     finally:
         if lock is not None:
             lock.release()  # idempotent
+
+
+def _sized_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData) -> tuple[ModelConfig, str]:
+    from .sizing import size_for_budget
+
+    choice = size_for_budget(model_cfg, train_cfg, data.train_chars, data.tokenizer.vocab_size)
+    return replace(model_cfg, hidden_size=choice.hidden_size, num_layers=choice.num_layers), f"size: {choice.reason}"
 
 
 def _trainer(

@@ -33,7 +33,8 @@ TINY_PLAN = BenchPlan(
     data_hidden=16,
     data_source="generated",
     data_budget_seconds=0.0,
-    quality_seconds=1.0,
+    quality_budgets=(0.3,),
+    quality_corpora=("tinyshakespeare",),
     bf16_shapes=((2, 4),),
     precision_steps=2,
 )
@@ -102,8 +103,8 @@ def test_generated_corpus_is_utf8_of_the_asked_size(tmp_path):
 
 def test_quality_is_skipped_with_a_reason_without_the_corpus(monkeypatch):
     monkeypatch.setenv("CHARRNN_MIRROR", "")
-    result = bench_mod.bench_quality(1.0, torch.device("cpu"))
-    assert result.val_bpc is None and "tinyshakespeare" in result.skipped
+    [row] = bench_mod.bench_quality_rows(TINY_PLAN, torch.device("cpu"))
+    assert row.steps == 0 and "tinyshakespeare" in row.skipped
 
 
 def test_cli_bench_json_has_every_section(cli, monkeypatch):
@@ -125,7 +126,7 @@ def test_cli_bench_json_has_every_section(cli, monkeypatch):
     assert (
         0 < data["second_run_load_seconds"] <= data["second_run_ready_seconds"] <= data["second_run_first_step_seconds"]
     )
-    assert report["quality"]["skipped"]
+    assert [row["corpus"] for row in report["quality_rows"] if row["skipped"]] == ["tinyshakespeare"]
     assert report["precision_quality"]["skipped"]
     assert [(b["batch_size"], b["seq_len"]) for b in report["bf16_shapes"]] == ([(2, 4)] if bf16 else [])
 

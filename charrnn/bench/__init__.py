@@ -23,7 +23,9 @@ import torch
 
 from ..model import ONE_THREAD_MAX_STREAMS
 from ..runtime import cpu_has_fast_bf16, resolve_device
+from ..sizing import training_flops_per_token
 from .datapath import bench_data, generate_corpus
+from .quality import bench_quality_rows, find_corpus
 from .results import (
     BenchPlan,
     BenchReport,
@@ -31,11 +33,12 @@ from .results import (
     Machine,
     PrecisionQuality,
     PrecisionShape,
-    Quality,
+    QualityRow,
     SampleSpeed,
     TrainSpeed,
 )
 from .sampling import bench_sampling, stepper_weight_bytes
+from .scan_cell import scan_rows
 from .timing import machine_info, measure_matmul_peak, measure_read_bandwidth
 from .training import (
     VOCAB,
@@ -43,10 +46,7 @@ from .training import (
     _synthetic_tokens,
     bench_bf16_shape,
     bench_precision_quality,
-    bench_quality,
     bench_training,
-    find_shakespeare,
-    training_flops_per_token,
 )
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
     "Machine",
     "PrecisionQuality",
     "PrecisionShape",
-    "Quality",
+    "QualityRow",
     "ReferenceLoop",
     "SampleSpeed",
     "TrainSpeed",
@@ -65,10 +65,10 @@ __all__ = [
     "bench_bf16_shape",
     "bench_data",
     "bench_precision_quality",
-    "bench_quality",
+    "bench_quality_rows",
+    "find_corpus",
     "bench_sampling",
     "bench_training",
-    "find_shakespeare",
     "generate_corpus",
     "machine_info",
     "measure_matmul_peak",
@@ -83,7 +83,7 @@ def run_bench(
     plan: BenchPlan,
     *,
     device: str = "auto",
-    sections: tuple[str, ...] = ("training", "sampling", "data", "quality"),
+    sections: tuple[str, ...] = ("training", "sampling", "data", "quality"),  # also "grid", "scan"
     progress: Callable[[str], None] = lambda _: None,
     workdir: Path | None = None,
 ) -> BenchReport:
@@ -135,9 +135,8 @@ def run_bench(
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
         report.data = bench_data(plan.data_mb, workdir, plan.data_hidden, plan.data_source, plan.data_budget_seconds)
+    report.quality_rows += _quality_rows(plan, dev, sections, progress)
     if "quality" in sections:
-        progress(f"quality ({plan.quality_seconds:g}s of training)")
-        report.quality = bench_quality(plan.quality_seconds, dev, workdir)
         if plan.precision_steps:
             progress(f"fp32 vs bf16 validation loss after {plan.precision_steps} steps")
             report.precision_quality = (
@@ -147,3 +146,20 @@ def run_bench(
             )
     report.seconds = time.perf_counter() - began
     return report
+
+
+def _quality_rows(
+    plan: BenchPlan, dev: torch.device, sections: tuple[str, ...], progress: Callable[[str], None]
+) -> list[QualityRow]:
+    """quality: no flags at each budget; grid: the fixed sizes; scan: the scan cells' rows."""
+    rows = []
+    if "quality" in sections:
+        rows += bench_quality_rows(plan, dev, progress=progress)
+    if "grid" in sections:
+        rows += bench_quality_rows(
+            plan, dev, plan.grid_sizes, plan.grid_budgets, with_defaults=False, progress=progress
+        )
+    if "scan" in sections:
+        extra = scan_rows(plan, progress)
+        rows += bench_quality_rows(plan, dev, budgets=plan.scan_budgets, extra=extra, progress=progress)
+    return rows

@@ -86,11 +86,23 @@ class DataPath:
 
 
 @dataclass
-class Quality:
-    budget_seconds: float
-    steps: int | None = None
-    val_bpc: float | None = None
-    skipped: str | None = None  # why, when it did not run
+class QualityRow:
+    """Validation after `budget_seconds` of training on one corpus; `ratio` = val_bpc over the
+    reference loop's at the same budget in the same run (lower is better)."""
+
+    corpus: str
+    label: str  # what trained: "reference loop", "charrnn defaults", "lstm 2x512", "mingru 2x512"
+    cell: str = ""
+    hidden_size: int = 0
+    num_layers: int = 0
+    budget_seconds: float = 0.0
+    steps: int = 0
+    chars_per_sec: float = 0.0  # training characters per second over the budget
+    parameters: int = 0
+    val_bpc: float = 0.0
+    ratio: float | None = None
+    note: str = ""  # e.g. why charrnn picked this size
+    skipped: str | None = None
 
 
 @dataclass
@@ -105,7 +117,7 @@ class BenchReport:
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
     data: DataPath | None = None
-    quality: Quality | None = None
+    quality_rows: list[QualityRow] = field(default_factory=list)
     precision_quality: PrecisionQuality | None = None
     seconds: float = 0.0
 
@@ -137,7 +149,16 @@ class BenchPlan:
     data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
     data_source: str = "python-stdlib"  # or "generated"
     data_budget_seconds: float = 180.0  # a --time-budget run on the data corpus; 0 skips
-    quality_seconds: float = 300.0
+    # `--only quality`: validation after each budget on each corpus, next to the reference loop
+    quality_budgets: tuple[float, ...] = (60.0, 300.0)
+    quality_corpora: tuple[str, ...] = ("tinyshakespeare", "python-stdlib")
+    quality_val_chars: int = 50_000  # validation split of the quality rows, at most (a big model's eval is slow)
+    # `--only grid`: the fixed sizes (hidden, layers) the budget-aware size is judged against
+    grid_sizes: tuple[tuple[int, int], ...] = tuple((h, n) for n in (2, 3) for h in (256, 384, 512, 768))
+    grid_budgets: tuple[float, ...] = (60.0,)
+    # `--only scan`: (cell, hidden, layers) of the parallel-scan cells next to the LSTM (bench/scan_cell.py)
+    scan_models: tuple[tuple[str, int, int], ...] = (("mingru", 512, 3), ("minlstm", 512, 3))
+    scan_budgets: tuple[float, ...] = (60.0, 300.0)
 
     @classmethod
     def full(cls) -> "BenchPlan":
@@ -152,7 +173,11 @@ class BenchPlan:
             sample_seconds=0.7,
             data_mb=20.0,
             data_budget_seconds=0.0,
-            quality_seconds=15.0,
+            quality_budgets=(15.0,),
+            quality_corpora=("tinyshakespeare",),
+            grid_sizes=((256, 2), (512, 2)),
+            grid_budgets=(15.0,),
+            scan_budgets=(15.0,),
             bf16_shapes=(),
             precision_steps=0,
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import platform
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..runtime import resolve_precision
+from ..sizing import cpu_model
 from .results import Machine
 
 
@@ -29,14 +29,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 def machine_info(device: torch.device) -> Machine:
     precision, reason = resolve_precision("auto", device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return Machine(
         torch=torch.__version__,

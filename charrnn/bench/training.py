@@ -1,5 +1,5 @@
 """Training figures: charrnn's step against a plain PyTorch loop, bf16 against fp32, and
-validation quality after a wall-clock budget or at equal steps."""
+validation loss of the two precisions at equal steps (quality after a budget: quality.py)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,13 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
 from ..data import StreamBatcher, TokenData
+from ..sizing import training_flops_per_token
 from ..tokenizers import CharTokenizer
 from ..trainer import Trainer
-from .results import BenchPlan, PrecisionQuality, PrecisionShape, Quality, TrainSpeed
+from .results import BenchPlan, PrecisionQuality, PrecisionShape, TrainSpeed
 from .timing import _timed
 
 VOCAB = 65  # tinyshakespeare's character count: the head size every figure assumes
-
-
-def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
-    """Matmul FLOPs of one training token: forward 2*in*out per weight, backward twice that."""
-    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
-    forward = 0
-    for layer in range(layers):
-        inputs = embed if layer == 0 else hidden
-        forward += 2 * (inputs + hidden) * gates * hidden
-    forward += 2 * hidden * vocab
-    return 3.0 * forward
 
 
 def _synthetic_tokens(n: int, seed: int = 0) -> TokenData:
@@ -168,7 +158,9 @@ def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path 
     from ..data import load_tokens, read_corpus_bytes
 
     steps = plan.precision_steps
-    path = corpus or find_shakespeare()
+    from .quality import find_corpus
+
+    path = corpus or find_corpus("tinyshakespeare")
     if path is None:
         return PrecisionQuality(steps, skipped="tinyshakespeare not found")
     data = load_tokens(read_corpus_bytes(path))
@@ -182,32 +174,3 @@ def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path 
             losses[precision], _ = trainer.validate()
     fp32, bf16 = losses["fp32"], losses["bf16"]
     return PrecisionQuality(steps, fp32, bf16, (bf16 - fp32) / fp32)
-
-
-def find_shakespeare() -> Path | None:
-    """tinyshakespeare where it already is (./corpora or the mirror): a benchmark never downloads."""
-    from ..corpora import corpora_dir, mirror_dirs
-
-    for folder in [corpora_dir(), *mirror_dirs()]:
-        path = folder / "tinyshakespeare.txt"
-        if path.is_file():
-            return path
-    return None
-
-
-def bench_quality(seconds: float, device: torch.device, workdir: Path | None = None) -> Quality:
-    """Validation bpc on tinyshakespeare after `seconds` of training with the default settings."""
-    from ..data import read_corpus_bytes
-    from ..train import train
-
-    path = find_shakespeare()
-    if path is None:
-        return Quality(
-            seconds,
-            skipped="tinyshakespeare not found (set CHARRNN_MIRROR or run `charrnn corpus get tinyshakespeare`)",
-        )
-    with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
-        # eval_every stays at its default; a final evaluation always runs when the budget ends.
-        cfg = TrainConfig(time_budget=seconds, device=device.type)
-        result = train(read_corpus_bytes(path, name="tinyshakespeare"), ModelConfig(), cfg, Path(run_dir) / "run")
-    return Quality(seconds, steps=result.steps, val_bpc=result.last_val_bpc)

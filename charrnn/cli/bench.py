@@ -23,6 +23,11 @@ class Section(str, Enum):
     sampling = "sampling"
     data = "data"
     quality = "quality"
+    grid = "grid"
+    scan = "scan"
+
+
+LONG = (Section.grid, Section.scan)
 
 
 @app.command()
@@ -36,7 +41,8 @@ def bench(
     from ..bench import BenchPlan, run_bench
 
     plan = BenchPlan.quick() if quick else BenchPlan.full()
-    sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section)
+    # The size grid (16 trainings per corpus) and the scan-cell trial are long: they run when named.
+    sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section if s not in LONG)
     if as_json:
         report = run_bench(plan, device=device.value, sections=sections)
         stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
@@ -181,14 +187,8 @@ def _data_table(report: BenchReport):
 
 
 def _print_quality(report: BenchReport) -> None:
-    q, pq = report.quality, report.precision_quality
-    if q is not None:
-        stdout.print(
-            f"Quality: skipped: {q.skipped}"
-            if q.skipped
-            else f"Quality: tinyshakespeare, default settings, {q.budget_seconds:g}s budget: "
-            f"val {q.val_bpc:.3f} bpc after {q.steps} steps"
-        )
+    _print_quality_rows(report)
+    pq = report.precision_quality
     if pq is not None:
         stdout.print(
             f"fp32 vs bf16 at equal steps: skipped: {pq.skipped}"
@@ -196,3 +196,32 @@ def _print_quality(report: BenchReport) -> None:
             else f"fp32 vs bf16 at equal steps ({pq.steps} steps, tinyshakespeare): val loss "
             f"{pq.fp32_val_loss:.4f} vs {pq.bf16_val_loss:.4f} nats/token ({pq.relative_difference:+.2%})"
         )
+
+
+def _print_quality_rows(report: BenchReport) -> None:
+    """One table per corpus and budget: the rows measured side by side in the same stretch of time."""
+    groups: dict[tuple[str, float], list] = {}
+    for r in report.quality_rows:
+        if r.skipped:
+            stdout.print(f"Quality, {r.corpus}: skipped: {r.skipped}")
+        else:
+            groups.setdefault((r.corpus, r.budget_seconds), []).append(r)
+    for (corpus, budget), rows in groups.items():
+        columns = ("trained", "model", "params", "steps", "chars/s", "val bpc", "ratio")
+        table = _table(
+            f"Quality: {corpus}, validation after {budget:g}s of training (ratio: to the reference loop)", columns
+        )
+        for column in table.columns[:2]:
+            column.justify = "left"
+        for r in rows:
+            table.add_row(
+                r.label,
+                f"{r.cell} {r.num_layers}x{r.hidden_size}",
+                f"{r.parameters / 1e6:.2f}M",
+                str(r.steps),
+                _rate(r.chars_per_sec),
+                f"{r.val_bpc:.3f}",
+                f"{r.ratio:.3f}" if r.ratio is not None else "-",
+            )
+        table.caption = "\n".join(r.note for r in rows if r.note) or None
+        stdout.print(table)

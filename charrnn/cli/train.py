@@ -39,8 +39,9 @@ def train(
         ),
     ],
     cell: Annotated[Cell, opt(M, "cell")] = Cell(default(M, "cell")),
-    num_layers: Annotated[int, opt(M, "num_layers")] = default(M, "num_layers"),
-    hidden_size: Annotated[int, opt(M, "hidden_size")] = default(M, "hidden_size"),
+    # None = not given: with --time-budget the size is then chosen for the budget
+    num_layers: Annotated[Optional[int], opt(M, "num_layers", show_default_in_help=True)] = None,
+    hidden_size: Annotated[Optional[int], opt(M, "hidden_size", show_default_in_help=True)] = None,
     embed_size: Annotated[int, opt(M, "embed_size")] = default(M, "embed_size"),
     dropout: Annotated[float, opt(M, "dropout")] = default(M, "dropout"),
     tokenizer: Annotated[TokenizerKind, opt(K, "kind")] = TokenizerKind(default(K, "kind")),
@@ -121,7 +122,11 @@ def train(
         **given,
     )
     model_cfg = ModelConfig(
-        cell=cell.value, embed_size=embed_size, hidden_size=hidden_size, num_layers=num_layers, dropout=dropout
+        cell=cell.value,
+        embed_size=embed_size,
+        hidden_size=default(M, "hidden_size") if hidden_size is None else hidden_size,
+        num_layers=default(M, "num_layers") if num_layers is None else num_layers,
+        dropout=dropout,
     )
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
@@ -138,6 +143,7 @@ def train(
         run_dir = out if out is not None else Path("checkpoints") / data.name
         run = dict(tokenizer_kind=tokenizer.value, vocab_size=vocab_size, encoding=encoding, resume=resume)
         run.update(init_from=init_from, force=force, limits=given, save_every=save_every, started=started)
+        run.update(size_for_budget=hidden_size is None and num_layers is None)
         result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
     finally:
         dist.close()

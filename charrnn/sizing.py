@@ -1,0 +1,214 @@
+"""Budget-aware model size: with --time-budget and no --hidden/--layers, pick the size that
+learns the most in that time on this machine.
+
+The rule, from `charrnn bench --only grid` (README, "Model size for a budget"): at a fixed
+wall-clock budget, the size that reaches the best validation is the largest one that still
+sees about `TOKENS_PER_PARAMETER` training tokens per parameter. A smaller model sees more
+text but saturates; a larger one learns more per token but sees too little. How many tokens a
+size sees in the budget comes from a few seconds' measurement of this machine's training
+speed (FLOP/s), cached per machine, so only the first budgeted run pays for it.
+
+A small corpus caps the size too: past `MAX_PARAMETERS_PER_CHAR` parameters per training
+character a model only memorises the text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .atomic import write_atomic
+from .config import ModelConfig, TrainConfig
+from .data import cache_dir
+from .model import RNNLanguageModel
+from .runtime import autocast_for, resolve_device, resolve_precision
+
+TOKENS_PER_PARAMETER = 8.0
+MAX_PARAMETERS_PER_CHAR = 4.0
+# Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
+CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
+GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs have 1
+
+PROBE_SECONDS = 2.0
+PROBE_SHAPE = (384, 2, 32, 64)  # hidden, layers, batch, seq_len: a mid-sized training step
+PROBE_VOCAB = 96
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    hidden_size: int
+    num_layers: int
+    reason: str  # one line for the user
+
+
+def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> int:
+    """Weights of `RNNLanguageModel`: embedding, recurrent layers (two bias vectors each), head."""
+    gates = GATES.get(cell, 1)
+    recurrent = sum(gates * hidden * ((embed if layer == 0 else hidden) + hidden + 2) for layer in range(layers))
+    return vocab * embed + recurrent + hidden * vocab + vocab
+
+
+def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
+    """Matmul FLOPs of one training token: forward 2*in*out per weight, backward twice that."""
+    gates = GATES.get(cell, 1)
+    forward = sum(2 * ((embed if layer == 0 else hidden) + hidden) * gates * hidden for layer in range(layers))
+    return 3.0 * (forward + 2 * hidden * vocab)
+
+
+def choose_size(
+    *,
+    budget_seconds: float,
+    flops_per_sec: float,
+    train_chars: int,
+    vocab: int,
+    embed: int,
+    cell: str = "lstm",
+    candidates: tuple[tuple[int, int], ...] = CANDIDATES,
+) -> SizeChoice:
+    """The largest candidate that sees at least TOKENS_PER_PARAMETER tokens per parameter in
+    the budget and stays under the corpus cap; the smallest one when none does. Pure."""
+    best = None
+    for hidden, layers in candidates:
+        params = parameter_count(cell, vocab, embed, hidden, layers)
+        speed = flops_per_sec / training_flops_per_token(cell, embed, hidden, layers, vocab)  # tokens/s
+        per_param = budget_seconds * speed / params
+        fits = per_param >= TOKENS_PER_PARAMETER and params <= MAX_PARAMETERS_PER_CHAR * train_chars
+        if best is None or fits:
+            best = (hidden, layers, params, speed, per_param, fits)
+    hidden, layers, params, speed, per_param, fits = best  # type: ignore[misc]
+    if not fits:
+        why = "the smallest size: even it sees fewer tokens per parameter than the rule wants"
+    elif (hidden, layers) == candidates[-1]:
+        why = "the largest size offered"
+    elif (
+        parameter_count(cell, vocab, embed, *_next(candidates, hidden, layers)) > MAX_PARAMETERS_PER_CHAR * train_chars
+    ):
+        why = f"a larger one would exceed {MAX_PARAMETERS_PER_CHAR:g} parameters per training character"
+    else:
+        why = f"a larger one would see under {TOKENS_PER_PARAMETER:g} tokens per parameter"
+    reason = (
+        f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.1f}M parameters): about {speed:,.0f} tokens/s here, "
+        f"{per_param:.2f} tokens per parameter in {budget_seconds:g}s; {why} (--hidden/--layers to choose)"
+    )
+    return SizeChoice(hidden, layers, reason)
+
+
+def _next(candidates: tuple[tuple[int, int], ...], hidden: int, layers: int) -> tuple[int, int]:
+    return candidates[candidates.index((hidden, layers)) + 1]
+
+
+# ----------------------------------------------------------------------------- speed probe
+
+
+def measure_flops_per_sec(
+    device: torch.device, precision: str, seconds: float = PROBE_SECONDS, shape: tuple[int, ...] = PROBE_SHAPE
+) -> float:
+    """Training FLOP/s of a mid-sized LSTM step here: AdamW, random tokens, after one warm-up step.
+    shape: (hidden, layers, batch, seq_len)."""
+    hidden, layers, batch, seq_len = shape
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, PROBE_VOCAB, (batch, seq_len + 1), generator=generator).to(device)
+    model = RNNLanguageModel("lstm", PROBE_VOCAB, 64, hidden, layers, dropout=0.0).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        with autocast_for(device, precision):
+            logits, _ = model(tokens[:, :-1])  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, PROBE_VOCAB), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    steps, began = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - began < seconds:
+        step()
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - began
+    return steps * batch * seq_len * training_flops_per_token("lstm", 64, hidden, layers, PROBE_VOCAB) / elapsed
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def speed_key(device: torch.device, precision: str) -> str:
+    """What the measured speed depends on: the processor, threads, torch, precision."""
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return f"{device.type}|{where}|threads={torch.get_num_threads()}|torch={torch.__version__}|{precision}"
+
+
+def speed_cache_path() -> Path:
+    """Next to the token-id cache: $CHARRNN_CACHE, else ~/.cache/charrnn (XDG_CACHE_HOME honoured)."""
+    return cache_dir().parent / "speed.json"
+
+
+def _read_speeds(path: Path) -> dict[str, float]:
+    """The cached speeds; a missing, unreadable or damaged file is an empty cache."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in entries.items()
+        if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    }
+
+
+def machine_flops_per_sec(
+    device: torch.device,
+    precision: str,
+    *,
+    path: Path | None = None,
+    measure: Callable[[torch.device, str], float] = measure_flops_per_sec,
+) -> tuple[float, bool]:
+    """(training FLOP/s here, whether it came from the cache); measured and cached when absent."""
+    path = path or speed_cache_path()
+    key = speed_key(device, precision)
+    speeds = _read_speeds(path)
+    if key in speeds:
+        return speeds[key], True
+    speeds[key] = measure(device, precision)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(speeds, indent=1).encode(), durable=False)
+    except OSError:
+        pass  # a read-only cache only costs the next run the same few seconds
+    return speeds[key], False
+
+
+def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int) -> SizeChoice:
+    """The choice for a fresh run with --time-budget and no size flags: this machine's training
+    speed (measured once, cached) at the run's device and precision, the corpus size, the budget."""
+    device = resolve_device(train_cfg.device)
+    precision, _ = resolve_precision(train_cfg.precision, device)
+    flops, cached = machine_flops_per_sec(device, precision)
+    choice = choose_size(
+        budget_seconds=train_cfg.time_budget or 0.0,
+        flops_per_sec=flops,
+        train_chars=train_chars,
+        vocab=vocab,
+        embed=model_cfg.embed_size,
+        cell=model_cfg.cell,
+    )
+    measured = "measured earlier" if cached else "measured just now"
+    return replace(choice, reason=f"{choice.reason}; speed {measured} ({flops / 1e9:.0f} GFLOP/s {precision})")

@@ -1,0 +1,105 @@
+"""`charrnn bench --only quality|grid|scan`: rows of validation after a budget, with ratios to the
+reference loop of the same run. Tiny plans, budgets under a second: the tests check the rows,
+never the figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from charrnn.bench import BenchPlan, run_bench
+from charrnn.bench.quality import bench_quality_rows, bench_train_config, find_corpus, validation_bpc
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.sizing import speed_key
+
+PLAN = BenchPlan(
+    hidden=16,
+    layers=1,
+    quality_budgets=(0.3,),
+    quality_corpora=("tiny",),
+    grid_sizes=((16, 1), (24, 1)),
+    grid_budgets=(0.3,),
+    scan_models=(("mingru", 16, 1),),
+    scan_budgets=(0.3,),
+)
+
+
+@pytest.fixture(autouse=True)
+def setup(tmp_path, tiny_corpus, monkeypatch):
+    """One thread (results, not speed), the tiny corpus as a ready corpus, a cached machine speed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "tiny.txt").write_bytes(tiny_corpus.read_bytes())
+    monkeypatch.setenv("CHARRNN_CORPORA", str(tmp_path / "corpora"))
+    (tmp_path / ".cache").mkdir(exist_ok=True)
+    (tmp_path / ".cache" / "speed.json").write_text(json.dumps({speed_key(torch.device("cpu"), "fp32"): 1e9}))
+    yield
+    torch.set_num_threads(before)
+
+
+def test_quality_rows_put_charrnn_next_to_the_reference_loop():
+    rows = bench_quality_rows(PLAN, torch.device("cpu"), sizes=((24, 1),))
+    assert [r.label for r in rows] == ["reference loop", "charrnn defaults", "charrnn, fixed size"]
+    reference, default, fixed = rows
+    assert reference.ratio == 1.0 and (reference.hidden_size, reference.num_layers) == (16, 1)
+    # no size flags: sized for the budget (the tiny corpus caps it at the smallest size) and says why
+    assert (default.hidden_size, default.num_layers) == (64, 2) and "size: 2x64" in default.note
+    assert (fixed.hidden_size, fixed.num_layers) == (24, 1) and fixed.note == ""
+    assert len({r.parameters for r in rows}) == 3
+    for row in rows:
+        assert row.steps >= 1 and row.chars_per_sec > 0 and 0 < row.val_bpc < 10 and row.budget_seconds == 0.3
+        assert row.ratio is not None and row.ratio > 0
+    assert fixed.ratio != default.ratio
+
+
+def test_a_missing_corpus_is_a_skipped_row_saying_why():
+    plan = dataclasses.replace(PLAN, quality_corpora=("no-such-corpus",))
+    [row] = bench_quality_rows(plan, torch.device("cpu"))
+    assert row.skipped and "no-such-corpus" in row.skipped and row.ratio is None
+
+
+def test_validation_is_what_train_reports(tmp_path):
+    from charrnn.checkpoint import load_model
+    from charrnn.data import load_tokens, read_corpus_bytes
+    from charrnn.train import train
+
+    path = find_corpus("tiny")
+    cfg = dataclasses.replace(bench_train_config(path, PLAN, torch.device("cpu"), 0.3), time_budget=None, steps=3)
+    model_cfg = ModelConfig(hidden_size=16, num_layers=1, embed_size=8)
+    result = train(read_corpus_bytes(path, name="tiny"), model_cfg, cfg, tmp_path / "run")
+    data = load_tokens(read_corpus_bytes(path, name="tiny"), val_frac=cfg.val_frac)
+    model = load_model(result.last_path).model
+    assert validation_bpc(model, data, cfg, torch.device("cpu")) == pytest.approx(result.last_val_bpc, rel=1e-5)
+
+
+def test_a_big_corpus_validates_on_about_quality_val_chars(tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 1_000_000)
+    assert bench_train_config(big, PLAN, torch.device("cpu"), 60).val_frac == pytest.approx(0.05)
+    assert bench_train_config(find_corpus("tiny"), PLAN, torch.device("cpu"), 60).val_frac == TrainConfig().val_frac
+
+
+def test_grid_and_scan_sections_add_their_rows():
+    report = run_bench(PLAN, device="cpu", sections=("grid", "scan"))
+    labels = [r.label for r in report.quality_rows]
+    assert labels == [
+        "reference loop",
+        "charrnn, fixed size",
+        "charrnn, fixed size",
+        "reference loop",
+        "charrnn defaults",
+        "scan-cell trial",
+    ]
+    assert report.quality_rows[-1].cell == "mingru" and report.quality_rows[-1].ratio is not None
+
+
+def test_cli_prints_the_quality_table(cli, monkeypatch):
+    monkeypatch.setattr(BenchPlan, "full", classmethod(lambda cls: dataclasses.replace(PLAN, precision_steps=0)))
+    result = cli("bench", "--only", "quality")
+    assert result.exit_code == 0, result.output
+    for text in ("Quality", "reference", "defaults", "2x64", "tiny", "size: 2x64"):  # table cells wrap at 80 columns
+        assert text in result.stdout, text
