@@ -42,7 +42,7 @@ class ValidationSet:
     def within(self, seconds: float, estimate: float) -> "ValidationSet":
         """Itself when scoring it (`estimate` seconds) fits in `seconds`; else its first pieces,
         as many as fit (at least one): a run out of time still ends with a validation."""
-        if estimate <= seconds or self.num_streams <= 1:
+        if estimate <= max(seconds, 0.0) or self.num_streams <= 1:  # no estimate yet (0 s): score it all
             return self
         keep = max(1, int(self.num_streams * max(seconds, 0.0) / estimate))
         length = max(1, len(self.ids) // self.num_streams)

@@ -131,3 +131,12 @@ def test_the_whole_split_is_left_out_when_it_would_break_the_budget(tmp_path, mo
 def test_val_tokens_below_one_window_is_refused(cli, tiny_corpus):
     line = one_error_line(cli("train", tiny_corpus, "--seq-len", "32", "--val-tokens", "20", "--steps", "1"))
     assert "--val-tokens" in line and "33" in line
+
+
+def test_a_run_past_its_budget_with_no_estimate_yet_scores_the_set_whole():
+    """A tiny --time-budget ends before any validation was timed: estimate 0, seconds left < 0."""
+    from charrnn.validation import ValidationSet
+
+    part = ValidationSet(np.arange(40), 40, "part", 4)
+    assert part.within(-0.5, 0.0) is part
+    assert part.within(-0.5, 2.0).num_streams == 1  # with an estimate, the least that fits: one piece
