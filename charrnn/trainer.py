@@ -120,6 +120,7 @@ class Trainer:
         """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
         self.reporter.on_start(self._run_info())
         self._session_start = self.started - self.state.elapsed
+        self.reserve.time_part(self.validate, self.val_set, self.cfg.seq_len)  # within a budget
         _, self.state.elapsed = self.dist.agree(0, self._clock())  # setting up counts too
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         tokens_per_step = self.cfg.batch_size * self.cfg.seq_len

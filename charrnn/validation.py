@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -38,6 +39,12 @@ class ValidationSet:
     chars: int
     scope: str  # "part" | "whole"
     num_streams: int
+
+    def first_windows(self, seq_len: int) -> "ValidationSet":
+        """The first window of each piece: timing it tells what the whole part will cost."""
+        length = max(1, len(self.ids) // self.num_streams)
+        ids = np.asarray(self.ids[: self.num_streams * length]).reshape(self.num_streams, length)[:, :seq_len]
+        return ValidationSet(ids.reshape(-1), ids.size, "part", self.num_streams)
 
     def within(self, seconds: float, estimate: float) -> "ValidationSet":
         """Itself when scoring it (`estimate` seconds) fits in `seconds`; else its first pieces,
@@ -77,6 +84,16 @@ class BudgetReserve:
     def add_step(self, seconds: float, tokens: int) -> None:
         self.step_seconds = seconds if self.step_seconds == 0 else max(0.8 * self.step_seconds + 0.2 * seconds, seconds)
         self._tokens_per_second = tokens / max(self.step_seconds, 1e-9)
+
+    def time_part(self, validate: Callable[[ValidationSet], object], part: ValidationSet, seq_len: int) -> None:
+        """Within a --time-budget, time the first window of every piece of the part: the loop then
+        knows what its last validation will cost instead of guessing (the part may be 15x that)."""
+        sample = part.first_windows(seq_len)
+        if self.time_budget is None or len(part.ids) < 4 * len(sample.ids):
+            return
+        began = time.perf_counter()
+        validate(sample)
+        self.eval_seconds = (time.perf_counter() - began) * len(part.ids) / len(sample.ids)
 
     def part_seconds(self) -> float:
         if self.eval_seconds is not None:

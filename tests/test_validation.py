@@ -140,3 +140,16 @@ def test_a_run_past_its_budget_with_no_estimate_yet_scores_the_set_whole():
     part = ValidationSet(np.arange(40), 40, "part", 4)
     assert part.within(-0.5, 0.0) is part
     assert part.within(-0.5, 2.0).num_streams == 1  # with an estimate, the least that fits: one piece
+
+
+def test_within_a_budget_the_part_is_timed_on_its_first_windows():
+    part = validation_set(np.arange(100_000), 100_000, OneCharPerId(), 12_800, seq_len=10, streams=128)
+    seen = []
+    reserve = BudgetReserve(len(part.ids), 100_000, time_budget=60)
+    reserve.time_part(lambda sample: seen.append(sample.ids), part, seq_len=10)
+    assert len(seen) == 1 and len(seen[0]) == 1_280  # one window of each of the 128 pieces
+    assert seen[0][10] == part.ids[100]  # the second piece's first window
+    assert reserve.eval_seconds is not None
+    untimed = BudgetReserve(len(part.ids), 100_000, time_budget=None)
+    untimed.time_part(lambda sample: seen.append(sample), part, seq_len=10)
+    assert len(seen) == 1 and untimed.eval_seconds is None
