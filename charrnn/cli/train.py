@@ -131,11 +131,7 @@ def train(
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
-    reporter: Reporter = _TrainReporter(quiet=not dist.is_main)
-    if tensorboard is not None and dist.is_main:
-        from ..reporting import TensorBoardReporter
-
-        reporter = TensorBoardReporter(reporter, tensorboard)
+    reporter = _reporter(dist.is_main, tensorboard)
     try:
         data = resolve_corpus(
             corpus, log=reporter.on_message, encoding=encoding, include=include or (), exclude=exclude or ()
@@ -149,6 +145,16 @@ def train(
         dist.close()
     if dist.is_main:
         _print_result(result, result.time_budget)
+
+
+def _reporter(is_main: bool, tensorboard: Path | None) -> Reporter:
+    """The progress display (quiet on every rank but the first), and TensorBoard files when asked."""
+    reporter: Reporter = _TrainReporter(quiet=not is_main)
+    if tensorboard is not None and is_main:
+        from ..reporting import TensorBoardReporter
+
+        reporter = TensorBoardReporter(reporter, tensorboard)
+    return reporter
 
 
 def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, dist, run: dict[str, Any]):
