@@ -42,9 +42,11 @@ class ValidationSet:
 
     def first_windows(self, seq_len: int) -> "ValidationSet":
         """The first window of each piece: timing it tells what the whole part will cost."""
-        length = max(1, len(self.ids) // self.num_streams)
-        ids = np.asarray(self.ids[: self.num_streams * length]).reshape(self.num_streams, length)[:, :seq_len]
-        return ValidationSet(ids.reshape(-1), ids.size, "part", self.num_streams)
+        # A split shorter than its stream count (a tiny corpus) is scored on one token per stream.
+        streams = max(1, min(self.num_streams, len(self.ids)))
+        length = len(self.ids) // streams
+        ids = np.asarray(self.ids[: streams * length]).reshape(streams, length)[:, :seq_len]
+        return ValidationSet(ids.reshape(-1), ids.size, "part", streams)
 
     def within(self, seconds: float, estimate: float) -> "ValidationSet":
         """Itself when scoring it (`estimate` seconds) fits in `seconds`; else its first pieces,

@@ -153,3 +153,10 @@ def test_within_a_budget_the_part_is_timed_on_its_first_windows():
     untimed = BudgetReserve(len(part.ids), 100_000, time_budget=None)
     untimed.time_part(lambda sample: seen.append(sample), part, seq_len=10)
     assert len(seen) == 1 and untimed.eval_seconds is None
+
+
+def test_a_split_shorter_than_its_streams_is_timed_one_token_per_stream():
+    # A tiny corpus: 16 validation tokens, 128 streams (it raised a reshape error before training).
+    whole = validation_set(np.arange(16), 16, OneCharPerId(), 120_000, seq_len=10, streams=128)
+    sample = whole.first_windows(seq_len=10)
+    assert sample.num_streams == 16 and list(sample.ids) == list(range(16))
