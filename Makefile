@@ -41,8 +41,11 @@ demo: install
 	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc
 	@echo "Demo done: 3 tunes in checkpoints/demo/tunes.abc, their MIDI files in checkpoints/demo/midi/"
 
+# Two pytest workers (one per core of a small machine); the tests that time real processes
+# against each other (signals, DDP ranks) then run alone, where a busy neighbour cannot starve them.
 test: install
-	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/python -m pytest -q
+	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/python -m pytest -q -n 2 -m "not serial"
+	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/python -m pytest -q -m serial
 
 bench: install
 	CHARRNN_MIRROR="$${CHARRNN_MIRROR:-$(MIRROR)}" $(BIN)/charrnn bench

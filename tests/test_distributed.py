@@ -26,6 +26,8 @@ from conftest import TINY_TEXT
 from charrnn.checkpoint import load_checkpoint
 from charrnn.distributed import DistContext, _first_difference
 
+pytestmark = pytest.mark.serial  # real processes timed against each other: run alone (Makefile)
+
 # Per-rank batch 2; the single-process twin uses 4. fp32: bf16 would hide real differences.
 FLAGS = ["--hidden", "32", "--embed", "16", "--layers", "1", "--seq-len", "16", "--precision", "fp32", "--dropout", "0"]
 FLAGS += ["--lr", "0.01", "--warmup", "0", "--seed", "3", "--eval-every", "3", "--device", "cpu"]

@@ -25,6 +25,8 @@ from charrnn.data import CorpusBytes
 from charrnn.train import train
 from charrnn.trainer import Trainer
 
+pytestmark = pytest.mark.serial  # real processes timed against each other: run alone (Makefile)
+
 KILLS = 20
 
 
