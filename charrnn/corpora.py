@@ -43,6 +43,15 @@ def mirror_dirs() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
+def find_corpus(name: str) -> Path | None:
+    """A ready corpus where it already is (./corpora or the mirror), never downloaded (the benchmark's way)."""
+    for folder in [corpora_dir(), *mirror_dirs()]:
+        path = folder / f"{name}.txt"
+        if path.is_file():
+            return path
+    return None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from ..config import ModelConfig, TrainConfig
+from ..corpora import find_corpus
 from ..data import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
 from ..evaluation import evaluate_ids
 from ..model import RNNLanguageModel
@@ -33,17 +34,6 @@ from .training import ReferenceLoop
 
 LN2 = 0.6931471805599453
 ONLY_FINAL_EVAL = 10**9  # eval_every: no evaluation before the budget ends, one after
-
-
-def find_corpus(name: str) -> Path | None:
-    """A ready corpus where it already is (./corpora or the mirror): a benchmark never downloads."""
-    from ..corpora import corpora_dir, mirror_dirs
-
-    for folder in [corpora_dir(), *mirror_dirs()]:
-        path = folder / f"{name}.txt"
-        if path.is_file():
-            return path
-    return None
 
 
 def validation_bpc(model: torch.nn.Module, data: TokenData, cfg: TrainConfig, device: torch.device) -> float:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
+from ..corpora import find_corpus
 from ..data import StreamBatcher, TokenData
 from ..sizing import training_flops_per_token
 from ..tokenizers import CharTokenizer
@@ -158,8 +159,6 @@ def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path 
     from ..data import load_tokens, read_corpus_bytes
 
     steps = plan.precision_steps
-    from .quality import find_corpus
-
     path = corpus or find_corpus("tinyshakespeare")
     if path is None:
         return PrecisionQuality(steps, skipped="tinyshakespeare not found")
