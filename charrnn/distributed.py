@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import CharRNNError, ConfigError
+from .errors import CharRNNError, ConfigError, Interrupted
 from .model import HiddenState, map_state, stream_count
 
 # How long a collective may wait for the other ranks before the run fails instead of hanging.
@@ -197,11 +197,33 @@ class DistContext:
                 f"answer for CHARRNN_DIST_TIMEOUT={TIMEOUT.total_seconds():g}s); the backend said: {first[:200]}"
             ) from None
 
-    def close(self) -> None:
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The process group for one run, left when it ends: together (at a barrier) when the run
+        finished or was stopped, since every rank then ends at the same step; at once after an error."""
+        together = False
+        try:
+            yield
+            together = True
+        except Interrupted:
+            together = True
+            raise
+        finally:
+            self.close(together=together)
+
+    def close(self, *, together: bool = False) -> None:
+        """Leave the process group. `together`: every rank ended the run at the same step, so they
+        meet at a barrier first: a rank that tears gloo down while its peer is still finishing its
+        last collective was killed by SIGABRT at exit ('terminate called without an active exception')."""
         if self.active:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if together:
+                    try:
+                        dist.barrier()
+                    except (dist.DistError, RuntimeError):
+                        pass  # a peer is gone: leave anyway
                 dist.destroy_process_group()
 
 

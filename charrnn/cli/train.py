@@ -132,7 +132,7 @@ def train(
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
     reporter = _reporter(dist.is_main, tensorboard)
-    try:
+    with dist.running():
         data = resolve_corpus(
             corpus, log=reporter.on_message, encoding=encoding, include=include or (), exclude=exclude or ()
         )
@@ -141,8 +141,6 @@ def train(
         run.update(init_from=init_from, force=force, limits=given, save_every=save_every, started=started)
         run.update(size_for_budget=hidden_size is None and num_layers is None)
         result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
-    finally:
-        dist.close()
     if dist.is_main:
         _print_result(result, result.time_budget)
 
