@@ -11,7 +11,7 @@ MIRROR ?= $(abspath ../shared/corpora)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser vendor demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test,music,plot,tensorboard,export,serve]"
+	$(MAKE) vendor
 	touch $@
+
+# onnxruntime-web's wasm (14 MB) is too large to keep in git: it is fetched from its pinned npm
+# package (integrity checked) into the package before an install or a wheel build.
+WASM := charrnn/export/vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm
+vendor:
+	@test -f $(WASM) || $(PYTHON) scripts/vendor_js.py onnxruntime-web
 
 install: $(VENV)/.installed
 

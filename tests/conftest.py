@@ -150,7 +150,7 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no chromium on PATH: `make browser` installs it (apt-get install chromium)")
+    pytest.skip("no chromium on PATH: `make browser` sets it up (Debian package chromium)")
 
 
 HEADLESS_FLAGS = (

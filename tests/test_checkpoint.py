@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from conftest import TINY_TEXT, TINY_TRAIN
 
@@ -21,20 +22,34 @@ from charrnn.train import train
 # Written by charrnn 0.1.0 (checkpoint format 1) before checkpoint.py took over the layout: a run of
 # 3 steps of a 2-layer LSTM (embed 2, hidden 4, dropout 0.2) on TINY_TEXT with seq_len 8, batch 2,
 # eval_every 2, seed 7, fp32 on a CPU. The expected figures below are what that code produced.
-OLD_RUN = Path(__file__).parent / "fixtures" / "run-v1"
+# Kept as JSON (each file's metadata and tensor values, exact in float32), not as checkpoint
+# files: the repository tracks no checkpoints. The fixture writes them back with safetensors.
+OLD_RUN = Path(__file__).parent / "fixtures" / "run-v1.json"
 
 
-def test_a_checkpoint_written_before_the_layout_moved_still_samples():
-    loaded = load_model(OLD_RUN / "best.safetensors")
+@pytest.fixture
+def old_run(tmp_path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, saved in json.loads(OLD_RUN.read_text()).items():
+        tensors = {
+            key: torch.tensor(t["values"], dtype=getattr(torch, t["dtype"])).reshape(t["shape"])
+            for key, t in saved["tensors"].items()
+        }
+        safetensors.torch.save_file(tensors, run / f"{name}.safetensors", metadata=saved["metadata"])
+    return run
+
+
+def test_a_checkpoint_written_before_the_layout_moved_still_samples(old_run):
+    loaded = load_model(old_run / "best.safetensors")
     cfg = SampleConfig(length=40)
     text = "".join(generate(loaded.model, loaded.tokenizer, cfg, generator=torch.Generator().manual_seed(3)))
     assert text == "ytfBllaCrics,yhzepmAaS\n.lnssinkelmBdc:sl"
 
 
-def test_a_run_written_before_the_layout_moved_resumes_where_it_stopped(tmp_path):
-    shutil.copytree(OLD_RUN, tmp_path / "run")
+def test_a_run_written_before_the_layout_moved_resumes_where_it_stopped(old_run):
     corpus = CorpusBytes("tiny", "tiny", TINY_TEXT.encode())
-    result = train(corpus, ModelConfig(), TrainConfig(), tmp_path / "run", resume=True, limits={"steps": 5})
+    result = train(corpus, ModelConfig(), TrainConfig(), old_run, resume=True, limits={"steps": 5})
     assert result.steps == 5
     assert result.last_val_bpc == pytest.approx(5.174077396037316, rel=1e-9)
 

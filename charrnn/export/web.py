@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..checkpoint import LoadedModel
+from ..errors import CharRNNError
 from .onnx import state_names
 
 RUNTIME_DIR = "ort"
@@ -26,7 +27,15 @@ RUNTIME_MODULE = "ort.wasm.bundle.min.mjs"
 def vendored_runtime() -> dict[str, bytes]:
     """onnxruntime-web's files as shipped in this package (scripts/vendor_js.py refreshes them)."""
     folder = resources.files("charrnn.export").joinpath("vendor", "onnxruntime-web")
-    return {entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.is_file()}
+    files = {entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.is_file()}
+    if not any(name.endswith(".wasm") for name in files):
+        # The wasm is fetched from npm by `make vendor` (it is too large for git): a checkout
+        # installed without it cannot write a page that runs.
+        raise CharRNNError(
+            "this install lacks onnxruntime-web's wasm: run `make vendor` "
+            "(python scripts/vendor_js.py onnxruntime-web) in the checkout, then reinstall"
+        )
+    return files
 
 
 def page_config(loaded: LoadedModel) -> dict:
