@@ -206,3 +206,14 @@ def score_notes():
         return sum(len(n.pitches) for n in score.flatten().notes if not n.tie or n.tie.type == "start")
 
     return count
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Results, not speed: tiny ops on two threads of a busy machine wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,13 +9,7 @@ import torch
 from charrnn.bench.scan_cell import SCAN_CELLS, ScanLanguageModel, sample_tokens, scan_row
 from charrnn.config import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(cell: str, vocab: int = 13, hidden: int = 16, layers: int = 2) -> ScanLanguageModel:

@@ -15,13 +15,7 @@ from charrnn.sizing import choose_size, machine_flops_per_sec, parameter_count, 
 MB = 1_000_000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Results, not speed: tiny ops on two threads of a busy machine wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pick(flops: float, budget: float, chars: int = MB, vocab: int = 65) -> tuple[int, int]:
