@@ -6,7 +6,8 @@ wall-clock budget, the size that reaches the best validation is the largest one 
 sees about `TOKENS_PER_PARAMETER` training tokens per parameter. A smaller model sees more
 text but saturates; a larger one learns more per token but sees too little. How many tokens a
 size sees in the budget comes from a few seconds' measurement of this machine's training
-speed (FLOP/s), cached per machine, so only the first budgeted run pays for it.
+speed (FLOP/s), cached per machine: the first few budgeted runs probe (2 s each) and the
+cache answers with the fastest probe, so one taken on a busy machine does not stick.
 
 A small corpus caps the size too: past `MAX_PARAMETERS_PER_CHAR` parameters per training
 character a model only memorises the text.
@@ -159,19 +160,45 @@ def speed_cache_path() -> Path:
     return cache_dir().parent / "speed.json"
 
 
-def _read_speeds(path: Path) -> dict[str, float]:
-    """The cached speeds; a missing, unreadable or damaged file is an empty cache."""
+# A probe taken while the machine is busy (a build, a second training) reads a fraction of its
+# speed, and a cache that kept it would size every later run too small. So the cache keeps a
+# few recent probes per key and answers with the fastest: a busy probe is outvoted by the next
+# quiet one, and nothing older than a month (another kernel, another power plan) counts.
+SETTLED_PROBES = 3  # probes (one per budgeted run) before the cache answers without probing
+KEPT_PROBES = 5
+PROBE_MAX_AGE = 30 * 24 * 3600.0  # seconds
+
+
+def _read_speeds(path: Path, now: float) -> dict[str, list[dict[str, float]]]:
+    """The cached probes per key, recent and well-formed ones only; a missing, unreadable or
+    damaged file is an empty cache (an entry in the old one-number format counts as stale)."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(entries, dict):
         return {}
-    return {
-        k: float(v)
-        for k, v in entries.items()
-        if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
-    }
+    speeds = {}
+    for key, entry in entries.items():
+        probes = entry.get("probes") if isinstance(entry, dict) else None
+        if not isinstance(key, str) or not isinstance(probes, list):
+            continue
+        speeds[key] = [
+            {"flops": float(p["flops"]), "at": float(p["at"])}
+            for p in probes
+            if isinstance(p, dict)
+            and all(isinstance(p.get(k), (int, float)) and math.isfinite(p[k]) for k in ("flops", "at"))
+            and p["flops"] > 0
+            and now - PROBE_MAX_AGE <= p["at"] <= now + 60
+        ][-KEPT_PROBES:]
+    return speeds
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    flops_per_sec: float  # the fastest recent probe
+    probes: int  # how many recent probes it is the best of
+    probed_now: bool  # whether this call ran one
 
 
 def machine_flops_per_sec(
@@ -180,20 +207,25 @@ def machine_flops_per_sec(
     *,
     path: Path | None = None,
     measure: Callable[[torch.device, str], float] = measure_flops_per_sec,
-) -> tuple[float, bool]:
-    """(training FLOP/s here, whether it came from the cache); measured and cached when absent."""
+    now: Callable[[], float] = time.time,
+) -> MachineSpeed:
+    """Training FLOP/s here: the best of the recent probes, probing (and caching) once more
+    while there are fewer than SETTLED_PROBES of them."""
     path = path or speed_cache_path()
-    key = speed_key(device, precision)
-    speeds = _read_speeds(path)
-    if key in speeds:
-        return speeds[key], True
-    speeds[key] = measure(device, precision)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(speeds, indent=1).encode(), durable=False)
-    except OSError:
-        pass  # a read-only cache only costs the next run the same few seconds
-    return speeds[key], False
+    key, when = speed_key(device, precision), now()
+    speeds = _read_speeds(path, when)
+    probes = speeds.get(key, [])
+    probed_now = len(probes) < SETTLED_PROBES
+    if probed_now:
+        probes = [*probes, {"flops": measure(device, precision), "at": when}][-KEPT_PROBES:]
+        speeds[key] = probes
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            document = {k: {"probes": v} for k, v in speeds.items()}
+            write_atomic(path, json.dumps(document, indent=1).encode(), durable=False)
+        except OSError:
+            pass  # a read-only cache only costs the next run the same few seconds
+    return MachineSpeed(max(p["flops"] for p in probes), len(probes), probed_now)
 
 
 def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int) -> SizeChoice:
@@ -201,14 +233,15 @@ def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars:
     speed (measured once, cached) at the run's device and precision, the corpus size, the budget."""
     device = resolve_device(train_cfg.device)
     precision, _ = resolve_precision(train_cfg.precision, device)
-    flops, cached = machine_flops_per_sec(device, precision)
+    speed = machine_flops_per_sec(device, precision)
     choice = choose_size(
         budget_seconds=train_cfg.time_budget or 0.0,
-        flops_per_sec=flops,
+        flops_per_sec=speed.flops_per_sec,
         train_chars=train_chars,
         vocab=vocab,
         embed=model_cfg.embed_size,
         cell=model_cfg.cell,
     )
-    measured = "measured earlier" if cached else "measured just now"
-    return replace(choice, reason=f"{choice.reason}; speed {measured} ({flops / 1e9:.0f} GFLOP/s {precision})")
+    how = f"best of {speed.probes} probe{'s' if speed.probes > 1 else ''}"
+    how += ", one just now" if speed.probed_now else ", measured earlier"
+    return replace(choice, reason=f"{choice.reason}; speed {speed.flops_per_sec / 1e9:.0f} GFLOP/s {precision} ({how})")

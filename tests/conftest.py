@@ -217,3 +217,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cached_speed(tmp_path):
+    """cached_speed(flops): a settled speed cache saying this machine trains at `flops` (fp32,
+    torch's thread count now), so no speed probe runs in the test."""
+    import json
+    import time
+
+    import torch
+
+    from charrnn.sizing import SETTLED_PROBES, speed_key
+
+    def write(flops: float) -> None:
+        probes = [{"flops": flops, "at": time.time()}] * SETTLED_PROBES
+        (tmp_path / ".cache").mkdir(exist_ok=True)
+        key = speed_key(torch.device("cpu"), "fp32")
+        (tmp_path / ".cache" / "speed.json").write_text(json.dumps({key: {"probes": probes}}))
+
+    return write

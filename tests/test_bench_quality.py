@@ -9,11 +9,11 @@ import json
 
 import pytest
 import torch
+from conftest import one_error_line
 
 from charrnn.bench import BenchPlan, run_bench
 from charrnn.bench.quality import bench_quality_rows, bench_train_config, find_corpus, validation_bpc
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.sizing import speed_key
 
 PLAN = BenchPlan(
     hidden=16,
@@ -28,15 +28,14 @@ PLAN = BenchPlan(
 
 
 @pytest.fixture(autouse=True)
-def setup(tmp_path, tiny_corpus, monkeypatch):
+def setup(tmp_path, tiny_corpus, monkeypatch, cached_speed):
     """One thread (results, not speed), the tiny corpus as a ready corpus, a cached machine speed."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     (tmp_path / "corpora").mkdir()
     (tmp_path / "corpora" / "tiny.txt").write_bytes(tiny_corpus.read_bytes())
     monkeypatch.setenv("CHARRNN_CORPORA", str(tmp_path / "corpora"))
-    (tmp_path / ".cache").mkdir(exist_ok=True)
-    (tmp_path / ".cache" / "speed.json").write_text(json.dumps({speed_key(torch.device("cpu"), "fp32"): 1e9}))
+    cached_speed(1e9)
     yield
     torch.set_num_threads(before)
 
@@ -89,6 +88,7 @@ def test_grid_and_scan_sections_add_their_rows():
     labels = [r.label for r in report.quality_rows]
     assert labels == [
         "reference loop",
+        "charrnn defaults",  # what the grid judges
         "charrnn, fixed size",
         "charrnn, fixed size",
         "reference loop",
@@ -104,3 +104,32 @@ def test_cli_prints_the_quality_table(cli, monkeypatch):
     assert result.exit_code == 0, result.output
     for text in ("Quality", "reference", "defaults", "2x64", "tiny", "size: 2x64"):  # table cells wrap at 80 columns
         assert text in result.stdout, text
+
+
+def test_budget_corpus_and_size_choose_the_rows(cli, monkeypatch):
+    monkeypatch.setattr(BenchPlan, "full", classmethod(lambda cls: dataclasses.replace(PLAN, precision_steps=0)))
+    result = cli("bench", "--only", "grid", "--json", "--budget", "0.4s", "--corpus", "tiny", "--size", "1x8")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["quality_rows"]
+    assert [(r["label"], r["budget_seconds"], r["corpus"]) for r in rows] == [
+        ("reference loop", 0.4, "tiny"),
+        ("charrnn defaults", 0.4, "tiny"),
+        ("charrnn, fixed size", 0.4, "tiny"),
+    ]
+    assert (rows[2]["num_layers"], rows[2]["hidden_size"]) == (1, 8)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--budget", "0s"),
+        ("--budget", "soon"),
+        ("--budget", "2d"),
+        ("--size", "256"),
+        ("--size", "0x8"),
+        ("--size", "2x"),
+    ],
+)
+def test_a_bad_budget_or_size_is_one_line(cli, option):
+    result = cli("bench", "--only", "grid", *option)
+    assert option[0] in one_error_line(result)

@@ -10,7 +10,14 @@ import torch
 
 from charrnn import sizing
 from charrnn.checkpoint import load_checkpoint
-from charrnn.sizing import choose_size, machine_flops_per_sec, parameter_count, speed_key
+from charrnn.sizing import (
+    PROBE_MAX_AGE,
+    SETTLED_PROBES,
+    choose_size,
+    machine_flops_per_sec,
+    parameter_count,
+    speed_key,
+)
 
 MB = 1_000_000
 
@@ -69,26 +76,52 @@ class Counter:
         return self.value
 
 
-def test_the_speed_is_measured_once_then_read_from_the_cache(tmp_path):
-    path = tmp_path / "cache" / "speed.json"
-    measure = Counter(4.2e10)
-    first = machine_flops_per_sec(torch.device("cpu"), "fp32", path=path, measure=measure)
-    second = machine_flops_per_sec(torch.device("cpu"), "fp32", path=path, measure=measure)
-    assert first == (4.2e10, False) and second == (4.2e10, True) and measure.calls == 1
-    assert json.loads(path.read_text()) == {speed_key(torch.device("cpu"), "fp32"): 4.2e10}
+def test_the_first_runs_probe_then_the_cache_answers_with_the_fastest_probe(tmp_path):
+    path, cpu = tmp_path / "cache" / "speed.json", torch.device("cpu")
+    clock = iter(range(1000, 2000, 10))
+    speeds = [1.2e10, 9e10, 7e10]  # a busy machine's first probe, then quiet ones
+
+    def probe(device, precision):
+        return speeds.pop(0)
+
+    seen = [machine_flops_per_sec(cpu, "fp32", path=path, measure=probe, now=lambda: next(clock)) for _ in range(5)]
+    assert [s.flops_per_sec for s in seen] == [1.2e10, 9e10, 9e10, 9e10, 9e10]  # the busy probe does not stick
+    assert [s.probed_now for s in seen] == [True, True, True, False, False] and speeds == []
+    assert [s.probes for s in seen] == [1, 2, 3, 3, 3]
     assert [p.name for p in path.parent.iterdir()] == ["speed.json"]  # no temporary left behind
     # another precision is another entry; the first one stays
-    machine_flops_per_sec(torch.device("cpu"), "bf16", path=path, measure=Counter(9e10))
+    machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(9e10))
     assert len(json.loads(path.read_text())) == 2
 
 
-@pytest.mark.parametrize("damage", [b"{not json", b"[1, 2]", b'{"cpu|x": "fast"}', b"\xff\xfe", b'{"k": -1}'])
-def test_a_damaged_cache_file_is_ignored_and_replaced(tmp_path, damage):
-    path = tmp_path / "speed.json"
-    path.write_bytes(damage)
-    measure = Counter(3e10)
-    assert machine_flops_per_sec(torch.device("cpu"), "fp32", path=path, measure=measure) == (3e10, False)
-    assert json.loads(path.read_text())[speed_key(torch.device("cpu"), "fp32")] == 3e10
+def test_old_probes_expire_and_are_taken_again(tmp_path):
+    path, cpu = tmp_path / "speed.json", torch.device("cpu")
+    for _ in range(SETTLED_PROBES):
+        machine_flops_per_sec(cpu, "fp32", path=path, measure=Counter(1e10), now=lambda: 0.0)
+    later = lambda: PROBE_MAX_AGE + 1.0  # noqa: E731
+    fresh = machine_flops_per_sec(cpu, "fp32", path=path, measure=Counter(5e10), now=later)
+    assert (fresh.flops_per_sec, fresh.probes, fresh.probed_now) == (5e10, 1, True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"cpu|x": "fast"}',
+        b"\xff\xfe",
+        b'{"k": -1}',
+        b'{"KEY": 1.2e10}',  # the old one-number format: stale, probed again
+        b'{"KEY": {"probes": [{"flops": -1, "at": 0}, {"flops": "x"}, 3, {"flops": 1e99, "at": 1e99}]}}',
+        b'{"KEY": {"probes": "many"}}',
+    ],
+)
+def test_a_damaged_or_old_cache_file_is_ignored_and_replaced(tmp_path, damage):
+    path, cpu = tmp_path / "speed.json", torch.device("cpu")
+    path.write_bytes(damage.replace(b"KEY", speed_key(cpu, "fp32").encode()))
+    speed = machine_flops_per_sec(cpu, "fp32", path=path, measure=Counter(3e10))
+    assert (speed.flops_per_sec, speed.probes, speed.probed_now) == (3e10, 1, True)
+    assert json.loads(path.read_text())[speed_key(cpu, "fp32")]["probes"][0]["flops"] == 3e10
 
 
 def test_the_cache_key_names_what_the_speed_depends_on():
@@ -100,13 +133,6 @@ def test_the_probe_measures_a_positive_speed():
     assert sizing.measure_flops_per_sec(torch.device("cpu"), "fp32", seconds=0.01, shape=(8, 1, 2, 4)) > 0
 
 
-def _cached_speed(tmp_path, flops: float) -> None:
-    """A speed cache that says this machine trains at `flops`: no probe runs in the test."""
-    (tmp_path / ".cache").mkdir(exist_ok=True)
-    key = speed_key(torch.device("cpu"), "fp32")
-    (tmp_path / ".cache" / "speed.json").write_text(json.dumps({key: flops}))
-
-
 def _trained_shape(run: str) -> tuple[int, int]:
     _, meta = load_checkpoint(__import__("pathlib").Path(run) / "last.safetensors")
     return meta["model"]["hidden_size"], meta["model"]["num_layers"]
@@ -115,16 +141,16 @@ def _trained_shape(run: str) -> tuple[int, int]:
 FAST = ["--embed", "16", "--seq-len", "16", "--batch-size", "4", "--precision", "fp32", "--device", "cpu"]
 
 
-def test_train_with_a_budget_and_no_size_flags_says_what_it_picked(cli, tiny_corpus, tmp_path):
-    _cached_speed(tmp_path, 1e9)
+def test_train_with_a_budget_and_no_size_flags_says_what_it_picked(cli, tiny_corpus, cached_speed):
+    cached_speed(1e9)
     result = cli("train", tiny_corpus, "--time-budget", "0.3s", "--out", "run", *FAST)
     assert result.exit_code == 0, result.output
-    assert "2x64 LSTM" in result.output and "measured earlier" in result.output
+    assert "2x64 LSTM" in result.output and "best of 3 probes, measured earlier" in result.output
     assert _trained_shape("run") == (64, 2)
 
 
-def test_explicit_size_flags_always_win(cli, tiny_corpus, tmp_path):
-    _cached_speed(tmp_path, 1e9)
+def test_explicit_size_flags_always_win(cli, tiny_corpus, cached_speed):
+    cached_speed(1e9)
     result = cli("train", tiny_corpus, "--time-budget", "0.3s", "--hidden", "24", "--out", "a", *FAST)
     assert result.exit_code == 0, result.output
     assert _trained_shape("a") == (24, 2) and "size:" not in result.output
@@ -132,8 +158,8 @@ def test_explicit_size_flags_always_win(cli, tiny_corpus, tmp_path):
     assert _trained_shape("b") == (512, 1)
 
 
-def test_without_a_budget_the_default_size_stays(cli, tiny_corpus, tmp_path):
-    _cached_speed(tmp_path, 1e9)
+def test_without_a_budget_the_default_size_stays(cli, tiny_corpus, cached_speed):
+    cached_speed(1e9)
     result = cli("train", tiny_corpus, "--steps", "1", "--out", "run", *FAST)
     assert result.exit_code == 0, result.output
     assert _trained_shape("run") == (512, 2) and "size:" not in result.output

@@ -36,11 +36,40 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON instead of tables.")] = False,
     only: Annotated[Optional[list[Section]], typer.Option("--only", help="Run only this section (repeatable).")] = None,
     device: Annotated[Device, typer.Option(help="Where training is measured.")] = Device("auto"),
+    budget: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--budget",
+            metavar="DURATION",
+            help="Training time of each quality, grid and scan row, e.g. 60s or 5m (repeatable). "
+            "[default: 60s and 5m; the grid 60s]",
+            show_default=False,
+        ),
+    ] = None,
+    corpus: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--corpus",
+            metavar="NAME",
+            help="Ready corpus of the quality, grid and scan rows (repeatable). "
+            "[default: tinyshakespeare and python-stdlib]",
+            show_default=False,
+        ),
+    ] = None,
+    size: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--size",
+            metavar="LAYERSxHIDDEN",
+            help="A grid size, e.g. 2x256 (repeatable). [default: 2 and 3 layers x hidden 256/384/512/768]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
     from ..bench import BenchPlan, run_bench
 
-    plan = BenchPlan.quick() if quick else BenchPlan.full()
+    plan = _with_choices(BenchPlan.quick() if quick else BenchPlan.full(), budget, corpus, size)
     # The size grid (16 trainings per corpus) and the scan-cell trial are long: they run when named.
     sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section if s not in LONG)
     if as_json:
@@ -52,6 +81,44 @@ def bench(
             plan, device=device.value, sections=sections, progress=lambda what: status.update(f"measuring {what}")
         )
     _print_report(report)
+
+
+def _with_choices(plan, budgets: list[str] | None, corpora: list[str] | None, sizes: list[str] | None):
+    """The plan with --budget/--corpus/--size in place of its defaults; a bad value is a ConfigError."""
+    import dataclasses
+
+    changes: dict = {}
+    if budgets:
+        seconds = tuple(_budget(b) for b in budgets)
+        changes.update(quality_budgets=seconds, grid_budgets=seconds, scan_budgets=seconds)
+    if corpora:
+        changes["quality_corpora"] = tuple(dict.fromkeys(corpora))
+    if sizes:
+        changes["grid_sizes"] = tuple(dict.fromkeys(_grid_size(s) for s in sizes))
+    return dataclasses.replace(plan, **changes)
+
+
+def _budget(text: str) -> float:
+    from ..config import parse_duration
+    from ..errors import ConfigError
+
+    try:
+        seconds = parse_duration(text)
+    except ConfigError:
+        seconds = 0.0
+    if not 0 < seconds <= 24 * 3600:
+        raise ConfigError(f"--budget: {text!r} is not a duration from 1s to 24h (try 60s or 5m)")
+    return seconds
+
+
+def _grid_size(text: str) -> tuple[int, int]:
+    """'2x256' -> (hidden 256, layers 2), as `charrnn info` writes a model's shape."""
+    from ..errors import ConfigError
+
+    layers, _, hidden = text.strip().lower().partition("x")
+    if not (layers.isdigit() and hidden.isdigit() and 1 <= int(layers) <= 8 and 1 <= int(hidden) <= 8192):
+        raise ConfigError(f"--size: cannot read {text!r} as LAYERSxHIDDEN, e.g. 2x256 (1-8 layers, hidden 1-8192)")
+    return int(hidden), int(layers)
 
 
 def _rate(x: float) -> str:
