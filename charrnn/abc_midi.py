@@ -20,8 +20,11 @@ import warnings
 
 from .music import require_music21
 
-# `::` is shorthand for `:|:`, which music21 does not read as a repeat.
-_DOUBLE_REPEAT = re.compile(r"(?<![|:]):{2}(?![|:])")
+# `:|:` (end one repeat, start the next) loses its start in music21's ABC reader, and an end
+# repeat with no start since the previous one makes music21 repeat everything before it: a
+# tune of 13 such sections became 2^14 bars and hung its MIDI export (a real folk-abc tune).
+# music21 reads `::` and `:||:`, the other spellings of the same bar line, as both.
+_END_START_REPEAT = re.compile(r"(?<![|:]):\|:(?![|:])")
 
 
 def parse_abc(tune: str):
@@ -30,7 +33,7 @@ def parse_abc(tune: str):
     music21 = require_music21()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return music21.converter.parseData(_DOUBLE_REPEAT.sub(":|:", tune), format="abc")
+        return music21.converter.parseData(_END_START_REPEAT.sub(":||:", tune), format="abc")
 
 
 def score_midi(score) -> tuple[bytes, bool]:
@@ -42,6 +45,8 @@ def score_midi(score) -> tuple[bytes, bool]:
     _unshare_elements(score)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if _repeats_compound(score):
+            return _midi_bytes(music21, _unexpanded(music21, score)), False
         try:
             return _midi_bytes(music21, score), True
         except music21.repeat.ExpanderException:
@@ -67,6 +72,26 @@ def _unshare_elements(score) -> None:
                 measure.replace(element, copy.deepcopy(element))
             else:
                 seen.add(id(element))
+
+
+def _repeats_compound(score) -> bool:
+    """Whether an end repeat follows an earlier one with no start repeat between them. music21
+    then plays everything before it again, earlier repeats included, so each such bar doubles
+    the expanded tune (sampled tunes write `:|` freely): play those tunes as written instead."""
+    for part in list(score.parts) or [score]:
+        ends, started = 0, False
+        for measure in part.getElementsByClass("Measure"):
+            started |= _repeat_direction(measure.leftBarline) == "start"
+            if _repeat_direction(measure.rightBarline) == "end":
+                if ends and not started:
+                    return True
+                ends, started = ends + 1, False
+            started |= _repeat_direction(measure.rightBarline) == "start"
+    return False
+
+
+def _repeat_direction(barline) -> str | None:
+    return getattr(barline, "direction", None)  # only a music21 Repeat bar line has one
 
 
 def _unexpanded(music21, score):

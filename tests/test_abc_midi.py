@@ -44,6 +44,31 @@ def test_midi_read_back_has_the_notes_tempo_and_length(music21, read_midi, tune,
     assert seconds <= length <= seconds + 1.5  # music21 adds a short delay at the end
 
 
+SECTIONS = ["CDEF | DEFG", "EFGA | FGAB", "GABc | ABcd", "Bcde | cdef", "defg | efga", "fgab | gabc"]  # 8 notes each
+
+
+def _chain(bar_line: str) -> str:
+    return "X:1\nT:Chain\nM:2/4\nL:1/8\nK:C\n" + f" {bar_line} ".join(SECTIONS) + " :|"
+
+
+@pytest.mark.parametrize("bar_line", [":|:", "::", ":||:"])
+def test_each_section_between_end_start_repeats_plays_twice(music21, read_midi, bar_line):
+    # music21 read `:|:` as an end repeat alone, and each such end replayed the whole tune so far:
+    # 13 sections of a real folk-abc tune grew to 2^14 bars and its MIDI export never ended.
+    from charrnn.abc_midi import parse_abc, score_midi
+
+    midi, expanded = score_midi(parse_abc(_chain(bar_line)))
+    assert read_midi(midi)[0] == 2 * 8 * len(SECTIONS) and expanded
+
+
+def test_end_repeats_with_no_starts_play_once_through(music21, read_midi):
+    # A sampled tune may end every section with `:|`: expanded by music21, each doubles the tune.
+    from charrnn.abc_midi import parse_abc, score_midi
+
+    midi, expanded = score_midi(parse_abc(_chain(":|")))
+    assert read_midi(midi)[0] == 8 * len(SECTIONS) and not expanded
+
+
 def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_notes):
     from charrnn.abc_midi import tune_midi
     from tests.test_music import JIG, REEL

@@ -12,7 +12,7 @@ from ..abc_check import DEFAULT_ALLOWANCE
 from .application import app, stderr, stdout
 
 abc_app = typer.Typer(
-    help="Check ABC tunes (needs the [music] extra: pip install 'charrnn[music]').", no_args_is_help=True
+    help="Check ABC tunes, write their MIDI files, calibrate the checker (needs charrnn[music]).", no_args_is_help=True
 )
 app.add_typer(abc_app, name="abc")
 

@@ -31,7 +31,7 @@ def serve(
         int, typer.Option("--max-length", help="Most characters one request may generate.")
     ] = _D.max_length,
 ) -> None:
-    """Start a local web page (and HTTP API) to sample from trained models, see and hear their tunes."""
+    """A local web page and HTTP API to sample from trained models and hear their tunes (needs charrnn[serve])."""
     cfg = ServeConfig(host=host, port=port, workers=workers, queue=queue, max_models=max_models, max_length=max_length)
     try:
         from ..serve.server import build_app, is_loopback, open_socket, run, url_of
