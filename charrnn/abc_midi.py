@@ -23,7 +23,8 @@ from .music import require_music21
 # `:|:` (end one repeat, start the next) loses its start in music21's ABC reader, and an end
 # repeat with no start since the previous one makes music21 repeat everything before it: a
 # tune of 13 such sections became 2^14 bars and hung its MIDI export (a real folk-abc tune).
-# music21 reads `::` and `:||:`, the other spellings of the same bar line, as both.
+# music21 reads `::` and `:||:`, the other spellings of the same bar line, as both; starts
+# that a tune leaves implied are marked before export (`_mark_implied_starts`).
 _END_START_REPEAT = re.compile(r"(?<![|:]):\|:(?![|:])")
 
 
@@ -45,8 +46,7 @@ def score_midi(score) -> tuple[bytes, bool]:
     _unshare_elements(score)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if _repeats_compound(score):
-            return _midi_bytes(music21, _unexpanded(music21, score)), False
+        _mark_implied_starts(music21, score)
         try:
             return _midi_bytes(music21, score), True
         except music21.repeat.ExpanderException:
@@ -74,20 +74,21 @@ def _unshare_elements(score) -> None:
                 seen.add(id(element))
 
 
-def _repeats_compound(score) -> bool:
-    """Whether an end repeat follows an earlier one with no start repeat between them. music21
-    then plays everything before it again, earlier repeats included, so each such bar doubles
-    the expanded tune (sampled tunes write `:|` freely): play those tunes as written instead."""
+def _mark_implied_starts(music21, score) -> None:
+    """Give each end repeat that follows an earlier one with no start repeat between them its
+    start: the bar after the earlier end, as ABC means `A :| B :|` (AABB). music21 would
+    instead replay everything before it, earlier repeats included (AA AAB AAB), doubling
+    the tune at each such bar."""
     for part in list(score.parts) or [score]:
-        ends, started = 0, False
-        for measure in part.getElementsByClass("Measure"):
+        measures = list(part.getElementsByClass("Measure"))
+        last_end, started = None, False
+        for i, measure in enumerate(measures):
             started |= _repeat_direction(measure.leftBarline) == "start"
-            if _repeat_direction(measure.rightBarline) == "end":
-                if ends and not started:
-                    return True
-                ends, started = ends + 1, False
-            started |= _repeat_direction(measure.rightBarline) == "start"
-    return False
+            if _repeat_direction(measure.rightBarline) != "end":
+                continue
+            if last_end is not None and not started and last_end + 1 <= i:
+                measures[last_end + 1].leftBarline = music21.bar.Repeat(direction="start")
+            last_end, started = i, False
 
 
 def _repeat_direction(barline) -> str | None:

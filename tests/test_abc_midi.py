@@ -61,12 +61,13 @@ def test_each_section_between_end_start_repeats_plays_twice(music21, read_midi, 
     assert read_midi(midi)[0] == 2 * 8 * len(SECTIONS) and expanded
 
 
-def test_end_repeats_with_no_starts_play_once_through(music21, read_midi):
-    # A sampled tune may end every section with `:|`: expanded by music21, each doubles the tune.
+def test_an_end_repeat_with_no_start_repeats_from_the_previous_end(music21, read_midi):
+    # `A :| B :|` is AABB in ABC; music21 alone replays the whole tune so far at each end repeat
+    # (AA AAB AAB), doubling a tune for each section that leaves its start implied.
     from charrnn.abc_midi import parse_abc, score_midi
 
     midi, expanded = score_midi(parse_abc(_chain(":|")))
-    assert read_midi(midi)[0] == 8 * len(SECTIONS) and not expanded
+    assert read_midi(midi)[0] == 2 * 8 * len(SECTIONS) and expanded
 
 
 def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_notes):
