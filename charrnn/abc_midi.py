@@ -86,7 +86,7 @@ def _mark_implied_starts(music21, score) -> None:
             started |= _repeat_direction(measure.leftBarline) == "start"
             if _repeat_direction(measure.rightBarline) != "end":
                 continue
-            if last_end is not None and not started and last_end + 1 <= i:
+            if last_end is not None and not started:
                 measures[last_end + 1].leftBarline = music21.bar.Repeat(direction="start")
             last_end, started = i, False
 

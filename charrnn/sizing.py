@@ -230,7 +230,7 @@ def machine_flops_per_sec(
 
 def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int) -> SizeChoice:
     """The choice for a fresh run with --time-budget and no size flags: this machine's training
-    speed (measured once, cached) at the run's device and precision, the corpus size, the budget."""
+    speed (the best recent probe, cached) at the run's device and precision, the corpus size, the budget."""
     device = resolve_device(train_cfg.device)
     precision, _ = resolve_precision(train_cfg.precision, device)
     speed = machine_flops_per_sec(device, precision)
