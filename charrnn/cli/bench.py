@@ -107,7 +107,7 @@ def _budget(text: str) -> float:
     except ConfigError:
         seconds = 0.0
     if not 0 < seconds <= 24 * 3600:
-        raise ConfigError(f"--budget: {text!r} is not a duration from 1s to 24h (try 60s or 5m)")
+        raise ConfigError(f"--budget: {text!r} is not a duration above 0 and at most 24h (try 60s or 5m)")
     return seconds
 
 
