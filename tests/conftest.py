@@ -220,20 +220,15 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def cached_speed(tmp_path):
+def cached_speed():
     """cached_speed(flops): a settled speed cache saying this machine trains at `flops` (fp32,
-    torch's thread count now), so no speed probe runs in the test."""
-    import json
-    import time
-
+    torch's thread count now), written by charrnn's own cache, so no speed probe runs in the test."""
     import torch
 
-    from charrnn.sizing import SETTLED_PROBES, speed_key
+    from charrnn.sizing import SETTLED_PROBES, machine_flops_per_sec
 
     def write(flops: float) -> None:
-        probes = [{"flops": flops, "at": time.time()}] * SETTLED_PROBES
-        (tmp_path / ".cache").mkdir(exist_ok=True)
-        key = speed_key(torch.device("cpu"), "fp32")
-        (tmp_path / ".cache" / "speed.json").write_text(json.dumps({key: {"probes": probes}}))
+        for _ in range(SETTLED_PROBES):
+            machine_flops_per_sec(torch.device("cpu"), "fp32", measure=lambda device, precision: flops)
 
     return write

@@ -58,6 +58,27 @@ def _drain(q: queue.Queue, seen: list[str]) -> str:
     return "".join(seen)
 
 
+def _signal_after_first_eval(args: list[str], signum: int, env: dict | None = None) -> tuple[int, str, str]:
+    """Run `charrnn train *args` in a real process, send `signum` once its first evaluation line
+    shows training is under way; (exit code, all of stderr, all of stdout)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        q = _lines(proc.stderr)
+        _wait_for(q, "step ", seen)
+        proc.send_signal(signum)
+        err = _drain(q, seen)
+        return proc.wait(timeout=120), err, proc.stdout.read()
+    finally:
+        proc.kill()
+
+
 def _check_interrupted(cli, stderr: str, out: str) -> None:
     """The last stderr line says where the checkpoint is and how to resume; that command works."""
     assert "Traceback" not in stderr
@@ -78,22 +99,9 @@ def _check_interrupted(cli, stderr: str, out: str) -> None:
 
 def test_ctrl_c_in_a_real_process(cli, tiny_corpus):
     args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "3", "--precision", "fp32", "--out", "run"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: list[str] = []
-    try:
-        q = _lines(proc.stderr)
-        _wait_for(q, "step ", seen)  # the first evaluation line: training is under way
-        proc.send_signal(signal.SIGINT)
-        err = _drain(q, seen)
-        assert proc.wait(timeout=120) == 130, err
-    finally:
-        proc.kill()
-    assert proc.stdout.read() == ""  # stdout carries products only
+    code, err, out = _signal_after_first_eval([str(tiny_corpus), *args], signal.SIGINT)
+    assert code == 130, err
+    assert out == ""  # stdout carries products only
     _check_interrupted(cli, err, "run")
 
 
@@ -324,22 +332,8 @@ def test_sigterm_then_resume_in_a_new_process_is_bit_identical(cli, tiny_corpus,
         "1000",
     ]  # dropout draws from the generator the checkpoint saves
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same float reductions
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *args, "--out", "split"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: list[str] = []
-    try:
-        q = _lines(proc.stderr)
-        _wait_for(q, "step ", seen)  # the first evaluation: training is under way
-        proc.send_signal(signal.SIGTERM)
-        err = _drain(q, seen)
-        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, err
-    finally:
-        proc.kill()
+    code, err, _ = _signal_after_first_eval([str(tiny_corpus), *args, "--out", "split"], signal.SIGTERM, env)
+    assert code == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped: ")
     stopped = load_checkpoint(Path("split/last.safetensors"))[1]["step"]
     assert 1 <= stopped < steps
