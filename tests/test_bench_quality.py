@@ -133,3 +133,20 @@ def test_budget_corpus_and_size_choose_the_rows(cli, monkeypatch):
 def test_a_bad_budget_or_size_is_one_line(cli, option):
     result = cli("bench", "--only", "grid", *option)
     assert option[0] in one_error_line(result)
+
+
+def test_a_grid_size_the_defaults_picked_is_trained_once_and_judged_with_the_grid():
+    rows = bench_quality_rows(PLAN, torch.device("cpu"), sizes=((64, 2), (24, 1)))
+    assert [r.label for r in rows] == ["reference loop", "charrnn defaults", "charrnn, fixed size"]
+    reference, default, fixed = rows
+    assert (default.hidden_size, default.num_layers) == (64, 2) and default.grid_size and not fixed.grid_size
+    best = min(default.val_bpc, fixed.val_bpc)
+    assert default.grid_ratio == pytest.approx(default.val_bpc / best)
+    assert fixed.grid_ratio == pytest.approx(fixed.val_bpc / best)
+    assert reference.grid_ratio == pytest.approx(reference.val_bpc / best)
+    assert min(default.grid_ratio, fixed.grid_ratio) == 1.0
+
+
+def test_without_a_grid_there_is_no_grid_ratio():
+    rows = bench_quality_rows(PLAN, torch.device("cpu"))
+    assert [r.grid_ratio for r in rows] == [None, None]

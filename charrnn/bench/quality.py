@@ -159,15 +159,26 @@ def bench_quality_rows(
             cfg = bench_train_config(path, plan, device, seconds)
             progress(f"quality: {corpus}, {seconds:g}s, reference loop")
             group = [reference_row(corpus, path, cfg, plan)]
+            picked = None
             if with_defaults:
                 progress(f"quality: {corpus}, {seconds:g}s, charrnn defaults")
                 group.append(charrnn_row(corpus, path, cfg, None, "charrnn defaults"))
+                picked = (group[-1].hidden_size, group[-1].num_layers)
             for hidden, layers in sizes:
+                if (hidden, layers) == picked:
+                    # The no-flags row trained this very size for the same seconds: at a 30-minute
+                    # budget a second copy would cost half an hour to measure run-to-run noise.
+                    group[1] = replace(group[1], grid_size=True)
+                    continue
                 progress(f"quality: {corpus}, {seconds:g}s, lstm {layers}x{hidden}")
                 shape = ModelConfig(hidden_size=hidden, num_layers=layers)
                 group.append(charrnn_row(corpus, path, cfg, shape, "charrnn, fixed size"))
             if extra is not None:
                 group += extra(corpus, path, cfg)
             reference = group[0].val_bpc
-            rows += [replace(row, ratio=row.val_bpc / reference) for row in group]
+            grid = [r.val_bpc for r in group if r.label == "charrnn, fixed size" or r.grid_size]
+            rows += [
+                replace(row, ratio=row.val_bpc / reference, grid_ratio=row.val_bpc / min(grid) if grid else None)
+                for row in group
+            ]
     return rows

@@ -102,6 +102,8 @@ class QualityRow:
     val_bpc: float = 0.0
     ratio: float | None = None
     note: str = ""  # e.g. why charrnn picked this size
+    grid_size: bool = False  # a no-flags row whose size is also in the grid: that size is trained once
+    grid_ratio: float | None = None  # val_bpc over the best fixed size's of the same run, when the grid ran
     skipped: str | None = None
 
 

@@ -274,7 +274,8 @@ def _print_quality_rows(report: BenchReport) -> None:
         else:
             groups.setdefault((r.corpus, r.budget_seconds), []).append(r)
     for (corpus, budget), rows in groups.items():
-        columns = ("trained", "model", "params", "steps", "chars/s", "val bpc", "ratio")
+        with_grid = any(r.grid_ratio is not None for r in rows)
+        columns = ("trained", "model", "params", "steps", "chars/s", "val bpc", "ratio") + ("vs grid best",) * with_grid
         table = _table(
             f"Quality: {corpus}, validation after {budget:g}s of training (ratio: to the reference loop)", columns
         )
@@ -282,13 +283,14 @@ def _print_quality_rows(report: BenchReport) -> None:
             column.justify = "left"
         for r in rows:
             table.add_row(
-                r.label,
+                r.label + (" (= that fixed size)" if r.grid_size else ""),
                 f"{r.cell} {r.num_layers}x{r.hidden_size}",
                 f"{r.parameters / 1e6:.2f}M",
                 str(r.steps),
                 _rate(r.chars_per_sec),
                 f"{r.val_bpc:.3f}",
                 f"{r.ratio:.3f}" if r.ratio is not None else "-",
+                *([f"{r.grid_ratio:.3f}" if r.grid_ratio is not None else "-"] if with_grid else []),
             )
         table.caption = "\n".join(r.note for r in rows if r.note) or None
         stdout.print(table)
