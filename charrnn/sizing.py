@@ -3,11 +3,13 @@ learns the most in that time on this machine.
 
 The rule, from `charrnn bench --only grid` (README, "Model size for a budget"): at a fixed
 wall-clock budget, the size that reaches the best validation is the largest one that still
-sees about `TOKENS_PER_PARAMETER` training tokens per parameter. A smaller model sees more
-text but saturates; a larger one learns more per token but sees too little. How many tokens a
-size sees in the budget comes from a few seconds' measurement of this machine's training
-speed (FLOP/s), cached per machine: the first few budgeted runs probe (2 s each) and the
-cache answers with the fastest probe, so one taken on a busy machine does not stick.
+sees enough training tokens per parameter. A smaller model sees more text but saturates; a
+larger one learns more per token but sees too little. "Enough" falls as the training compute
+of the budget (seconds x FLOP/s) grows: the grid's best size saw about 10 tokens per parameter
+at 60 s of one core, about 3 at 5 minutes and under 2 at 30 minutes. How many tokens a size
+sees in the budget comes from a few seconds' measurement of this machine's training speed
+(FLOP/s), cached per machine: the first few budgeted runs probe (2 s each) and the cache
+answers with the fastest probe, so one taken on a busy machine does not stick.
 
 A small corpus caps the size too: past `MAX_PARAMETERS_PER_CHAR` parameters per training
 character a model only memorises the text.
@@ -32,7 +34,14 @@ from .data import cache_dir
 from .model import RNNLanguageModel
 from .runtime import autocast_for, resolve_device, resolve_precision
 
-TOKENS_PER_PARAMETER = 8.0
+# Tokens per parameter the pick must see: REFERENCE_TOKENS_PER_PARAMETER at REFERENCE_COMPUTE
+# (5 minutes of one 57 GFLOP/s core), times (compute / REFERENCE_COMPUTE) ** -TARGET_SLOPE,
+# never under MIN_TOKENS_PER_PARAMETER. Fitted to every grid cell measured (README): each
+# cell's best size sees at least the target there and the next larger size less.
+REFERENCE_COMPUTE = 1.7e13  # FLOPs
+REFERENCE_TOKENS_PER_PARAMETER = 2.1
+TARGET_SLOPE = 2 / 3
+MIN_TOKENS_PER_PARAMETER = 1.0
 MAX_PARAMETERS_PER_CHAR = 4.0
 # Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
 CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
@@ -64,6 +73,13 @@ def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vo
     return 3.0 * (forward + 2 * hidden * vocab)
 
 
+def tokens_per_parameter_target(compute: float) -> float:
+    """How many training tokens per parameter the picked size must see, for `compute` FLOPs of
+    training: more for a short budget on a slow machine, fewer for a long one on a fast machine."""
+    scaled = REFERENCE_TOKENS_PER_PARAMETER * (max(compute, 1.0) / REFERENCE_COMPUTE) ** -TARGET_SLOPE
+    return max(scaled, MIN_TOKENS_PER_PARAMETER)
+
+
 def choose_size(
     *,
     budget_seconds: float,
@@ -74,14 +90,15 @@ def choose_size(
     cell: str = "lstm",
     candidates: tuple[tuple[int, int], ...] = CANDIDATES,
 ) -> SizeChoice:
-    """The largest candidate that sees at least TOKENS_PER_PARAMETER tokens per parameter in
-    the budget and stays under the corpus cap; the smallest one when none does. Pure."""
+    """The largest candidate that sees at least `tokens_per_parameter_target` tokens per
+    parameter in the budget and stays under the corpus cap; the smallest one when none does. Pure."""
+    target = tokens_per_parameter_target(budget_seconds * flops_per_sec)
     best = None
     for hidden, layers in candidates:
         params = parameter_count(cell, vocab, embed, hidden, layers)
         speed = flops_per_sec / training_flops_per_token(cell, embed, hidden, layers, vocab)  # tokens/s
         per_param = budget_seconds * speed / params
-        fits = per_param >= TOKENS_PER_PARAMETER and params <= MAX_PARAMETERS_PER_CHAR * train_chars
+        fits = per_param >= target and params <= MAX_PARAMETERS_PER_CHAR * train_chars
         if best is None or fits:
             best = (hidden, layers, params, speed, per_param, fits)
     hidden, layers, params, speed, per_param, fits = best  # type: ignore[misc]
@@ -94,7 +111,10 @@ def choose_size(
     ):
         why = f"a larger one would exceed {MAX_PARAMETERS_PER_CHAR:g} parameters per training character"
     else:
-        why = f"a larger one would see under {TOKENS_PER_PARAMETER:g} tokens per parameter"
+        why = (
+            f"a larger one would see under {target:.2g} tokens per parameter, the rule's target for "
+            f"{budget_seconds * flops_per_sec / 1e12:,.3g} TFLOP of training"
+        )
     reason = (
         f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.1f}M parameters): about {speed:,.0f} tokens/s here, "
         f"{per_param:.2f} tokens per parameter in {budget_seconds:g}s; {why} (--hidden/--layers to choose)"

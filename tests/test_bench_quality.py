@@ -150,3 +150,12 @@ def test_a_grid_size_the_defaults_picked_is_trained_once_and_judged_with_the_gri
 def test_without_a_grid_there_is_no_grid_ratio():
     rows = bench_quality_rows(PLAN, torch.device("cpu"))
     assert [r.grid_ratio for r in rows] == [None, None]
+
+
+def test_cli_grid_table_says_which_row_is_also_a_grid_size_and_the_ratio_to_the_best(cli, monkeypatch):
+    monkeypatch.setattr(BenchPlan, "full", classmethod(lambda cls: dataclasses.replace(PLAN, precision_steps=0)))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli("bench", "--only", "grid", "--budget", "0.4s", "--corpus", "tiny", "--size", "2x64", "--size", "1x8")
+    assert result.exit_code == 0, result.output
+    assert "vs grid best" in result.stdout and "(= that fixed size)" in result.stdout
+    assert result.stdout.count("1x8") == 1 and result.stdout.count("2x64") >= 1
