@@ -5,11 +5,12 @@ The rule, from `charrnn bench --only grid` (README, "Model size for a budget"): 
 wall-clock budget, the size that reaches the best validation is the largest one that still
 sees enough training tokens per parameter. A smaller model sees more text but saturates; a
 larger one learns more per token but sees too little. "Enough" falls as the training compute
-of the budget (seconds x FLOP/s) grows: the grid's best size saw about 10 tokens per parameter
-at 60 s of one core, about 3 at 5 minutes and under 2 at 30 minutes. How many tokens a size
-sees in the budget comes from a few seconds' measurement of this machine's training speed
-(FLOP/s), cached per machine: the first few budgeted runs probe (2 s each) and the cache
-answers with the fastest probe, so one taken on a busy machine does not stick.
+of the budget (seconds x FLOP/s) grows, down to a floor: on one core the grid's best size saw
+about 10 tokens per parameter at 60 s, while at 5 and 30 minutes sizes seeing 4-5 won and
+sizes seeing under 2 lost. How many tokens a size sees in the budget comes from a few
+seconds' measurement of this machine's training speed (FLOP/s), cached per machine: the first
+few budgeted runs probe (2 s each) and the cache answers with the fastest probe, so one taken
+on a busy machine does not stick.
 
 A small corpus caps the size too: past `MAX_PARAMETERS_PER_CHAR` parameters per training
 character a model only memorises the text.
@@ -34,14 +35,13 @@ from .data import cache_dir
 from .model import RNNLanguageModel
 from .runtime import autocast_for, resolve_device, resolve_precision
 
-# Tokens per parameter the pick must see: REFERENCE_TOKENS_PER_PARAMETER at REFERENCE_COMPUTE
-# (5 minutes of one 57 GFLOP/s core), times (compute / REFERENCE_COMPUTE) ** -TARGET_SLOPE,
-# never under MIN_TOKENS_PER_PARAMETER. Fitted to every grid cell measured (README): each
-# cell's best size sees at least the target there and the next larger size less.
-REFERENCE_COMPUTE = 1.7e13  # FLOPs
-REFERENCE_TOKENS_PER_PARAMETER = 2.1
+# Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
+# training up (5 minutes of one 57 GFLOP/s core), more below it, as (SMALL_COMPUTE / compute)
+# ** TARGET_SLOPE. Fitted to every grid cell measured (README): each cell's best size sees at
+# least the target there and the next larger size less.
+SMALL_COMPUTE = 1.8e13  # FLOPs
+MIN_TOKENS_PER_PARAMETER = 2.0
 TARGET_SLOPE = 2 / 3
-MIN_TOKENS_PER_PARAMETER = 1.0
 MAX_PARAMETERS_PER_CHAR = 4.0
 # Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
 CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
@@ -76,8 +76,7 @@ def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vo
 def tokens_per_parameter_target(compute: float) -> float:
     """How many training tokens per parameter the picked size must see, for `compute` FLOPs of
     training: more for a short budget on a slow machine, fewer for a long one on a fast machine."""
-    scaled = REFERENCE_TOKENS_PER_PARAMETER * (max(compute, 1.0) / REFERENCE_COMPUTE) ** -TARGET_SLOPE
-    return max(scaled, MIN_TOKENS_PER_PARAMETER)
+    return MIN_TOKENS_PER_PARAMETER * max(1.0, SMALL_COMPUTE / max(compute, 1.0)) ** TARGET_SLOPE
 
 
 def choose_size(
@@ -112,7 +111,7 @@ def choose_size(
         why = f"a larger one would exceed {MAX_PARAMETERS_PER_CHAR:g} parameters per training character"
     else:
         why = (
-            f"a larger one would see under {target:.2g} tokens per parameter, the rule's target for "
+            f"a larger one would see under {target:.1f} tokens per parameter, the rule's target for "
             f"{budget_seconds * flops_per_sec / 1e12:,.3g} TFLOP of training"
         )
     reason = (

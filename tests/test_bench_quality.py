@@ -154,7 +154,9 @@ def test_without_a_grid_there_is_no_grid_ratio():
 
 def test_cli_grid_table_says_which_row_is_also_a_grid_size_and_the_ratio_to_the_best(cli, monkeypatch):
     monkeypatch.setattr(BenchPlan, "full", classmethod(lambda cls: dataclasses.replace(PLAN, precision_steps=0)))
-    monkeypatch.setenv("COLUMNS", "200")
+    from charrnn.cli import application
+
+    monkeypatch.setattr(application.stdout, "width", 200)  # the console may exist already, at 80 columns
     result = cli("bench", "--only", "grid", "--budget", "0.4s", "--corpus", "tiny", "--size", "2x64", "--size", "1x8")
     assert result.exit_code == 0, result.output
     assert "vs grid best" in result.stdout and "(= that fixed size)" in result.stdout
