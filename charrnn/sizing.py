@@ -6,7 +6,7 @@ wall-clock budget, the size that reaches the best validation is the largest one 
 sees enough training tokens per parameter. A smaller model sees more text but saturates; a
 larger one learns more per token but sees too little. "Enough" falls as the training compute
 of the budget (seconds x FLOP/s) grows, down to a floor: on one core the grid's best size saw
-about 10 tokens per parameter at 60 s, while at 5 and 30 minutes sizes seeing 3.5-5 won and
+about 10 tokens per parameter at 60 s, while at 5 and 30 minutes sizes seeing 3.4-4.8 won and
 sizes seeing under 2 lost. How many tokens a size sees in the budget comes from a few
 seconds' measurement of this machine's training speed (FLOP/s), cached per machine: the first
 few budgeted runs probe (2 s each) and the cache answers with the fastest probe, so one taken
