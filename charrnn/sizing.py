@@ -91,7 +91,8 @@ def choose_size(
 ) -> SizeChoice:
     """The largest candidate that sees at least `tokens_per_parameter_target` tokens per
     parameter in the budget and stays under the corpus cap; the smallest one when none does. Pure."""
-    target = tokens_per_parameter_target(budget_seconds * flops_per_sec)
+    compute = budget_seconds * flops_per_sec  # FLOPs of training in the budget
+    target = tokens_per_parameter_target(compute)
     best = None
     for hidden, layers in candidates:
         params = parameter_count(cell, vocab, embed, hidden, layers)
@@ -112,7 +113,7 @@ def choose_size(
     else:
         why = (
             f"a larger one would see under {target:.1f} tokens per parameter, the rule's target for "
-            f"{budget_seconds * flops_per_sec / 1e12:,.3g} TFLOP of training"
+            f"{compute / 1e12:,.3g} TFLOP of training"
         )
     reason = (
         f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.1f}M parameters): about {speed:,.0f} tokens/s here, "

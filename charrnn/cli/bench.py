@@ -265,6 +265,10 @@ def _print_quality(report: BenchReport) -> None:
         )
 
 
+def _ratio(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "-"
+
+
 def _print_quality_rows(report: BenchReport) -> None:
     """One table per corpus and budget: the rows measured side by side in the same stretch of time."""
     groups: dict[tuple[str, float], list] = {}
@@ -282,15 +286,17 @@ def _print_quality_rows(report: BenchReport) -> None:
         for column in table.columns[:2]:
             column.justify = "left"
         for r in rows:
-            table.add_row(
+            cells = [
                 r.label + (" (= that fixed size)" if r.grid_size else ""),
                 f"{r.cell} {r.num_layers}x{r.hidden_size}",
                 f"{r.parameters / 1e6:.2f}M",
                 str(r.steps),
                 _rate(r.chars_per_sec),
                 f"{r.val_bpc:.3f}",
-                f"{r.ratio:.3f}" if r.ratio is not None else "-",
-                *([f"{r.grid_ratio:.3f}" if r.grid_ratio is not None else "-"] if with_grid else []),
-            )
+                _ratio(r.ratio),
+            ]
+            if with_grid:
+                cells.append(_ratio(r.grid_ratio))
+            table.add_row(*cells)
         table.caption = "\n".join(r.note for r in rows if r.note) or None
         stdout.print(table)
