@@ -1,4 +1,5 @@
-"""The house rules the tools in tools/ check: size limits and no import cycle inside the package."""
+"""The house rules the tools in tools/ check: size limits, no import cycle inside the package, and
+no test holding a computed float to a long stored constant."""
 
 from __future__ import annotations
 
@@ -9,7 +10,29 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("tool", ["limits.py", "import_cycles.py"])
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "tools" / name), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("tool", ["limits.py", "import_cycles.py", "float_constants.py"])
 def test_the_package_keeps_the_house_rules(tool):
-    done = subprocess.run([sys.executable, str(REPO / "tools" / tool)], capture_output=True, text=True, timeout=120)
+    done = _tool(tool)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_long_float_in_an_equality_is_flagged(tmp_path):
+    planted = tmp_path / "test_planted.py"
+    planted.write_text(
+        "import pytest\n"
+        "def test_a(bpc, loss):\n"
+        "    assert bpc == pytest.approx(5.174077396037316, rel=1e-9)\n"
+        "    assert loss != 0.12345678\n"
+        "    assert bpc == pytest.approx(0.4385, abs=1e-4)\n"  # 4 digits: a stated figure, not a run's
+        "    x = 3.14159265358979\n"  # not compared
+    )
+    done = _tool("float_constants.py", str(planted))
+    assert done.returncode == 1
+    flagged = done.stdout.splitlines()
+    assert [line.split(": ")[1].split(" ")[0] for line in flagged] == ["5.174077396037316", "0.12345678"]
+    assert flagged[0].startswith(f"{planted}:3:")
