@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import sys
 from pathlib import Path
@@ -161,3 +162,51 @@ def test_an_unknown_format_from_python_and_a_missing_extra_are_user_errors(tiny_
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(CharRNNError, match=r"charrnn\[export\]"):
         export_run(tiny_run, "onnx", tmp_path / "y")
+
+
+def _diverging_graph(monkeypatch):
+    """Export a graph whose head weights were nudged: what a wrong exporter would write."""
+    import charrnn.export.onnx as onnx_module
+
+    original = onnx_module.onnx_bytes
+
+    def nudged(model, meta=None):
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.head.weight.add_(torch.randn(model.head.weight.shape, generator=torch.Generator().manual_seed(0)))
+        return original(model, meta)
+
+    monkeypatch.setattr(onnx_module, "onnx_bytes", nudged)
+
+
+def test_a_graph_that_differs_from_the_sampler_fails_and_writes_nothing(lstm_run, cli, tmp_path, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model.onnx").write_bytes(b"an earlier export")
+    _diverging_graph(monkeypatch)
+    failed = cli("export", lstm_run, "--out", out, "--force")
+    assert failed.exit_code == 1 and failed.stderr.count("\n") == 1, failed.output
+    assert "does not match charrnn's sampler" in failed.stderr and "--no-check" in failed.stderr
+    assert "tolerance" in failed.stderr and "different choices" in failed.stderr
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.onnx").read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no staging folder left behind
+    unchecked = cli("export", lstm_run, "--out", out, "--force", "--no-check")
+    assert unchecked.exit_code == 0, unchecked.output
+    assert "not checked against charrnn's sampler (--no-check)" in unchecked.stderr
+    assert (out / "model.onnx").read_bytes() != b"an earlier export" and (out / "notes.txt").read_text() == "mine"
+
+
+def test_the_check_passes_a_faithful_graph_within_its_stated_tolerance(lstm_run, cli, tmp_path):
+    result = cli("export", lstm_run, "--out", tmp_path / "ok")
+    assert result.exit_code == 0, result.output
+    line = [row for row in result.stderr.splitlines() if row.startswith("checked:")][0]
+    assert "0 different choices" in line and "tolerance" in line
+
+
+def test_parity_fails_on_logits_beyond_the_tolerance_or_a_clear_different_choice():
+    from charrnn.export.parity import SamplerParity
+
+    assert SamplerParity(200, 1e-6, 1e-3, 0).ok
+    assert not SamplerParity(200, 2e-3, 1e-3, 0).ok
+    assert not SamplerParity(200, 1e-6, 1e-3, 1).ok

@@ -1,37 +1,47 @@
 """Models that run outside charrnn: `charrnn export RUN --format onnx|web --out DIR`.
 
 - onnx: `model.onnx` (a single-step graph, see onnx.py) and `tokenizer.json`, checked against
-  the sampler with onnxruntime before the command returns.
+  the sampler with onnxruntime before anything reaches --out: the files are written to a
+  staging folder beside it and moved in only when the check passes (`check=False` skips it).
 - web: the same two files plus `index.html` and onnxruntime-web (vendored from npm, see
   scripts/vendor_js.py): a static page that samples in the browser.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CharRNNError
 
+from .parity import SamplerParity, compare_with_sampler
+
 FORMATS = ("onnx", "web")
 CHECK_STEPS = 200  # greedy steps compared with the sampler after each export: well under a second
+
+
+class ExportCheckFailed(CharRNNError):
+    """The exported graph does not compute what charrnn's sampler computes."""
 
 
 @dataclass
 class ExportReport:
     out: Path
     files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
-    max_logit_diff: float = 0.0  # onnxruntime vs charrnn's sampler, over CHECK_STEPS greedy steps
-    argmax_disagreements: int = 0
-    check_steps: int = CHECK_STEPS
+    parity: SamplerParity | None = None  # None: not checked (--no-check)
 
     @property
     def total_bytes(self) -> int:
         return sum(self.files.values())
 
 
-def export_run(target: Path | None, fmt: str, out: Path, force: bool = False) -> ExportReport:
-    """Export the checkpoint `target` (a file or run directory; None: the newest run) to `out`."""
+def export_run(target: Path | None, fmt: str, out: Path, force: bool = False, check: bool = True) -> ExportReport:
+    """Export the checkpoint `target` (a file or run directory; None: the newest run) to `out`.
+    With `check`, onnxruntime runs the graph beside charrnn's sampler first; when they differ
+    (`SamplerParity.ok`), ExportCheckFailed is raised and nothing reaches `out`."""
     if fmt not in FORMATS:
         raise CharRNNError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
     _check_out(Path(out), force)
@@ -46,20 +56,39 @@ def export_run(target: Path | None, fmt: str, out: Path, force: bool = False) ->
             "and a SentencePiece runtime (tokenizer.json carries the model)"
         )
     out = Path(out)
+    report = ExportReport(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        report = ExportReport(out)
-        _write_onnx(loaded, out, report)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise CharRNNError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    try:
+        _write_onnx(loaded, staging, report)
         if fmt == "web":
             from .web import write_web
 
-            report.files.update(write_web(loaded, out))
+            report.files.update(write_web(loaded, staging))
+        if check:
+            report.parity = compare_with_sampler(loaded.model, staging, CHECK_STEPS)
+            if not report.parity.ok:
+                raise ExportCheckFailed(
+                    f"the exported graph does not match charrnn's sampler ({report.parity}); "
+                    f"nothing was written to {out} (--no-check writes it unchecked)"
+                )
+        _move_into(staging, out, report.files)
     except OSError as exc:
         raise CharRNNError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    from .onnx import compare_with_sampler
-
-    report.max_logit_diff, report.argmax_disagreements = compare_with_sampler(loaded.model, out, CHECK_STEPS)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _move_into(staging: Path, out: Path, files: dict[str, int]) -> None:
+    """Each checked file into `out` (renames on one file system), leaving the user's other files."""
+    out.mkdir(exist_ok=True)
+    for name in files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, out / name)
 
 
 def _write_onnx(loaded, out: Path, report: ExportReport) -> None:

@@ -133,27 +133,3 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
 def tokenizer_json_text(tokenizer: Tokenizer) -> str:
     # ASCII-only JSON: lone surrogates and control characters survive any file encoding.
     return json.dumps(tokenizer_json(tokenizer), ensure_ascii=True, indent=1) + "\n"
-
-
-@torch.inference_mode()
-def compare_with_sampler(model: RNNLanguageModel, folder, steps: int) -> tuple[float, int]:
-    """Run the exported graph and `FastStepper` side by side for `steps` greedy steps from a zero
-    state (both fed the sampler's choice). Returns (largest |logit difference|, steps where the
-    two argmax choices differ)."""
-    import numpy as np
-
-    from .runtime import OnnxSampler
-
-    sampler = OnnxSampler(folder)
-    stepper = FastStepper(model.float().eval())
-    hidden = stepper.init_state(1)
-    state = sampler.zero_state()
-    token = torch.zeros(1, dtype=torch.long)
-    worst, disagree = 0.0, 0
-    for _ in range(steps):
-        logits, hidden = stepper.step(token, hidden)  # (1, V)
-        onnx_logits, state = sampler.step(token.numpy(), state)
-        worst = max(worst, float(np.abs(onnx_logits - logits.numpy()).max()))
-        token = logits.argmax(dim=-1)
-        disagree += int(onnx_logits.argmax(-1)[0] != int(token))
-    return worst, disagree
