@@ -210,3 +210,20 @@ def test_parity_fails_on_logits_beyond_the_tolerance_or_a_clear_different_choice
     assert SamplerParity(200, 1e-6, 1e-3, 0).ok
     assert not SamplerParity(200, 2e-3, 1e-3, 0).ok
     assert not SamplerParity(200, 1e-6, 1e-3, 1).ok
+
+
+def test_the_runtime_module_is_a_sampler_of_its_own(lstm_run, cli, tmp_path):
+    import subprocess
+
+    out = tmp_path / "onnx"
+    assert cli("export", lstm_run, "--out", out).exit_code == 0
+    expected = cli("sample", lstm_run, "--temp", "0", "--length", "80", "--prime", "All").stdout
+    command = [sys.executable, "-m", "charrnn.export.runtime", str(out), "--temp", "0", "--length", "80"]
+    done = subprocess.run([*command, "--prime", "All"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+    (out / "model.onnx").write_bytes(b"not a graph")
+    broken = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 1 and broken.stderr.startswith("error:") and broken.stderr.count("\n") == 1
+    missing = subprocess.run([*command[:3], str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "not an exported folder: no tokenizer.json" in missing.stderr

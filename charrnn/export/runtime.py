@@ -2,14 +2,19 @@
 
 This is what any runtime does with `model.onnx` and `tokenizer.json`, written in Python; the web
 page does the same in JavaScript. It checks exports (greedy text equals `charrnn sample --temp 0`)
-and shows how to use one.
+and shows how to use one. It imports nothing else of charrnn, so it can be copied beside an export,
+and it runs as a command of its own (the one module outside charrnn/cli that prints, for that reason):
+
+    python -m charrnn.export.runtime EXPORT_DIR [--prime TEXT] [--length N] [--temp T] [--seed S]
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import codecs
 import json
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -130,3 +135,38 @@ def choose(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> 
     scaled = (logits.astype(np.float64) - logits.max()) / temperature
     probs = np.exp(scaled)
     return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Sample from an exported folder on stdout; a bad folder or option is one line on stderr, exit 1."""
+    parser = argparse.ArgumentParser(prog="python -m charrnn.export.runtime", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", type=Path, help="a folder written by `charrnn export` (model.onnx, tokenizer.json)")
+    parser.add_argument("--prime", default="", help="text to start from [default: none]")
+    parser.add_argument("--length", type=int, default=500, help="characters to generate [default: 500]")
+    parser.add_argument("--temp", type=float, default=0.8, help="temperature; 0 is greedy [default: 0.8]")
+    parser.add_argument("--seed", type=int, default=0, help="random seed [default: 0]")
+    args = parser.parse_args(argv)
+    if args.length < 1 or args.temp < 0:
+        return _fail(f"--length must be >= 1 and --temp >= 0 (got {args.length}, {args.temp})")
+    try:
+        sampler = OnnxSampler(args.folder)
+    except FileNotFoundError as exc:
+        return _fail(f"{args.folder} is not an exported folder: no {Path(exc.filename or '?').name}")
+    except Exception as exc:  # onnxruntime's own kinds (InvalidProtobuf, ...) share no narrower base
+        return _fail(f"cannot load {args.folder}: {' '.join(str(exc).split())}")
+    try:
+        for piece in sampler.generate(args.prime, length=args.length, temperature=args.temp, seed=args.seed):
+            sys.stdout.write(piece)
+    except ValueError as exc:  # a prime with characters the model never saw
+        return _fail(str(exc))
+    sys.stdout.write("\n")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
