@@ -19,7 +19,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,music,plot,tensorboard,export,serve]"
+	$(BIN)/pip install --quiet -e ".[dev]"
 	$(MAKE) vendor
 	touch $@
 

@@ -19,6 +19,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,14 @@ def test_the_installed_package_is_the_wheels_and_carries_its_data(installed):
     ).split()
     assert Path(where[0]).is_relative_to(installed["venv"]), where[0]
     assert where[1] == "True"
+    # `export --format web` writes onnxruntime-web from the package: a wheel built without
+    # `make vendor` (the wasm is fetched from npm, not kept in git) could not.
+    with zipfile.ZipFile(installed["wheel"]) as wheel:
+        names = set(wheel.namelist())
+    runtime = "charrnn/export/vendor/onnxruntime-web/"
+    for name in ("ort-wasm-simd-threaded.wasm", "ort.wasm.bundle.min.mjs", "LICENSE"):
+        assert runtime + name in names, f"the wheel lacks {runtime + name}: run `make vendor` before building it"
+    assert "charrnn/export/page.html" in names
     print(f"\nwheel {installed['wheel'].name} installed in {installed['venv']}; charrnn imported from {where[0]}")
 
 
@@ -110,6 +119,7 @@ def test_commands_work_from_outside_the_repository(installed):
         ["train", "tiny.txt", *TINY, "--out", "run", "--device", "cpu"],
         ["sample", "run", "--length", "40", "--seed", "1"],
         ["info", "run"],
+        ["export", "run", "--format", "web", "--out", "site"],
     ):
         output = _run([charrnn, *args], work, env)
         transcript.append(f"$ charrnn {' '.join(args)}\n{output.rstrip()}")
@@ -117,6 +127,7 @@ def test_commands_work_from_outside_the_repository(installed):
             assert "tinyshakespeare" in output and "python-stdlib" in output
     assert transcript[0].endswith(f"charrnn {charrnn_version}")
     assert (work / "run" / "best.safetensors").is_file()
+    assert (work / "site" / "ort" / "ort-wasm-simd-threaded.wasm").is_file() and (work / "site" / "index.html").is_file()
     print("\n" + "\n".join(transcript))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, mirror
+from conftest import TINY_TEXT, TINY_TRAIN
 
 LOADS: list[str] = []
 
@@ -46,7 +46,7 @@ def _ok(result) -> None:
     assert LOADS == []
 
 
-def test_every_command_runs_without_unpickling(cli, tiny_corpus, no_pickle):
+def test_every_command_runs_without_unpickling(cli, tiny_corpus, no_pickle, local_mirror):
     for unpickle in (lambda: pickle.loads(pickle.dumps(1)), lambda: torch.load("x.pt")):
         with pytest.raises(AssertionError, match="charrnn never unpickles"):  # the trap is live
             unpickle()
@@ -60,8 +60,8 @@ def test_every_command_runs_without_unpickling(cli, tiny_corpus, no_pickle):
     _ok(cli("plot", "run"))
     _ok(cli("visualize", "run", "--text", str(tiny_corpus), "--out", "page.html"))
     _ok(cli("corpus", "list"))
-    if mirror() is not None:
-        _ok(cli("corpus", "get", "tinyshakespeare"))
+    _ok(cli("corpus", "get", local_mirror))
+    assert Path("corpora", f"{local_mirror}.txt").read_text(encoding="utf-8") == TINY_TEXT
     Path("tunes.abc").write_text(TUNE * 3)
     pytest.importorskip("music21", reason="abc commands need the [music] extra")
     _ok(cli("abc", "check", "tunes.abc", "--midi", "midi"))
