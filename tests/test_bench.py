@@ -139,3 +139,19 @@ def test_cli_bench_prints_tables(cli, monkeypatch):
     assert "--precision auto picks" in result.stdout
     assert "reference" in result.stdout and "limit" in result.stdout
     assert "Data path" not in result.stdout and "Quality" not in result.stdout
+
+
+def test_the_bench_says_how_long_it_takes_before_it_starts(cli, monkeypatch):
+    plan = dataclasses.replace(TINY_PLAN, precisions=("fp32",), sample_models=(("lstm", 16),), sample_streams=(1,))
+    monkeypatch.setattr(BenchPlan, "quick", classmethod(lambda cls: plan))
+    result = cli("bench", "--quick", "--only", "sampling", "--json")
+    assert result.exit_code == 0, result.stderr
+    seconds = f"{plan.sample_seconds:.0f} s"
+    expected = f"bench: at least {seconds} (sampling {seconds} of fixed budgets; evaluations and set-up add to it)"
+    assert result.stderr.splitlines()[0] == expected
+    # The full plan: two corpora x (60 s + 5 min) x (reference + defaults), the data run's budget, sampling.
+    full = BenchPlan.full().fixed_seconds(("training", "sampling", "data", "quality"), threads=2)
+    assert full["quality"] == 2 * 360 * 2 and full["data"] == BenchPlan.full().data_budget_seconds
+    assert full["sampling"] == 4 * 3 * BenchPlan.full().sample_seconds  # 1 and 32 streams, 32 on one thread too
+    grid_alone = BenchPlan.full().fixed_seconds(("grid",), threads=1)["grid"]
+    assert grid_alone == 2 * 60 * (len(BenchPlan.full().grid_sizes) + 2)  # its own reference and no-flags rows

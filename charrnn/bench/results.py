@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..model import ONE_THREAD_MAX_STREAMS
+
 
 @dataclass
 class Machine:
@@ -165,6 +167,23 @@ class BenchPlan:
     @classmethod
     def full(cls) -> "BenchPlan":
         return cls()
+
+    def fixed_seconds(self, sections: tuple[str, ...], threads: int) -> dict[str, float]:
+        """Seconds each section spends in fixed budgets (training for a set time, sampling for a
+        set time): a lower bound on how long it takes, known before anything runs."""
+        corpora = len(self.quality_corpora)
+        shared_defaults = "quality" in sections and self.grid_budgets == self.quality_budgets
+        runs = {
+            "quality": corpora * sum(self.quality_budgets) * 2,  # the reference loop and charrnn's defaults
+            # the grid's no-flags row comes from the quality rows when those ran at its budgets
+            "grid": corpora * sum(self.grid_budgets) * (len(self.grid_sizes) + 2 - shared_defaults),
+            "scan": corpora * sum(self.scan_budgets) * (len(self.scan_models) + 2),
+            "data": self.data_budget_seconds,
+        }
+        many = [s for s in self.sample_streams if s > ONE_THREAD_MAX_STREAMS]
+        per_model = len(self.sample_streams) + (len(many) if self.sample_one_thread_too and threads > 1 else 0)
+        runs["sampling"] = len(self.sample_models) * per_model * self.sample_seconds
+        return {name: seconds for name, seconds in runs.items() if name in sections and seconds > 0}
 
     @classmethod
     def quick(cls) -> "BenchPlan":

@@ -72,6 +72,7 @@ def bench(
     plan = _with_choices(BenchPlan.quick() if quick else BenchPlan.full(), budget, corpus, size)
     # The size grid (16 trainings per corpus) and the scan-cell trial are long: they run when named.
     sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section if s not in LONG)
+    stderr.print(_duration_note(plan, sections), markup=False)
     if as_json:
         report = run_bench(plan, device=device.value, sections=sections)
         stdout.out(json.dumps(report.to_dict(), indent=2), highlight=False)
@@ -81,6 +82,21 @@ def bench(
             plan, device=device.value, sections=sections, progress=lambda what: status.update(f"measuring {what}")
         )
     _print_report(report)
+
+
+def _duration_note(plan, sections: tuple[str, ...]) -> str:
+    """'bench: at least 26 min: quality 24 min, data 3 min, ...' from the plan's fixed budgets."""
+    import torch
+
+    fixed = plan.fixed_seconds(sections, torch.get_num_threads())
+    if not fixed:
+        return f"bench: {', '.join(sections)}: short measurements, no fixed training budget"
+    parts = ", ".join(f"{name} {_minutes(seconds)}" for name, seconds in fixed.items())
+    return f"bench: at least {_minutes(sum(fixed.values()))} ({parts} of fixed budgets; evaluations and set-up add to it)"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _with_choices(plan, budgets: list[str] | None, corpora: list[str] | None, sizes: list[str] | None):
