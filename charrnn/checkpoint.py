@@ -28,7 +28,15 @@ from typing import Any, Iterator
 import torch
 
 from . import __version__
-from .checkpoint_file import BEST, FORMAT_VERSION, LAST, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint_file import (
+    BEST,
+    FORMAT_VERSION,
+    LAST,
+    checkpoint_info,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .footprint import weights_mismatch
@@ -318,67 +326,6 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
         raise CheckpointError(f"{path}: checkpoint content does not describe a usable model ({exc})") from None
     model.to(device).eval()
     return LoadedModel(Path(path), model, tokenizer, checkpoint.meta)
-
-
-def checkpoint_info(path: Path) -> dict[str, Any]:
-    """What a checkpoint holds, from its header and tensors, without building the model."""
-    from safetensors import safe_open
-
-    tensors, meta = load_checkpoint(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception:  # load_checkpoint just read it; a race with a writer is all that is left
-        header = {}
-    model = meta.get("model")
-    if not isinstance(model, dict):
-        raise CheckpointError(f"{path}: no model description in the checkpoint")
-    tok = _object(meta.get("tokenizer"))
-    params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
-    train = _object(meta.get("train"))
-    version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
-    # Read from a file: a figure of the wrong type (or not finite) is shown as unknown.
-    return {
-        "path": str(path),
-        "kind": meta.get("kind"),
-        "architecture": {
-            "cell": model.get("cell"),
-            "layers": model.get("num_layers"),
-            "hidden": model.get("hidden_size"),
-            "embed": model.get("embed_size"),
-            "dropout": model.get("dropout"),
-        },
-        "parameters": params,
-        "tokenizer": tok.get("kind"),
-        "vocab_size": _count(model.get("vocab_size")),
-        "corpus": meta.get("corpus"),
-        "step": _count(meta.get("step")),
-        "epoch": _number(meta.get("epoch")),
-        "val_bpc": _number(meta.get("val_bpc")),
-        "best_val_bpc": _number(meta.get("best_val_bpc")),
-        "training_seconds": _number(meta.get("elapsed")),
-        "seq_len": train.get("seq_len"),
-        "batch_size": train.get("batch_size"),
-        "precision": meta.get("precision"),
-        "device_type": meta.get("device_type"),
-        "charrnn_version": meta.get("charrnn_version"),
-        "format_version": version,
-        "resumable": "optimizer" in meta,
-        "file_bytes": Path(path).stat().st_size,
-    }
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return value if ok and abs(value) < 1e15 else None
 
 
 def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:

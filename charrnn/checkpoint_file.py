@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +143,110 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
     return header
 
 
-def resolve_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> Path:
-    """A checkpoint file; a run directory (its best, else its last); or, with no target,
-    the best checkpoint of the most recently written run under `root`."""
+@dataclass(frozen=True)
+class CheckpointChoice:
+    path: Path
+    why: str | None  # how charrnn chose it; None when the user named the run or file
+
+
+def choose_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> CheckpointChoice:
+    """A checkpoint file; a run directory (its best, else its last); or, with no target, the
+    best checkpoint of the most recently written run under `root`: the file, and why that one."""
+    chosen_run = None
     if target is None:
         runs = [p for p in root.glob("*/") if (p / BEST).exists() or (p / LAST).exists()] if root.is_dir() else []
         if not runs:
             raise CheckpointError(f"no checkpoint found under ./{root}: train a model first (charrnn train CORPUS)")
         target = max(runs, key=lambda p: max((p / n).stat().st_mtime for n in (BEST, LAST) if (p / n).exists()))
+        chosen_run = f"the newest of {len(runs)} run{'s' * (len(runs) > 1)} under ./{root}; name a run to choose another"
     target = Path(target)
     if target.is_dir():
-        for name in (BEST, LAST):
-            if (target / name).exists():
-                return target / name
+        for name, which in ((BEST, "best validation"), (LAST, "last step (no best checkpoint yet)")):
+            if (target / name).exists():  # a named run's best file is the documented choice: no note
+                return CheckpointChoice(target / name, f"the {which} of {chosen_run}" if chosen_run else None)
         raise CheckpointError(f"no checkpoint in {target} (expected {BEST} or {LAST})")
     if not target.exists():
         raise CheckpointError(f"checkpoint not found: {target}")
-    return target
+    return CheckpointChoice(target, None)
+
+
+def resolve_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> Path:
+    """The checkpoint `choose_checkpoint` picks."""
+    return choose_checkpoint(target, root).path
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """What a checkpoint holds, from its header and tensors, without building the model."""
+    from safetensors import safe_open
+
+    tensors, meta = load_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception:  # load_checkpoint just read it; a race with a writer is all that is left
+        header = {}
+    model = meta.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: no model description in the checkpoint")
+    tok = _object(meta.get("tokenizer"))
+    params = sum(t.numel() for name, t in tensors.items() if name.startswith("model."))
+    train = _object(meta.get("train"))
+    version = int(header.get("format_version", "0"))  # load_checkpoint has checked that it reads
+    # Read from a file: a figure of the wrong type (or not finite) is shown as unknown.
+    return {
+        "path": str(path),
+        "kind": meta.get("kind"),
+        "architecture": {
+            "cell": model.get("cell"),
+            "layers": model.get("num_layers"),
+            "hidden": model.get("hidden_size"),
+            "embed": model.get("embed_size"),
+            "dropout": model.get("dropout"),
+        },
+        "parameters": params,
+        "tokenizer": tok.get("kind"),
+        "vocab_size": _count(model.get("vocab_size")),
+        "corpus": meta.get("corpus"),
+        "step": _count(meta.get("step")),
+        "epoch": _number(meta.get("epoch")),
+        "val_bpc": _number(meta.get("val_bpc")),
+        "best_val_bpc": _number(meta.get("best_val_bpc")),
+        "training_seconds": _number(meta.get("elapsed")),
+        "seq_len": train.get("seq_len"),
+        "batch_size": train.get("batch_size"),
+        "precision": meta.get("precision"),
+        "device_type": meta.get("device_type"),
+        "charrnn_version": meta.get("charrnn_version"),
+        "format_version": version,
+        "resumable": "optimizer" in meta,
+        "resumes_from": _resume_point(Path(path), meta),
+        "file_bytes": Path(path).stat().st_size,
+    }
+
+
+def _resume_point(path: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """Where `--resume` on this file's run continues: this file when it holds the optimizer,
+    else its run's last.safetensors (a best file is weights only); None when neither can."""
+    if "optimizer" in meta:
+        return {"path": str(path), "step": _count(meta.get("step"))}
+    last = path.parent / LAST
+    if path.name == LAST or not last.is_file():
+        return None
+    try:
+        last_meta = load_checkpoint(last)[1]
+    except CheckpointError:  # a damaged last file resumes nothing
+        return None
+    return {"path": str(last), "step": _count(last_meta.get("step"))} if "optimizer" in last_meta else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok and abs(value) < 1e15 else None

@@ -8,6 +8,7 @@ the checksum is verified every time a copy is made. Corpora are never part of th
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -76,7 +77,9 @@ def get_corpus(name: str, log: Callable[[str], None] = lambda _: None) -> Path:
     """Path of corpora/NAME.txt, materialising it first when needed."""
     entries = catalogue()
     if name not in entries:
-        raise CorpusError(f"unknown corpus {name!r}; ready corpora: {', '.join(sorted(entries))}")
+        raise CorpusError(
+            f"unknown corpus {name!r}{_did_you_mean(name, entries)} (ready corpora: {', '.join(sorted(entries))})"
+        )
     entry = entries[name]
     target = corpora_dir() / f"{name}.txt"
     expected = entry.get("sha256")
@@ -192,5 +195,12 @@ def resolve_corpus(
         corpus.file_starts = _file_starts(path)
         return corpus
     raise CorpusError(
-        f"corpus not found: {arg} (not a file or directory, nor a ready corpus: {', '.join(sorted(entries))})"
+        f"corpus not found: {arg}{_did_you_mean(arg, entries)} "
+        f"(not a file or directory, nor a ready corpus: {', '.join(sorted(entries))})"
     )
+
+
+def _did_you_mean(name: str, entries: dict[str, Any]) -> str:
+    """': did you mean tinyshakespeare?' for a near miss of a ready corpus's name, else ''."""
+    close = difflib.get_close_matches(name.lower(), list(entries), n=1, cutoff=0.75)
+    return f": did you mean {close[0]}?" if close else ""

@@ -16,6 +16,8 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, force: bool) -> tuple[list[P
     does); refuse to overwrite an existing run unless asked. Returns the directories it created,
     outermost first (removed again if the run fails early), and the lock, held until released."""
     if resume and not (run_dir / LAST).exists():
+        if run_dir.is_dir():  # a run still training there may not have saved yet: name it first
+            RunLock(run_dir).release()
         raise CheckpointError(f"--resume: no {LAST} in {run_dir} to resume from")
     created = [p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()]
     try:

@@ -94,7 +94,7 @@ class CharTokenizer:
             ids = np.take(self._table, codes, mode="clip")  # (n,) ids, `_missing` where unknown
             if len(ids) and int(ids.max()) >= self._missing:
                 bad = sorted({piece[i] for i in np.flatnonzero(ids >= self._missing)[:1000]})
-                raise CorpusError(f"characters not in the vocabulary: {_show_chars(bad)}")
+                raise CorpusError(f"characters not in the vocabulary: {show_chars(bad)}")
             out[start : start + len(piece)] = ids
         return out
 
@@ -132,15 +132,18 @@ class _CharStream:
         return ""
 
 
-def _show_chars(chars: Iterable[str], limit: int = 10) -> str:
+def show_chars(chars: Iterable[str], limit: int = 10) -> str:
+    """Characters for a message: a printable one as itself ("é" (U+00E9): the code point tells
+    look-alikes apart), anything invisible escaped ("\\n", "\\u200b", a lone surrogate)."""
     chars = list(chars)
-    shown = ", ".join(json.dumps(c, ensure_ascii=True) for c in chars[:limit])
+    shown = ", ".join(_show_char(c) for c in chars[:limit])
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
-def show_chars(chars: Iterable[str], limit: int = 10) -> str:
-    """Characters for an error message, escaped so that control characters are visible."""
-    return _show_chars(chars, limit)
+def _show_char(c: str) -> str:
+    if not c.isprintable() or c.isspace() or c in "\"\\" or "\ud800" <= c <= "\udfff":
+        return json.dumps(c, ensure_ascii=True)
+    return f'"{c}"' + (f" (U+{ord(c):04X})" if not c.isascii() else "")
 
 
 class Utf8StreamDecoder:

@@ -73,3 +73,37 @@ def test_rich_markup_in_a_tune_title_is_plain_text(cli):
     result = cli("abc", "check", "tunes.abc")
     assert result.exit_code == 0, result.stderr
     assert " valid    [/a]" in result.stdout and "1 of 1 tunes valid" in result.stdout
+
+
+def test_sample_says_which_checkpoint_it_picked_and_why(cli, tiny_corpus):
+    for name in ("older", "newer"):
+        assert cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2", "--out", f"checkpoints/{name}").exit_code == 0
+    result = cli("sample", "--length", "10", "--seed", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "using checkpoints/newer/best.safetensors (the best validation of the newest of 2 runs "
+        "under ./checkpoints; name a run to choose another)"
+    )
+    named = cli("sample", "checkpoints/older", "--length", "10", "--seed", "1")
+    assert named.exit_code == 0 and "using" not in named.stderr  # the user chose: nothing to say
+
+
+def test_greedy_sampling_prints_no_seed_and_samples_are_headed_on_stderr(cli, tiny_corpus):
+    assert cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2", "--out", "run").exit_code == 0
+    greedy = cli("sample", "run", "--temp", "0", "--length", "10")
+    assert greedy.exit_code == 0 and "seed" not in greedy.stderr
+    two = cli("sample", "run", "--length", "30", "--seed", "3", "--num-samples", "2")
+    assert two.exit_code == 0, two.stderr
+    assert [line for line in two.stderr.splitlines() if line.startswith("---")] == [
+        "--- sample 1 of 2 ---",
+        "--- sample 2 of 2 ---",
+    ]
+    assert "---" not in two.stdout  # stdout holds the text alone, samples a blank line apart
+
+
+def test_tunes_from_a_model_that_never_saw_abc_says_so(cli, tiny_corpus):
+    assert cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "2", "--out", "run").exit_code == 0
+    result = cli("sample", "run", "--tunes", "2", "--length", "200", "--seed", "1")
+    line = one_error_line(result)
+    assert "the model never saw 'X:', the header every ABC tune starts with: it was trained on tiny" in line
+    assert "train it longer" not in line

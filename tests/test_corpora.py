@@ -50,3 +50,13 @@ def _offline(*args, **kwargs):
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(CorpusError, match="tinyshakespeare"):
         corpora.resolve_corpus("no-such-corpus")
+
+
+def test_a_near_miss_of_a_ready_corpus_is_suggested():
+    with pytest.raises(CorpusError, match="corpus not found: tinyshakespear: did you mean tinyshakespeare\\?"):
+        corpora.resolve_corpus("tinyshakespear")
+    with pytest.raises(CorpusError, match="unknown corpus 'folkabc': did you mean folk-abc\\?"):
+        corpora.get_corpus("folkabc")
+    with pytest.raises(CorpusError) as far:
+        corpora.resolve_corpus("zzz")
+    assert "did you mean" not in str(far.value)

@@ -78,3 +78,15 @@ def test_plot_writes_a_valid_png(cli, run, tmp_path):
 def test_plot_without_metrics_is_one_line_error(cli, tmp_path):
     pytest.importorskip("matplotlib", reason="plotting needs matplotlib (pip install 'charrnn[plot]')")
     assert "metrics.jsonl" in one_error_line(cli("plot", tmp_path), alone=True)
+
+
+def test_info_on_a_run_says_it_resumes_from_its_last_file(cli, run):
+    from charrnn.checkpoint import load_checkpoint
+
+    last_step = load_checkpoint(run / "last.safetensors")[1]["step"]
+    result = cli("info", run)  # describes best.safetensors, which is weights only
+    assert result.exit_code == 0, result.stderr
+    line = [row for row in result.stdout.splitlines() if row.startswith("resumable:")][0]
+    assert line.endswith(f"yes: --resume continues from {run / 'last.safetensors'} at step {last_step} (this file is weights only)")
+    info = json.loads(cli("info", run / "best.safetensors", "--json").stdout)
+    assert info["resumable"] is False and info["resumes_from"] == {"path": str(run / "last.safetensors"), "step": last_step}

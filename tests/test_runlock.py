@@ -80,6 +80,19 @@ def test_train_force_and_resume_never_touch_a_held_run(cli, tiny_corpus, tiny_ru
     assert not in_flight.exists()  # now a stale temporary, removed by the run that holds the directory
 
 
+def test_resume_of_a_run_still_training_before_its_first_save_names_the_holder(cli, tiny_corpus):
+    Path("young").mkdir()  # a run that started but has saved nothing yet
+    proc = _holder("young")
+    try:
+        _refused(cli("train", tiny_corpus, "--out", "young", "--resume"), proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    alone = cli("train", tiny_corpus, "--out", "young", "--resume")  # nobody holds it: nothing to resume
+    assert "no last.safetensors in young to resume from" in one_error_line(alone)
+    assert not Path("young", LOCK).exists()
+
+
 def test_a_second_training_process_is_refused_while_the_first_trains(cli, tiny_corpus):
     args = [*TINY_TRAIN, "--steps", "100000", "--eval-every", "5", "--patience", "100000"]
     args += ["--device", "cpu", "--out", "run"]

@@ -39,8 +39,10 @@ def test_unknown_characters_are_named_not_mangled():
     assert tok.unknown_chars("cab") == []
     with pytest.raises(CorpusError, match='"x"'):
         tok.encode("ax")
-    with pytest.raises(CorpusError, match=r"\\u00e9"):  # shown escaped, so it is visible
+    with pytest.raises(CorpusError, match=r'"\u00e9" \(U\+00E9\)'):  # shown as itself, with its code point
         tok.encode("a\u00e9")
+    with pytest.raises(CorpusError, match=r'"\\u200b"'):  # an invisible one escaped, so it is visible
+        tok.encode("a\u200b")
 
 
 def test_extend_keeps_old_ids_and_appends_new_characters():
@@ -100,7 +102,7 @@ def test_char_encode_matches_a_plain_lookup_across_chunks(monkeypatch):
     assert tok.decode(ids) == text
     with pytest.raises(CorpusError, match='"Z"'):
         tok.encode("Hello Z")
-    with pytest.raises(CorpusError, match="ud83e"):  # beyond the largest code point of the vocabulary
+    with pytest.raises(CorpusError, match="U\\+1F916"):  # beyond the largest code point of the vocabulary
         tok.encode("Hello 🤖")
 
 
@@ -108,3 +110,11 @@ def test_char_encode_full_byte_vocabulary_uses_uint8_ids():
     tok = CharTokenizer([chr(i) for i in range(256)])
     ids = tok.encode("\x00\xff a")
     assert ids.dtype == np.uint8 and ids.tolist() == [0, 255, 32, 97]
+
+
+def test_characters_in_messages_are_shown_as_themselves_unless_invisible():
+    from charrnn.tokenizers import show_chars
+
+    shown = show_chars(["\u00e9", "\n", "\u200b", '"', "a", "\u20ac"])
+    assert shown == '"\u00e9" (U+00E9), "\\n", "\\u200b", "\\"", "a", "\u20ac" (U+20AC)'
+    assert show_chars("abcdefghijkl").endswith('"j" and 2 more')

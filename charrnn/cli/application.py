@@ -57,6 +57,17 @@ def fail(message: str, code: int, label: str = "error") -> None:
     sys.exit(code)
 
 
+def chosen_checkpoint(target):
+    """The checkpoint a command uses (see checkpoint_file.choose_checkpoint); when charrnn chose it
+    (the newest run, a run's best file), stderr says which and why."""
+    from ..checkpoint_file import choose_checkpoint
+
+    choice = choose_checkpoint(target)
+    if choice.why:
+        stderr.print(f"using {choice.path} ({choice.why})", markup=False)
+    return choice.path
+
+
 def hms(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)

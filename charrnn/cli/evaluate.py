@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import EVAL_PRECISIONS, TrainConfig
-from .application import app, stderr
+from .application import app, chosen_checkpoint, stderr
 from .options import EXCLUDE, INCLUDE, choices, enum_of
 
 Device = choices(TrainConfig, "device", "Device")
@@ -39,11 +39,11 @@ def eval_command(
     exclude: Annotated[Optional[list[str]], EXCLUDE] = None,
 ) -> None:
     """Bits per character (and per token) of held-out text, hidden state carried through it."""
-    from ..checkpoint import load_model, resolve_checkpoint
+    from ..checkpoint import load_model
     from ..evaluation import evaluate_files
     from ..runtime import resolve_device, resolve_precision
 
-    path = resolve_checkpoint(checkpoint)
+    path = chosen_checkpoint(checkpoint)
     target = resolve_device(device.value)
     arithmetic = resolve_precision(precision.value, target)[0] if precision is not None else None
     loaded = load_model(path, target)

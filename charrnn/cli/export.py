@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .application import app, stderr
+from .application import app, chosen_checkpoint, stderr
 
 
 class ExportFormat(str, Enum):
@@ -43,7 +43,7 @@ def export_command(
     """Write a model that runs without charrnn: ONNX, or a page that samples in a browser (needs charrnn[export])."""
     from ..export import export_run
 
-    report = export_run(checkpoint, fmt.value, out, force=force, check=check)
+    report = export_run(chosen_checkpoint(checkpoint), fmt.value, out, force=force, check=check)
     for name, size in sorted(report.files.items()):
         stderr.print(f"  {name:<40} {size / 1e6:8.2f} MB", markup=False)
     stderr.print(f"wrote {report.out} ({report.total_bytes / 1e6:.1f} MB)", markup=False)

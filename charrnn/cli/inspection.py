@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .application import app, hms, stderr
+from .application import app, chosen_checkpoint, hms, stderr
 from .options import CheckpointArg
 
 
@@ -19,9 +19,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the details as JSON on stdout.")] = False,
 ) -> None:
     """Architecture, size, tokenizer, corpus and training state of a checkpoint."""
-    from ..checkpoint import checkpoint_info, resolve_checkpoint
+    from ..checkpoint import checkpoint_info
 
-    details = checkpoint_info(resolve_checkpoint(checkpoint))
+    details = checkpoint_info(chosen_checkpoint(checkpoint))
     if as_json:
         print(json.dumps(details, indent=2))
         return
@@ -45,11 +45,20 @@ def info(
         ("best validation", f"{best:.4f} bits/char" if best is not None else "none yet"),
         ("training time", hms(seconds) if seconds is not None else "?"),
         ("precision", f"{details['precision']} on {details['device_type']}"),
-        ("resumable", "yes (optimizer state included)" if details["resumable"] else "no (weights only)"),
+        ("resumable", _resumable(details)),
         ("charrnn", f"{details['charrnn_version']}, checkpoint format {details['format_version']}"),
     ]
     for key, value in lines:
         print(f"{key + ':':<17}{value}")
+
+
+def _resumable(details: dict) -> str:
+    point = details["resumes_from"]
+    if point is None:
+        return "no (weights only)"
+    if details["resumable"]:
+        return "yes (optimizer state included)"
+    return f"yes: --resume continues from {point['path']} at step {_count(point['step'])} (this file is weights only)"
 
 
 def _count(n: int | None) -> str:
@@ -79,7 +88,7 @@ def visualize(
     encoding: Annotated[str, typer.Option(help="Text encoding of --text.")] = "utf-8",
 ) -> None:
     """One self-contained HTML page: each character colored by surprise, hidden units over the text."""
-    from ..checkpoint import load_model, resolve_checkpoint
+    from ..checkpoint import load_model
     from ..data import CorpusBytes, decode_corpus
     from ..errors import ConfigError
     from ..evaluation import read_text
@@ -91,7 +100,7 @@ def visualize(
         content = read_text(text, encoding)
     else:
         content = decode_corpus(CorpusBytes("stdin", "stdin", sys.stdin.buffer.read()), encoding)
-    path = resolve_checkpoint(checkpoint)
+    path = chosen_checkpoint(checkpoint)
     loaded = load_model(path)
     analysis = write_visualization(
         loaded,

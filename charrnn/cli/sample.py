@@ -11,7 +11,7 @@ import typer
 
 from ..config import SampleConfig
 from ..errors import CharRNNError
-from .application import app, stderr
+from .application import app, chosen_checkpoint, stderr
 from .options import CheckpointArg, default, opt
 
 S = SampleConfig
@@ -72,8 +72,8 @@ def sample(
 
     import torch
 
-    from ..checkpoint import load_model, resolve_checkpoint
-    from ..sample import check_prime, generate
+    from ..checkpoint import load_model
+    from ..sample import check_prime
 
     if docs is not None or tunes is not None:
         _check_document_options(docs, tunes, prime, stop, num_samples)
@@ -87,17 +87,17 @@ def sample(
 
         check_max_attempts(tunes, max_attempts)
         require_music()
-    loaded = load_model(resolve_checkpoint(checkpoint))
+    loaded = load_model(chosen_checkpoint(checkpoint))
     prime, dropped = check_prime(loaded.tokenizer, prime, drop_unknown)
     if dropped:
         stderr.print(f"note: left out {len(dropped)} unknown prime character(s)", markup=False)
     if cfg.seed is None:
         cfg_seed = random.randrange(2**31)
-        stderr.print(f"seed {cfg_seed} (pass --seed {cfg_seed} to get this text again)")
+        if cfg.temperature > 0:  # greedy text (--temp 0) is the same whatever the seed
+            stderr.print(f"seed {cfg_seed} (pass --seed {cfg_seed} to get this text again)")
     else:
         cfg_seed = cfg.seed
     generator = torch.Generator().manual_seed(cfg_seed)
-    out = sys.stdout
     if tunes is not None and (valid_only or midi is not None):
         from .music import sample_tunes
 
@@ -106,9 +106,20 @@ def sample(
     if docs is not None or tunes is not None:
         _write_documents(loaded, cfg, generator, docs, tunes)
         return
+    _write_samples(loaded, cfg, prime, generator)
+
+
+def _write_samples(loaded, cfg, prime: str, generator) -> None:
+    """cfg.num_samples samples on stdout, streamed, a blank line apart; each headed on stderr."""
+    from ..sample import generate
+
+    out = sys.stdout
     for n in range(cfg.num_samples):
         if n:
             out.write("\n")  # a blank line between samples (each ends with a newline)
+        if cfg.num_samples > 1:  # on a terminal this heads each sample; stdout keeps the text alone
+            out.flush()
+            stderr.print(f"--- sample {n + 1} of {cfg.num_samples} ---", markup=False)
         last = ""
         for piece in generate(loaded.model, loaded.tokenizer, cfg, prime=prime, generator=generator):
             out.write(piece)
@@ -142,11 +153,13 @@ def _check_document_options(docs, tunes, prime: str, stop, num_samples: int) -> 
 
 
 def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None) -> None:
+    from collections import Counter
+
     from ..sample import generate_documents
 
     count = tunes if tunes is not None else docs
     what = "tunes" if tunes is not None else "documents"
-    written = 0
+    written, dropped = 0, Counter()
     for doc in generate_documents(
         loaded.model,
         loaded.tokenizer,
@@ -156,12 +169,32 @@ def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None
         renumber="X:" if tunes is not None else None,
         max_chars=cfg.length,
         generator=generator,
+        on_drop=lambda why: dropped.update([why]),
     ):
         sys.stdout.write(("\n" if written else "") + doc + "\n")
         sys.stdout.flush()
         written += 1
     if written < count:
-        raise CharRNNError(
-            f"the model wrote only {written} complete {what} of {count} asked "
-            f"(train it longer, or raise --length above {cfg.length} if its {what} are long)"
+        why = _why_short(loaded, cfg, what, written, dropped)
+        raise CharRNNError(f"the model wrote only {written} complete {what} of {count} asked: {why}")
+
+
+def _why_short(loaded, cfg, what: str, written: int, dropped) -> str:
+    """The true cause of too few documents, from the vocabulary and what the sampler dropped."""
+    from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START
+
+    unfinished, other_start = dropped[DROPPED_TOO_LONG], dropped[DROPPED_WRONG_START]
+    corpus = loaded.meta.get("corpus") or "its corpus"
+    if what == "tunes" and loaded.tokenizer.unknown_chars("X:"):
+        return f"the model never saw 'X:', the header every ABC tune starts with: it was trained on {corpus}"
+    if what == "tunes" and written == 0 and other_start:
+        return (
+            f"none of the {other_start} documents it finished began with an X: header: it was trained on {corpus}, "
+            "which seems to hold no ABC tunes (--tunes needs a model trained on ABC tunes, such as folk-abc)"
         )
+    if unfinished:
+        return (
+            f"{unfinished} ran past --length {cfg.length} unfinished and were dropped "
+            f"(raise --length if its {what} are long, or train it longer)"
+        )
+    return f"{other_start} did not begin as asked (train it longer)"
