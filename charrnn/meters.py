@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import torch
 
-from .config import TrainConfig
+from .config import ModelConfig, TrainConfig
 from .errors import TrainingDiverged
+from .reporting import Reporter
+from .sizing import cached_tokens_per_sec, training_flops_per_token
 
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.
@@ -69,3 +72,60 @@ class LossReadback:
                     f"loss became {value} at step {first_step + offset}: training stopped, nothing written for "
                     f"this step; try a lower --lr (now {self.cfg.lr:g}) or a --grad-clip (now {self.cfg.grad_clip:g})"
                 )
+
+
+class SlowRunWatch:
+    """Notices a run that trains far below this machine's speed for its model: most often another
+    program spinning on the same cores (both sides' threads then wait on each other). It warns once,
+    after SLOW_STRETCH_SECONDS of training slower than expected / SLOW_FACTOR, naming the cause and
+    the cure. The expected speed is the speed cache's (sizing.cached_tokens_per_sec); a step under
+    MIN_STEP_FLOPS is left alone, as its time is mostly overhead that the FLOP count leaves out."""
+
+    SLOW_FACTOR = 5.0
+    SLOW_STRETCH_SECONDS = 10.0
+    MIN_STEP_FLOPS = 1e9
+
+    def __init__(self, expected_tokens_per_sec: float | None, step_flops: float, warn: Callable[[str], None]):
+        self.expected = expected_tokens_per_sec if step_flops >= self.MIN_STEP_FLOPS else None
+        self.warn = warn  # hears "warning: ..." once
+        self.steps = 0
+        self.seconds = 0.0  # of training steps in the current stretch
+        self.tokens = 0
+        self.warning: str | None = None
+
+    @classmethod
+    def for_run(
+        cls, model: ModelConfig, device: torch.device, precision: str, tokens_per_step: int, reporter: Reporter
+    ) -> "SlowRunWatch":
+        sizes = (model.cell, model.embed_size, model.hidden_size, model.num_layers, model.vocab_size)
+        step_flops = training_flops_per_token(*sizes) * tokens_per_step
+        return cls(cached_tokens_per_sec(model, device, precision), step_flops, reporter.on_message)
+
+    def observe(self, step_seconds: float, tokens: int) -> None:
+        """One step's time and tokens; the first time the run is found slow, it warns."""
+        self.steps += 1
+        if self.expected is None or self.warning is not None:
+            return
+        self.seconds += step_seconds
+        self.tokens += tokens
+        if self.seconds < self.SLOW_STRETCH_SECONDS:
+            return
+        speed = self.tokens / self.seconds
+        self.seconds, self.tokens = 0.0, 0
+        if speed * self.SLOW_FACTOR >= self.expected:
+            return
+        self.warning = (
+            f"training runs at {speed:,.0f} tokens/s, {self.expected / speed:.0f}x below this machine's "
+            f"{self.expected:,.0f} tokens/s for this model (its speed probe): the machine is busy, most likely "
+            "another program on the same cores; stop it, or give each program fewer threads (--threads 1)"
+        )
+        self.warn(f"warning: {self.warning}")
+
+    def verdict(self, elapsed: float) -> str | None:
+        """At the end of a session of `elapsed` seconds: its warning, or that no step ran at all."""
+        if self.steps:
+            return self.warning
+        return (
+            f"no training step ran in {elapsed:.0f}s: the budget went to setting up and validating, on a "
+            "machine that is busy or slow; stop other programs on these cores, or give a longer --time-budget"
+        )

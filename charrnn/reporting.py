@@ -85,6 +85,7 @@ class TrainResult:
     stopped_because: str
     whole_val_bpc: float | None = None  # the whole validation split at the end, when it was scored
     time_budget: float | None = None  # seconds, the run's --time-budget
+    warning: str | None = None  # the run trained far below this machine's speed, or not at all
 
 
 class Reporter:

@@ -11,6 +11,20 @@ import torch
 
 from .errors import ConfigError
 
+# ----------------------------------------------------------------------------- threads
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """--threads N: torch's intra-op threads in this process; None leaves torch's choice (one per
+    core). Fewer threads beside a busy neighbour: both sides then stop waiting on each other."""
+    if threads is None:
+        return
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= threads <= most:
+        raise ConfigError(f"--threads must be between 1 and {most} (4 per core of this machine), got {threads}")
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- signals
 
 

@@ -248,6 +248,18 @@ def machine_flops_per_sec(
     return MachineSpeed(max(p["flops"] for p in probes), len(probes), probed_now)
 
 
+def cached_tokens_per_sec(model_cfg: ModelConfig, device: torch.device, precision: str) -> float | None:
+    """This machine's training speed for `model_cfg` from the speed cache, in tokens/s (the best
+    recent probe over the model's FLOPs per token); None when nothing is cached. Never probes."""
+    probes = _read_speeds(speed_cache_path(), time.time()).get(speed_key(device, precision), [])
+    if not probes:
+        return None
+    per_token = training_flops_per_token(
+        model_cfg.cell, model_cfg.embed_size, model_cfg.hidden_size, model_cfg.num_layers, model_cfg.vocab_size
+    )
+    return max(p["flops"] for p in probes) / per_token
+
+
 def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int) -> SizeChoice:
     """The choice for a fresh run with --time-budget and no size flags: this machine's training
     speed (the best recent probe, cached) at the run's device and precision, the corpus size, the budget."""

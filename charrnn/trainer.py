@@ -24,7 +24,7 @@ from .distributed import DistContext
 from .errors import CorpusError, Interrupted
 from .evaluation import LN2, evaluate_ids
 from .footprint import check_fits, training_bytes
-from .meters import LossReadback, SpeedMeter
+from .meters import LossReadback, SlowRunWatch, SpeedMeter
 from .model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
 from .optimization import RunLimits, build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
@@ -124,6 +124,7 @@ class Trainer:
         _, self.state.elapsed = self.dist.agree(0, self._clock())  # setting up counts too
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         tokens_per_step = self.cfg.batch_size * self.cfg.seq_len
+        slow = SlowRunWatch.for_run(self.model_cfg, self.device, self.precision, tokens_per_step, self.reporter)
         while True:
             # 1. stop at a limit (--steps, --epochs, --time-budget less what the end of the run takes)
             stopped = self.limits.reached(self.state.step, self.state.elapsed, self.reserve.seconds())
@@ -133,6 +134,7 @@ class Trainer:
             began = time.perf_counter()
             loss = self.step()
             self.reserve.add_step(time.perf_counter() - began, tokens_per_step)
+            slow.observe(time.perf_counter() - began, tokens_per_step)  # warns once if the machine is busy
             # 3. all ranks take the same clock and the same signal, so they stop at the same step
             signum, self.state.elapsed = self.dist.agree(self.stop.signum or 0, self._clock())
             chars_per_sec = speed.add(self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size)
@@ -154,8 +156,8 @@ class Trainer:
         # 6. a last evaluation, unless the last step just had one
         if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
             self._evaluate_and_save(speed.chars_per_sec)
-        whole = self._validate_whole()
-        return replace(self._result(stopped), whole_val_bpc=whole, time_budget=self.cfg.time_budget)
+        whole, warning = self._validate_whole(), slow.verdict(self.state.elapsed)  # far too slow, or no step
+        return replace(self._result(stopped), whole_val_bpc=whole, warning=warning)
 
     # -- one optimiser step
 
@@ -394,4 +396,5 @@ class Trainer:
             last_val_bpc=state.last_val_bpc,
             elapsed=state.elapsed,
             stopped_because=stopped,
+            time_budget=self.cfg.time_budget,
         )

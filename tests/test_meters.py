@@ -39,3 +39,43 @@ def test_deferred_loss_check_reads_back_before_an_evaluation():
 def test_cpu_loss_is_checked_at_every_step():
     with pytest.raises(TrainingDiverged, match="at step 3:"):
         LossReadback(TrainConfig(), deferred=False).read(torch.tensor(float("nan")), 3)
+
+
+def _watch(expected=10_000.0, step_flops=1e10):
+    from charrnn.meters import SlowRunWatch
+
+    heard = []
+    return SlowRunWatch(expected, step_flops, heard.append), heard
+
+
+def test_a_run_far_below_its_expected_speed_warns_once_after_a_sustained_stretch():
+    watch, heard = _watch()
+    for _ in range(9):  # 9 s at 1,000 tokens/s, 10x below: not yet a sustained stretch
+        watch.observe(1.0, 1000)
+    assert heard == []
+    watch.observe(1.0, 1000)
+    assert len(heard) == 1 and heard[0].startswith("warning: training runs at 1,000 tokens/s, 10x below")
+    assert "busy" in heard[0] and "--threads 1" in heard[0]
+    for _ in range(30):
+        watch.observe(1.0, 1000)
+    assert len(heard) == 1 and watch.verdict(40.0) == heard[0].removeprefix("warning: ")
+
+
+def test_a_run_near_its_speed_or_too_small_to_judge_says_nothing():
+    watch, heard = _watch()
+    for _ in range(30):
+        watch.observe(1.0, 2500)  # 4x below: within what a laptop's turbo and thermals explain
+    assert heard == [] and watch.verdict(30.0) is None
+    tiny, tiny_heard = _watch(step_flops=1e6)  # a step of a tiny model is mostly overhead
+    for _ in range(30):
+        tiny.observe(1.0, 10)
+    assert tiny_heard == [] and tiny.verdict(30.0) is None
+    unknown, unknown_heard = _watch(expected=None)  # nothing cached: no estimate to hold it to
+    for _ in range(30):
+        unknown.observe(1.0, 10)
+    assert unknown_heard == []
+
+
+def test_a_session_without_a_step_says_so_and_what_to_do():
+    watch, _ = _watch(expected=None)
+    assert "no training step ran in 31s" in watch.verdict(31.2) and "--time-budget" in watch.verdict(31.2)

@@ -80,3 +80,38 @@ def test_durations(text, seconds):
 def test_bad_durations(bad):
     with pytest.raises(ConfigError):
         parse_duration(bad)
+
+
+def test_a_run_without_a_step_or_far_below_its_speed_ends_with_a_warning(cli, tiny_corpus, cached_speed, monkeypatch):
+    none = cli("train", tiny_corpus, "--time-budget", "0.001s", "--hidden", "16", "--layers", "1", "--out", "none")
+    assert none.exit_code == 0, none.output
+    lines = none.stderr.splitlines()
+    done = [i for i, line in enumerate(lines) if line.startswith("done (")][0]
+    assert lines[done].startswith("done (reached --time-budget 0.001s; see the warning below) after 0 steps")
+    assert lines[done + 1].startswith("warning: no training step ran in")
+    # A machine whose speed cache promises far more than the run does: a busy one, as seen from inside.
+    from charrnn.meters import SlowRunWatch
+
+    monkeypatch.setattr(SlowRunWatch, "SLOW_STRETCH_SECONDS", 0.0)
+    monkeypatch.setattr(SlowRunWatch, "MIN_STEP_FLOPS", 0.0)
+    cached_speed(1e18)
+    args = ["--steps", "3", "--hidden", "16", "--layers", "1", "--precision", "fp32", "--device", "cpu", "--out", "slow"]
+    slow = cli("train", tiny_corpus, *args)
+    assert slow.exit_code == 0, slow.output
+    assert slow.stderr.count("warning: training runs at") == 2  # as it happened, and again under the summary
+    assert "see the warning below" in slow.stderr and "--threads 1" in slow.stderr
+
+
+def test_threads_are_honoured_and_checked(cli, tiny_corpus):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = cli("train", tiny_corpus, "--steps", "1", "--hidden", "16", "--layers", "1", "--threads", "1")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    absurd = cli("train", tiny_corpus, "--threads", "100000")
+    assert absurd.exit_code == 2 and "--threads must be between 1 and" in absurd.stderr  # a usage error
+    assert absurd.stderr.count("\n") == 1

@@ -51,6 +51,13 @@ EXCLUDE = typer.Option(
     help="In a directory, leave out files and folders whose path or name matches GLOB (repeatable).",
 )
 
+THREADS = typer.Option(
+    "--threads",
+    metavar="N",
+    help="CPU threads for the math (torch's intra-op threads) [default: one per core]; fewer beside a busy program.",
+    show_default=False,
+)
+
 # A checkpoint argument that may be left out (sample, info, visualize).
 CheckpointArg = Annotated[
     Optional[Path],

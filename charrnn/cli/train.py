@@ -15,7 +15,7 @@ from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
 from ..reporting import Reporter
 from .application import app, hms, stderr
-from .options import EXCLUDE, INCLUDE, choices, default, opt
+from .options import EXCLUDE, INCLUDE, THREADS, choices, default, opt
 
 M, T, K = ModelConfig, TrainConfig, TokenizerConfig
 Cell = choices(M, "cell", "Cell")
@@ -84,6 +84,7 @@ def train(
         Optional[Path],
         typer.Option("--tensorboard", help="Also write TensorBoard event files to DIR (needs charrnn[tensorboard])."),
     ] = None,
+    threads: Annotated[Optional[int], THREADS] = None,
 ) -> None:
     """Train a model on CORPUS; checkpoints go to checkpoints/<corpus name>/.
 
@@ -96,7 +97,9 @@ def train(
     from ..config import parse_duration
     from ..corpora import resolve_corpus
     from ..distributed import DistContext
+    from ..runtime import set_cpu_threads
 
+    set_cpu_threads(threads)
     if resume and init_from is not None:
         raise CharRNNError(
             "--resume and --init-from exclude each other: resume continues a run, init-from starts a new one"
@@ -178,10 +181,13 @@ def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, 
 
 def _print_result(result, time_budget: float | None) -> None:
     stderr.print(
-        f"done ({result.stopped_because}) after {result.steps} steps in {hms(result.elapsed)}: "
+        f"done ({result.stopped_because}{'; see the warning below' if result.warning else ''}) "
+        f"after {result.steps} steps in {hms(result.elapsed)}: "
         f"best validation {result.best_val_bpc:.4f} bits/char ({result.best_val_bpc * math.log(2):.4f} nats/char, "
         f"{result.best_val_loss:.4f} nats/token)"
     )
+    if result.warning:
+        stderr.print(f"warning: {result.warning}", markup=False)
     if result.whole_val_bpc is not None:
         stderr.print(f"whole validation split: {result.whole_val_bpc:.4f} bits/char")
     stderr.print(f"checkpoint: {result.best_path}   sample it: charrnn sample {shlex.quote(str(result.run_dir))}")
