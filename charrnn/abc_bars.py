@@ -1,7 +1,8 @@
 """How the bars of a parsed tune fit its meter: the rules behind `abc check`'s bar verdict.
 
-Bars are measured as written (see `bar_layout`), then each is held to the meter in force,
-with the allowed exceptions of real tunes (see the module docstring of `abc_check`).
+Bars are measured as written, from the text's own bar lines (see `abc_scan` and
+`written_bars`), then each is held to the meter in force, with the allowed exceptions of real
+tunes (see the module docstring of `abc_check`).
 """
 
 from __future__ import annotations
@@ -9,84 +10,62 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from .abc_scan import Segment, music_lines, split_tune
+
 # Quarter lengths are exact binary fractions or tuplet thirds: compare with a tolerance.
 EPS = 1e-6
 
 
-# music21 reads these symbols in a tune but not as a TimeSignature argument.
-METER_SYMBOLS = {"C": "4/4", "C|": "2/2"}
-
-
-def declared_meters(music21, tune: str) -> set[str]:
-    """The meters the tune declares (header M: and any later M: field), as music21 ratios."""
-    found = set()
-    for value in re.findall(r"(?:^|\[)M:\s*([^\]\n]*)", tune, flags=re.M):
-        value = METER_SYMBOLS.get(value.strip(), value.strip())
-        try:
-            found.add(music21.meter.TimeSignature(value).ratioString)
-        except Exception:  # not a meter music21 knows: declares nothing
-            pass
-    return found
-
-
-@dataclass(frozen=True)
-class Measure:
-    """What the meter check needs of one music21 measure (lengths in quarter notes)."""
-
-    number: int  # music21's measure number, as reported to the user
-    length: float
-    meter: str | None = None  # the time signature music21 set on it ("3/4"), if any
-    meter_length: float | None = None  # that time signature's bar length
-    section_end: bool = False  # a repeat sign, double bar or ending closes it
-
-
 @dataclass(frozen=True)
 class Bar:
-    """One bar as written between two bar lines, as the meter check sees it."""
+    """One bar as written between two bar lines, as the meter check sees it (quarter notes)."""
 
     number: int
     length: float
-    meter: float | None  # the bar length of the declared meter in force; None before any
+    meter: float | None  # the bar length of the meter in force; None before any
     section_end: bool = False
 
 
-def measures_of(part) -> list[Measure]:
-    """The music21 part's measures as plain records."""
-    measures = list(part.getElementsByClass("Measure"))
-    ends = _section_ends(part, measures)
-    out = []
-    for i, m in enumerate(measures):
-        ts = m.timeSignature
-        ratio, bar = (ts.ratioString, float(ts.barDuration.quarterLength)) if ts is not None else (None, None)
-        out.append(Measure(m.number, float(m.duration.quarterLength), ratio, bar, i in ends))
-    return out
-
-
-def bar_layout(measures: list[Measure], declared: set[str]) -> list[Bar]:
-    """Measures -> the bars as written. music21 splits a bar that is too long for the meter into
-    a full measure and a remainder with a made-up time signature that fits it (what we want for
-    Essen tunes, where a line end closes a bar without a bar line). A remainder is joined back
-    to the bar it was cut from, so a 3/4 bar in a 2/4 tune is one long bar, not a full bar and a
-    short one, and made-up meters never count as the meter in force. Empty measures (a bar line
-    at the very start, `||:`) carry nothing and are left out."""
+def written_bars(segments: list[Segment]) -> list[Bar]:
+    """The bars of a tune as written (`abc_scan.scan_bars`), numbered as music21 does (a short
+    first bar, the pickup, is bar 0). A line end without a bar line does not end a bar in ABC,
+    but Essen's songs end one there: it closes the bar before it where that bar is whole (as
+    long as the meter's or the bar before it) and the two sides do not together make one bar of
+    the meter or of a neighbour's length. A multi-bar rest counts as that many full bars."""
+    joined = _join_across_lines(segments)
     bars: list[Bar] = []
-    current = None
-    for m in measures:
-        invented = m.meter is not None and m.meter not in declared
-        if m.meter is not None and not invented:
-            current = m.meter_length
-        if m.length <= EPS:
-            if m.section_end and bars:  # an empty measure that only carries a boundary
-                bars[-1] = replace(bars[-1], section_end=True)
+    for seg in joined:
+        meter = float(seg.meter * 4) if seg.meter is not None else None
+        if not bars:
+            number = 0 if meter is not None and not seg.multi and seg.length * 4 < meter - EPS else 1
+        else:
+            number = bars[-1].number + 1
+        if seg.multi and meter is not None:
+            bars += [Bar(number + i, meter, meter) for i in range(seg.multi)]
+            bars[-1] = replace(bars[-1], section_end=seg.close == "section")
             continue
-        if invented and bars:
-            # music21 puts the closing bar line of a cut bar on the remainder's left, which
-            # marks the first half as a section end: the boundary belongs to the joined bar.
-            prev = bars[-1]
-            bars[-1] = replace(prev, length=prev.length + m.length, section_end=prev.section_end or m.section_end)
-            continue
-        bars.append(Bar(m.number, m.length, current, m.section_end))
+        bars.append(Bar(number, float(seg.length * 4), meter, seg.close == "section"))
     return bars
+
+
+def _join_across_lines(segments: list[Segment]) -> list[Segment]:
+    out: list[Segment] = []
+    pending = list(segments)
+    while pending:
+        a = pending.pop(0)
+        if a.close != "line" or not pending or a.meter is None or a.multi or pending[0].multi:
+            out.append(a)
+            continue
+        b = pending[0]
+        whole = a.length + b.length
+        both_full = a.length == a.meter and b.length == (b.meter or a.meter)
+        neighbours = {a.meter, *(s.length for s in out[-1:]), *(s.length for s in pending[1:2])}
+        a_whole = a.length == a.meter or (out and a.length == out[-1].length)
+        if both_full or (whole not in neighbours and a_whole):
+            out.append(a)  # the line end closed a whole bar
+        else:
+            pending[0] = Segment(whole, a.meter, b.close)  # one bar across the line end, as ABC reads it
+    return out
 
 
 # This many bars in a row of one length other than the declared meter's are an unmarked change
@@ -134,22 +113,32 @@ def misfit_bars(bars: list[Bar]) -> list[int]:
     return bad
 
 
-def _section_ends(part, measures: list) -> set[int]:
-    """Indices of measures after which a section ends: a repeat sign, double or final bar on
-    either side of the bar line, or the end of a first/second ending."""
-    index = {id(m): i for i, m in enumerate(measures)}
-    ends: set[int] = set()
-    for i, m in enumerate(measures):
-        right = m.rightBarline
-        if right is not None and (right.type != "regular" or type(right).__name__ == "Repeat"):
-            ends.add(i)
-        left = m.leftBarline
-        if i > 0 and left is not None and (left.type != "regular" or type(left).__name__ == "Repeat"):
-            ends.add(i - 1)
-    for bracket in part.spanners.getElementsByClass("RepeatBracket"):
-        spanned = [index[id(m)] for m in bracket.getSpannedElements() if id(m) in index]
-        if spanned:
-            ends.add(max(spanned))
-            if min(spanned) > 0:
-                ends.add(min(spanned) - 1)
-    return ends
+# A line of music that stops on one of these (or inside a quoted chord symbol) stops inside a
+# chord, inline field, grace group, tuplet, broken rhythm or tie, or before its note.
+_DANGLING = re.compile(r"(\[(?![\d|])[^\]|]*|\{[^}|]*|[(<>\-^_=&])\s*$")
+
+
+def cut_off(tune: str, bars: list[Bar]) -> bool:
+    """Whether a tune stops where no tune ends: nothing after its header; a last line of music
+    that stops inside a chord, field or note; or one with no bar line at its end, in a tune whose
+    other lines end with one, where its last bar is short (not a full bar, not the rest of the
+    pickup's bar, not as long as the bar before it). Real tunes end with a bar line, or on a
+    whole bar or a long note where all their lines end without one (Essen's songs); a tune cut
+    off by a length limit stops anywhere."""
+    lines = music_lines(split_tune(tune)[1])
+    if not lines or _DANGLING.search(lines[-1]) or lines[-1].count('"') % 2:
+        return True
+    if _BAR_LINE_END.search(lines[-1]) or not bars or bars[-1].meter is None:
+        return False
+    if sum(bool(_BAR_LINE_END.search(line)) for line in lines[:-1]) * 2 < len(lines) - 1:
+        return False  # a tune whose lines end without bar lines (Essen's style) ends the same way
+    last, meter = bars[-1], bars[-1].meter
+    if last.length > meter - EPS:  # whole, or too long already (a misfit, not a cut)
+        return False
+    whole = [bars[-2].length] if len(bars) > 1 else []
+    if bars[0].number == 0:
+        whole.append(meter - bars[0].length)
+    return all(abs(last.length - length) > EPS for length in whole)
+
+
+_BAR_LINE_END = re.compile(r"[|:\]]\s*$")

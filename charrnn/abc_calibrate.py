@@ -1,8 +1,10 @@
 """`abc calibrate`: how well the checker tells real tunes from damaged copies of them.
 
-A seeded random sample of real tunes is checked as it is and after three kinds of damage
-(`music.corrupt_*`); each allowance of misfit bars then gives a share of real tunes passed
-and of damaged ones rejected, with 95% Wilson intervals. See the README's calibration.
+A seeded random sample of real tunes is checked as it is and after five kinds of damage
+(`music.corrupt_*`): bars swapped with another meter's, notes deleted, a header line removed,
+bars written twice over (too long) and bars cut to half their notes (too short). Each
+allowance of misfit bars then gives a share of real tunes passed and of damaged ones
+rejected, with 95% Wilson intervals. See the README's calibration.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import random
 import re
 from typing import Callable
 
-from .abc_bars import METER_SYMBOLS
 from .abc_check import (
     DEFAULT_ALLOWANCE,
     STRICT,
@@ -21,7 +22,14 @@ from .abc_check import (
     header_fields,
     wilson_interval,
 )
-from .music import corrupt_delete_notes, corrupt_remove_header, corrupt_swap_bars
+from .abc_scan import METER_SYMBOLS
+from .music import (
+    corrupt_delete_notes,
+    corrupt_long_bars,
+    corrupt_remove_header,
+    corrupt_short_bars,
+    corrupt_swap_bars,
+)
 
 
 def calibrate(
@@ -38,8 +46,8 @@ def calibrate(
 ) -> dict:
     """How often the checker passes real tunes and rejects corrupted copies of them, on a
     seeded random sample, for each allowance of misfit bars: {"max(bars=N, share=S)": {"real":
-    share passed, "swap_bars"/"delete_notes"/"remove_header": share rejected, "corrupted":
-    share of all corrupted copies rejected}}. Each tune is checked once; the allowances only
+    share passed, "swap_bars"/"delete_notes"/"remove_header"/"long_bars"/"short_bars": share
+    rejected, "corrupted": share of all corrupted copies rejected}}. Each tune is checked once; the allowances only
     change the verdict."""
     rng = random.Random(seed)
     chosen = rng.sample(tunes, min(sample, len(tunes)))
@@ -68,6 +76,8 @@ def calibrate(
         "swap_bars": lambda t: corrupt_swap_bars(t, donor_for(t), rng),
         "delete_notes": lambda t: corrupt_delete_notes(t, rng),
         "remove_header": lambda t: corrupt_remove_header(t, rng),
+        "long_bars": lambda t: corrupt_long_bars(t, rng),
+        "short_bars": lambda t: corrupt_short_bars(t, rng),
     }
     # Per kind, per tune: (misfit bars, bars), or None when something else already fails it.
     misfits: dict[str, list[tuple[int, int] | None]] = {}

@@ -22,13 +22,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .abc_bars import bar_layout, declared_meters, measures_of, misfit_bars
+from .abc_bars import cut_off, misfit_bars, written_bars
 from .abc_midi import parse_abc, score_midi
+from .abc_scan import scan_bars
 from .atomic import make_dirs, write_atomic
 from .errors import ConfigError, CorpusError
 from .music import FIELD_LINE, require_music21, split_documents
 
-_REASON_KINDS = {"bars that do not fit the meter": "bars do not fit the meter"}
+_REASON_KINDS = {
+    "bars that do not fit the meter": "bars do not fit the meter",
+    "unfinished": "unfinished (stops where no tune ends)",
+}
+UNFINISHED = "unfinished: cut off before its end"
 
 
 @dataclass
@@ -44,8 +49,9 @@ class TuneCheck:
     has_notes: bool = False
     bars_ok: bool = False
     bars: int = 0
-    bad_bars: list[int] = field(default_factory=list)  # music21 measure numbers
-    error: str = ""  # why it does not parse, or why its bars cannot be measured
+    bad_bars: list[int] = field(default_factory=list)  # bar numbers as written (a pickup is bar 0)
+    unfinished: bool = False  # it stops where no tune ends (cut off by a length limit): never valid
+    error: str = ""  # why music21 cannot read it
     midi: str = ""  # the .mid written for it, when asked
     midi_expanded: bool = False  # its MIDI file plays the repeats (else each section once, as written)
     midi_error: str = ""  # why music21 could not render it as MIDI (this does not change the verdict)
@@ -53,7 +59,7 @@ class TuneCheck:
     @property
     def valid(self) -> bool:
         ok = self.has_title and self.has_meter and self.has_key and self.has_notes and self.bars_ok
-        return self.parses and ok
+        return self.parses and ok and not self.unfinished
 
     @property
     def reason(self) -> str:
@@ -64,14 +70,14 @@ class TuneCheck:
         return _REASON_KINDS.get(problems[0].split(":")[0], problems[0].split(":")[0])
 
     def problems(self) -> list[str]:
+        """What is wrong with it, most telling first ("unfinished: ..." before what that causes)."""
+        out = [UNFINISHED] if self.unfinished else []
         if not self.parses:
-            return [f"does not parse: {self.error}"]
+            return out + [f"does not parse: {self.error}"]
         named = [("no title", self.has_title), ("no meter", self.has_meter), ("no key", self.has_key)]
-        out = [name for name, ok in named if not ok]
+        out += [name for name, ok in named if not ok]
         if not self.has_notes:
             out.append("no notes")
-        elif self.error:
-            out.append(f"bars cannot be measured: {self.error}")
         elif self.has_meter and not self.bars_ok:
             shown = ", ".join(str(b) for b in self.bad_bars[:5]) + (", ..." if len(self.bad_bars) > 5 else "")
             out.append(f"bars that do not fit the meter: {shown}")
@@ -103,6 +109,10 @@ class CheckSummary:
         return wilson_interval(self.valid, self.tunes)
 
     @property
+    def unfinished(self) -> int:
+        return sum(r.unfinished for r in self.results)
+
+    @property
     def midi_files(self) -> int:
         return sum(bool(r.midi) for r in self.results)
 
@@ -110,6 +120,7 @@ class CheckSummary:
         return {
             "tunes": self.tunes,
             "valid": self.valid,
+            "unfinished": self.unfinished,
             "valid_share": round(self.valid_share, 4),
             "valid_95": [round(x, 4) for x in self.valid_interval],
             "results": [r.to_dict() for r in self.results],
@@ -177,11 +188,15 @@ def check_tune_midi(
     """The verdict on one tune's text and, with `render`, its MIDI file bytes: for every tune
     music21 reads that has notes, valid or not (else None; where music21 cannot render it, the
     verdict's `midi_error` says why). The verdict never depends on the MIDI file."""
-    music21 = require_music21()
+    require_music21()
     header = header_fields(tune)
     result = TuneCheck(index=index, title=header.get("T", ""))
     result.has_title = bool(header.get("T"))
     result.has_key = "K" in header
+    segments = scan_bars(tune)  # the bars as written, read from the text (see abc_scan)
+    bars = written_bars(segments)
+    result.unfinished = cut_off(tune, bars)
+    result.bars = len(bars)
     try:
         score = parse_abc(tune)
         part = score.parts[0] if score.parts else score
@@ -192,14 +207,9 @@ def check_tune_midi(
     result.parses = True
     result.has_meter = "M" in header and bool(list(part.recurse().getElementsByClass("TimeSignature")))
     result.has_notes = bool(notes)
-    try:
-        bars = bar_layout(measures_of(part), declared_meters(music21, tune))
-        result.bars = len(bars)
-        result.bad_bars = misfit_bars(bars) if result.has_meter else []
-    except Exception as exc:  # a score music21 built but cannot walk (seen on sampled tunes)
-        result.error = _one_line(exc)  # it parses, but its bars cannot be measured: not valid
+    result.bad_bars = misfit_bars(bars) if result.has_meter else []
     fits = len(result.bad_bars) <= allowance.limit(result.bars)
-    result.bars_ok = result.has_meter and result.has_notes and not result.error and fits
+    result.bars_ok = result.has_meter and result.has_notes and fits
     if not render or not result.has_notes:  # no notes, nothing to play
         return result, None
     try:  # after the check: rendering gives shared elements copies of their own (see abc_midi)
@@ -264,7 +274,7 @@ def check_abc_file(
 
     text = read_text_file(path, "ABC file")
     tunes = split_documents(text)
-    if not tunes:
-        raise CorpusError(f"{path} holds no tunes (tunes are separated by a blank line)")
+    if not any(re.search(r"^X:", tune, flags=re.M) for tune in tunes):
+        raise CorpusError(f"{path} has no ABC tunes (no X: tune found: each tune starts with an X: line)")
     require_music21()
     return check_tunes(tunes, midi_dir, allowance, progress)

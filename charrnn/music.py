@@ -219,3 +219,38 @@ def corrupt_remove_header(tune: str, rng) -> str:
     field = rng.choice(["T:", "M:", "K:"])
     header, body = split_header_body(tune)
     return "\n".join([line for line in header if not line.startswith(field)] + body)
+
+
+# A note, rest or chord with its length: the units a bar is made of.
+_NOTE_OR_CHORD = re.compile(r"\[[^\]|:]*\][\d/]*|[_^=]*[A-Ga-gz][,']*\d*/*\d*")
+
+
+def _damage_bars(tune: str, rng, count: int | None, change) -> str:
+    """`count` bars of the body (not its first or last; default a quarter, at least 3) rewritten
+    by `change` (bar text -> new text, or None to leave that bar be)."""
+    header, body = split_header_body(tune)
+    slots = _bar_slots(body)[1:-1]
+    count = count if count is not None else max(3, len(slots) // 4)
+    split = {li: _BAR_SEPARATOR.split(line) for li, line in enumerate(body)}
+    for li, pi in rng.sample(slots, min(count, len(slots))):
+        changed = change(split[li][pi])
+        if changed is not None:
+            split[li][pi] = f" {changed} "
+    return "\n".join(header + ["".join(split[li]).strip() for li in range(len(body))])
+
+
+def corrupt_long_bars(tune: str, rng, count: int | None = None) -> str:
+    """`count` bars (not the first or last; default a quarter, at least 3) written twice over,
+    so each is twice its length: the bar music21 cuts into two full ones."""
+    return _damage_bars(tune, rng, count, lambda bar: f"{bar.strip()} {bar.strip()}")
+
+
+def corrupt_short_bars(tune: str, rng, count: int | None = None) -> str:
+    """`count` bars of two notes or more (not the first or last; default a quarter, at least 3)
+    cut to the first half of their notes, rests and chords."""
+
+    def halve(bar: str) -> str | None:
+        units = list(_NOTE_OR_CHORD.finditer(bar))
+        return bar[: units[(len(units) + 1) // 2].start()].strip() if len(units) >= 2 else None
+
+    return _damage_bars(tune, rng, count, halve)

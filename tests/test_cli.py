@@ -72,7 +72,7 @@ def test_rich_markup_in_a_tune_title_is_plain_text(cli):
     Path("tunes.abc").write_text("X:1\nT:[/a]\nM:2/4\nL:1/8\nK:G\nGABc | d2d2 |]\n", encoding="utf-8")
     result = cli("abc", "check", "tunes.abc")
     assert result.exit_code == 0, result.stderr
-    assert " valid    [/a]" in result.stdout and "1 of 1 tunes valid" in result.stdout
+    assert " valid       [/a]" in result.stdout and "1 of 1 tunes valid" in result.stdout
 
 
 def test_sample_says_which_checkpoint_it_picked_and_why(cli, tiny_corpus):

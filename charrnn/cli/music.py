@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,8 +45,10 @@ def abc_check(
     for r in summary.results:
         stdout.print(verdict_line(r), markup=False)
     low, high = summary.valid_interval
+    unfinished = f", {summary.unfinished} unfinished" if summary.unfinished else ""
     stdout.print(
-        f"{summary.valid} of {summary.tunes} tunes valid ({summary.valid_share:.0%}; 95% interval {low:.0%}-{high:.0%})",
+        f"{summary.valid} of {summary.tunes} tunes valid ({summary.valid_share:.0%}; 95% interval {low:.0%}-{high:.0%})"
+        + unfinished,
         markup=False,
     )
     if midi is not None:
@@ -56,11 +59,39 @@ LINE_WIDTH = 79  # one line per tune in an 80-column terminal or a log
 
 
 def verdict_line(r) -> str:
-    """'   2  invalid  First and Second          misfit bars: 3, 5' (at most LINE_WIDTH)."""
-    line = f"{r.index:>4}  {'valid' if r.valid else 'invalid':<7}  {r.title[:24] or '(no title)':<24}"
-    problems = "; ".join(r.problems()).replace("bars that do not fit the meter", "misfit bars")
-    line = f"{line}  {problems}".rstrip()
-    return line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 3] + "..."
+    """'   2  invalid     First and Second          misfit bars: 3, 5' (at most LINE_WIDTH): the
+    verdict is valid, invalid or unfinished; what is wrong is shortened to fit, never cut mid-word."""
+    verdict = "valid" if r.valid else "unfinished" if r.unfinished else "invalid"
+    head = f"{r.index:>4}  {verdict:<10}  {r.title[:24] or '(no title)':<24}"
+    problems = [
+        _EXCEPTION_NAME.sub("", p).replace("bars that do not fit the meter", "misfit bars") for p in r.problems()
+    ]
+    if r.unfinished:
+        problems[0] = "cut off before its end"
+    return f"{head}  {fit_problems(problems, LINE_WIDTH - len(head) - 2)}".rstrip()
+
+
+# "does not parse: ABCHandlerException: ..." -> "does not parse: ...": the class is for --json.
+_EXCEPTION_NAME = re.compile(r"(?<=: )\w+(?:Exception|Error): ")
+
+
+def fit_problems(problems: list[str], width: int) -> str:
+    """The problems joined with '; ' in at most `width` characters: those that fit whole, the
+    next one shortened at a word boundary with '...', then '(+N more)' for any left out."""
+    out = ""
+    for i, problem in enumerate(problems):
+        joined = f"{out}; {problem}" if out else problem
+        rest = len(problems) - i - 1
+        more = f" (+{rest} more)" if rest else ""
+        if len(joined) + len(more) <= width:
+            out = joined
+            continue
+        room = width - len(out) - (2 if out else 0) - len(more) - 3
+        cut = problem[: room + 1].rsplit(" ", 1)[0] if room > 10 else ""
+        if cut:
+            return f"{out}{'; ' if out else ''}{cut.rstrip(' :;,')}...{more}"
+        return f"{out} (+{rest + 1} more)" if out else problem[: width - 3] + "..."
+    return out
 
 
 def _say_midi(written: int, missing: list, folder: Path) -> None:
@@ -95,7 +126,8 @@ def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attem
 
     bound = check_max_attempts(count, max_attempts) if valid_only else ATTEMPTS_PER_TUNE * count
     draw = TuneDraw(count, bound)
-    drops = {DROPPED_TOO_LONG: f"did not end within --length {cfg.length}", DROPPED_WRONG_START: "no X: header"}
+    # A tune the sampler cut off at --length is unfinished, and the note says so.
+    drops = {DROPPED_TOO_LONG: f"unfinished (no end within --length {cfg.length})", DROPPED_WRONG_START: "no X: header"}
     documents = generate_documents(
         loaded.model,
         loaded.tokenizer,
@@ -130,7 +162,7 @@ def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attem
 @abc_app.command("calibrate")
 def abc_calibrate(
     corpus: Annotated[str, typer.Argument(help="An ABC file, or the name of a ready corpus.")] = "folk-abc",
-    sample: Annotated[int, typer.Option(help="How many real tunes to draw (each is also corrupted 3 ways).")] = 500,
+    sample: Annotated[int, typer.Option(help="How many real tunes to draw (each is also damaged 5 ways).")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed of the draw and the corruptions.")] = 0,
 ) -> None:
     """Share of real tunes the checker passes and of corrupted copies it rejects, for several
