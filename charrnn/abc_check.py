@@ -1,14 +1,17 @@
 """`abc check`: is each ABC tune of a file a playable, well-formed tune? And its MIDI file.
 
 A tune is valid when music21 parses it, its header has a title (T:), a meter (M:) and a key
-(K:), it contains notes, and every bar fills its meter. Real tunes bend that last rule in
-known ways, which are allowed: a pickup (anacrusis) before the first bar, a short last bar,
-and short bars next to a section boundary (a repeat sign, a double bar, a first or second
-ending), where the bar before the boundary and the pickup after it share one bar between them,
-and a change of meter that the tune does not mark: four or more bars in a row of one other
-length (Essen's tunes mix meters under one M: field). Anything else that is too short or too
-long (a deleted note, a bar from another meter) is a misfit; a tune may have one, or
-12% of its bars (`MisfitAllowance`), as real collections do.
+(K:), it contains notes, it is not unfinished (it does not stop where no tune ends, as one cut
+off by a length limit does: see `abc_bars.cut_off`), and every bar fills its meter. Bars are
+read from the tune's own bar lines (`abc_scan`), not from music21's measures, which cut a
+too-long bar into full ones. Real tunes bend the meter in known ways, which are allowed: a
+pickup (anacrusis) before the first bar, a short last bar, and short bars next to a section
+boundary (a repeat sign, a double bar, a first or second ending), where the bar before the
+boundary and the pickup after it share one bar between them, and a change of meter that the
+tune does not mark: four or more bars in a row of one other length (Essen's tunes mix meters
+under one M: field). Anything else that is too short or too long (a deleted note, a bar from
+another meter, a bar written twice) is a misfit; a tune may have one, or 12% of its bars
+(`MisfitAllowance`), as real collections do.
 
 The bar rules live in `abc_bars`, parsing and MIDI in `abc_midi`. The verdict never depends on
 the MIDI file: every tune music21 reads that has notes gets one, valid or not.

@@ -40,15 +40,21 @@ MAX_REST_BARS = 1000  # a longer multi-bar rest (Z99999999) counts as this many 
 _NOTE_IN_CHORD = re.compile(r"[_^=]*[A-Ga-gzx][,']*(\d*/*\d*)")
 
 
+def _int(digits: str) -> int:
+    """A run of digits as a number; past nine digits the rest are left out (no tune needs them,
+    and Python refuses to convert thousands of digits)."""
+    return int(digits[:9])
+
+
 def length_multiplier(text: str) -> Fraction:
     """ABC's length suffix -> its multiplier of the unit: '' 1, '3' 3, '/' 1/2, '//' 1/4, '3/2' 3/2."""
     m = re.fullmatch(r"(\d*)(/*)(\d*)", text)
     if m is None:
         return Fraction(1)
-    num = int(m.group(1)) if m.group(1) else 1
+    num = _int(m.group(1)) if m.group(1) else 1
     if not m.group(2):
         return Fraction(num)
-    den = int(m.group(3)) if m.group(3) else 2 ** len(m.group(2))
+    den = _int(m.group(3)) if m.group(3) else 2 ** min(len(m.group(2)), 30)
     return Fraction(num, den or 1)
 
 
@@ -56,9 +62,9 @@ def meter_length(value: str) -> Fraction | None:
     """An M: value -> its bar length in whole notes ('6/8' 3/4, 'C' 1, 'C|' 1); None for none/free."""
     value = METER_SYMBOLS.get(value.strip(), value.strip())
     m = re.fullmatch(r"(\d+(?:\+\d+)*)\s*/\s*(\d+)", value)
-    if m is None or int(m.group(2)) == 0:
+    if m is None or _int(m.group(2)) == 0:
         return None
-    return Fraction(sum(int(n) for n in m.group(1).split("+")), int(m.group(2)))
+    return Fraction(sum(_int(n) for n in m.group(1).split("+")), _int(m.group(2)))
 
 
 @dataclass
@@ -90,7 +96,7 @@ class _Reader:
         if key == "M":
             self.meter = meter_length(value)
             digits = re.match(r"\s*(\d+)", value)
-            self.compound = bool(digits) and int(digits.group(1)) % 3 == 0 and int(digits.group(1)) > 3
+            self.compound = bool(digits) and _int(digits.group(1)) % 3 == 0 and _int(digits.group(1)) > 3
         elif key == "L":
             unit = meter_length(value)
             self.unit = unit if unit else self.unit
@@ -116,8 +122,8 @@ class _Reader:
 
     def start_tuplet(self, p: int, q: str | None, r: str | None) -> None:
         default_q = {2: 3, 3: 2, 4: 3, 6: 2, 8: 3}.get(p, 3 if self.compound else 2)
-        q_n = int(q) if q else default_q
-        r_n = int(r) if r else p
+        q_n = _int(q) if q else default_q
+        r_n = _int(r) if r else p
         self.tuplet = (Fraction(q_n, p), r_n) if r_n > 0 else None
 
     def close(self, kind: str, ending: int = 0) -> None:
@@ -148,7 +154,7 @@ class _Reader:
         elif m.group("bar") is not None:
             bar, ending = m.group("bar"), m.group("ending")
             plain = bar == "|"
-            self.close("plain" if plain else "section", int(re.split(r"[,-]", ending)[0]) if ending else 0)
+            self.close("plain" if plain else "section", _int(re.split(r"[,-]", ending)[0]) if ending else 0)
         elif m.group("chord") is not None:
             first = _NOTE_IN_CHORD.search(m.group("inner"))
             if first is not None:
@@ -160,7 +166,7 @@ class _Reader:
         elif m.group("rest") is not None:
             self.add(length_multiplier(m.group("rlen")))
         elif m.group("multi") is not None:
-            count = min(int(m.group("mlen")), MAX_REST_BARS) if m.group("mlen") else 1
+            count = min(_int(m.group("mlen")), MAX_REST_BARS) if m.group("mlen") else 1
             alone = not self.items
             self.add(Fraction(count))  # a rest of `count` units if the bar holds notes too
             self.multi = count if alone else 0
@@ -200,7 +206,7 @@ def scan_bars(tune: str) -> list[Segment]:
     meter_text = METER_SYMBOLS.get(header.get("M", ""), header.get("M", ""))
     numerator = re.match(r"\s*(\d+)", meter_text)
     unit = meter_length(header["L"]) if "L" in header else None
-    reader = _Reader(meter_length(header.get("M", "")), unit, int(numerator.group(1)) if numerator else 4)
+    reader = _Reader(meter_length(header.get("M", "")), unit, _int(numerator.group(1)) if numerator else 4)
     for line in body:
         field = FIELD_LINE.match(line.strip())
         if field:

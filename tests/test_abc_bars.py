@@ -187,3 +187,12 @@ def test_fit_problems_keeps_whole_words_and_counts_what_it_leaves_out():
     assert fit_problems(["no title", "no key"], 40) == "no title; no key"
     assert fit_problems(["does not parse: float division by zero"], 30) == "does not parse: float..."
     assert fit_problems(["no title", "no key", "misfit bars: 1, 2, 3, 4, 5, ..."], 30) == "no title; no key (+1 more)"
+
+
+def test_numbers_of_any_size_are_read(music21):
+    from charrnn.abc_check import check_tune
+
+    huge = "7" * 5000  # past Python's limit on converting digits to an int
+    tune = f"X:1\nT:t\nM:{huge}/4\nL:1/{huge}\nK:C\nA{huge}/ (3:{huge} abc |{huge} Z{huge}|\n"
+    result = check_tune(tune)
+    assert not result.valid and result.bars >= 1
