@@ -33,15 +33,21 @@ def abc_check(
         float, typer.Option("--max-misfit-share", help="...or this share of its bars, where that is more.")
     ] = DEFAULT_ALLOWANCE.share,
 ) -> None:
-    """For each tune: does it parse, has it a title, meter, key and notes, do its bars fit its meter?
-    One line per tune, then the share valid. With --midi, a MIDI file for every tune music21 can
-    render, valid or not."""
+    """For each tune: does it parse, has it a title, meter, key and notes, is it finished (not cut
+    off), do its bars fit its meter? One line per tune, then the share valid. With --midi, a MIDI
+    file for every tune music21 can render, valid or not."""
     from ..abc_check import MisfitAllowance, check_abc_file
 
     summary = check_abc_file(file, midi, MisfitAllowance(max_misfit_bars, max_misfit_share))
     if as_json:
         stdout.print_json(json.dumps(summary.to_dict()))
-        return
+    else:
+        _print_verdicts(summary, midi)
+    if summary.valid < summary.tunes:  # a verdict, like a linter's: a bad one fails
+        raise typer.Exit(1)
+
+
+def _print_verdicts(summary, midi: Optional[Path]) -> None:
     for r in summary.results:
         stdout.print(verdict_line(r), markup=False)
     low, high = summary.valid_interval
