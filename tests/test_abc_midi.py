@@ -127,7 +127,7 @@ def test_tune_text_naming_a_file_never_loads_music21s_pickle_cache(music21, cli,
     assert not check_tune(str(tune_file), midi_path=tmp_path / "x.mid").valid
     # ... and through the command, with the path as one tune of a file.
     (tmp_path / "tunes.abc").write_text(f"{REPEATED}\n\n{tune_file}\n", encoding="utf-8")
-    assert cli("abc", "check", tmp_path / "tunes.abc", "--midi", tmp_path / "midi").exit_code == 0
+    assert cli("abc", "check", tmp_path / "tunes.abc", "--midi", tmp_path / "midi").exit_code == 1  # the path: invalid
     assert not marker.exists() and sorted(p.name for p in scratch.iterdir()) == [planted.name]
 
     # music21's own parse() of the same text loads the planted pickle: the plant is where it looks.

@@ -273,7 +273,7 @@ def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path, read_midi
     no_key = REEL.replace("K:D\n", "").replace("The Test Reel", "[/a] Keyless")  # Rich markup in a title
     (tmp_path / "tunes.abc").write_text("\n\n".join([REEL, JIG, no_key]) + "\n", encoding="utf-8")
     result = cli("abc", "check", "tunes.abc", "--json", "--midi", "midi")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # a tune is not valid: the check fails, as a linter does
     summary = json.loads(result.stdout)
     assert (summary["tunes"], summary["valid"]) == (3, 2)
     assert summary["valid_95"][0] < 2 / 3 < summary["valid_95"][1]
@@ -285,7 +285,7 @@ def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path, read_midi
         assert notes == score_notes(tune) > 30 and tempos and length > 0
 
     lines = cli("abc", "check", "tunes.abc", "--midi", "midi")
-    assert lines.exit_code == 0, lines.stderr
+    assert lines.exit_code == 1 and "error" not in lines.stderr, lines.stderr
     out = lines.stdout.splitlines()
     assert len(out) == 4 and all(len(line) <= 79 for line in out)
     assert out[0].split()[:2] == ["1", "valid"] and out[2].split()[:3] == ["3", "invalid", "[/a]"]

@@ -62,7 +62,7 @@ def test_every_command_runs_without_unpickling(cli, tiny_corpus, no_pickle, loca
     _ok(cli("corpus", "list"))
     _ok(cli("corpus", "get", local_mirror))
     assert Path("corpora", f"{local_mirror}.txt").read_text(encoding="utf-8") == TINY_TEXT
-    Path("tunes.abc").write_text(TUNE * 3)
+    Path("tunes.abc").write_text("\n".join([TUNE] * 3))  # three tunes, a blank line apart
     pytest.importorskip("music21", reason="abc commands need the [music] extra")
     _ok(cli("abc", "check", "tunes.abc", "--midi", "midi"))
     _ok(cli("abc", "calibrate", "tunes.abc", "--sample", "2"))
