@@ -9,6 +9,7 @@ import re
 import sys
 
 import pytest
+from conftest import one_error_line
 
 from charrnn.errors import CorpusError
 from charrnn.music import (
@@ -321,6 +322,10 @@ def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path, read_
     assert len(tunes) == 3 and result.stdout.count("\n\n") == 2 and not result.stdout.endswith("\n\n")
     assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2", "X:3"]
     assert all("\nK:" in t for t in tunes)
+
+    cut = cli("sample", "run", "--tunes", "2", "--length", "25", "--seed", "1", "--temp", "0.5")
+    assert "note: left out" in cut.stderr and "unfinished tune(s) (no end within --length 25)" in cut.stderr
+    assert "ran past --length 25 unfinished" in one_error_line(cut, alone=False)  # no tune fits 25 characters
 
     refused = cli("sample", "run", "--tunes", "2", "--prime", "X:")
     assert refused.exit_code != 0 and "--tunes" in refused.stderr

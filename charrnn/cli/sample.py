@@ -174,6 +174,13 @@ def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None
         sys.stdout.write(("\n" if written else "") + doc + "\n")
         sys.stdout.flush()
         written += 1
+    from ..sample import DROPPED_TOO_LONG
+
+    if dropped[DROPPED_TOO_LONG]:  # never printed: say so, they are what --length cost
+        stderr.print(
+            f"note: left out {dropped[DROPPED_TOO_LONG]} unfinished {what[:-1]}(s) (no end within --length {cfg.length})",
+            markup=False,
+        )
     if written < count:
         why = _why_short(loaded, cfg, what, written, dropped)
         raise CharRNNError(f"the model wrote only {written} complete {what} of {count} asked: {why}")
