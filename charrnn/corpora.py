@@ -141,7 +141,7 @@ def _build(builder: str, name: str, log: Callable[[str], None]) -> tuple[bytes, 
     """The UTF-8 text of a corpus built offline, from what this machine already has, and where
     each of its files starts (for a corpus built from a tree)."""
     if builder == "music21-abc":
-        from .music import build_folk_abc  # needs the [music] extra
+        from .music.folk import build_folk_abc  # needs the [music] extra
 
         log(f"building {name} from music21's bundled tunes (offline, about a minute)")
         return build_folk_abc().encode("utf-8"), None

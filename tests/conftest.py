@@ -222,7 +222,7 @@ def score_notes():
     """score_notes(tune) -> the notes a MIDI file of the ABC `tune` must start: music21's count
     with repeats played, chords by their notes, a tied note once."""
     pytest.importorskip("music21", reason="needs music21 (the [music] extra)")
-    from charrnn.abc_midi import parse_abc
+    from charrnn.music.midi import parse_abc
 
     def count(tune: str) -> int:
         score = parse_abc(tune)

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from charrnn.music import corrupt_long_bars, corrupt_short_bars
+from charrnn.music.folk import corrupt_long_bars, corrupt_short_bars
 
 HEAD = "X:1\nT:t\nM:2/4\nL:1/8\nK:C\n"
 
@@ -20,7 +20,7 @@ def music21():
 
 
 def check(body: str, head: str = HEAD, strict: bool = True):
-    from charrnn.abc_check import DEFAULT_ALLOWANCE, STRICT, check_tune
+    from charrnn.music.check import DEFAULT_ALLOWANCE, STRICT, check_tune
 
     return check_tune(head + body, allowance=STRICT if strict else DEFAULT_ALLOWANCE)
 
@@ -29,7 +29,7 @@ def check(body: str, head: str = HEAD, strict: bool = True):
 
 
 def test_double_length_bars_are_misfits_though_music21_cuts_them_into_full_ones(music21):
-    from charrnn.abc_midi import parse_abc
+    from charrnn.music.midi import parse_abc
 
     body = "GABc|e8|e8|d4|GABc|]"
     # music21 cuts each 8-eighth bar into two full 2/4 measures: 7 measures, all of them full.
@@ -62,8 +62,8 @@ def test_bar_lengths_and_numbers(music21, body, bars, bad):
 
 
 def test_line_ends_close_bars_where_the_tune_does_so():
-    from charrnn.abc_bars import written_bars
-    from charrnn.abc_scan import scan_bars
+    from charrnn.music.bars import written_bars
+    from charrnn.music.scan import scan_bars
 
     def lengths(body, head=HEAD):
         return [(b.number, b.length) for b in written_bars(scan_bars(head + body))]
@@ -91,8 +91,8 @@ def test_line_ends_close_bars_where_the_tune_does_so():
     ],
 )
 def test_bar_lengths_read_from_the_text_add_up_to_music21s_notes(music21, body):
-    from charrnn.abc_midi import parse_abc
-    from charrnn.abc_scan import scan_bars
+    from charrnn.music.midi import parse_abc
+    from charrnn.music.scan import scan_bars
 
     tune = HEAD + body
     part = parse_abc(tune).parts[0]
@@ -102,7 +102,7 @@ def test_bar_lengths_read_from_the_text_add_up_to_music21s_notes(music21, body):
 
 
 def test_long_and_short_bar_damage_is_caught(music21):
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     tune = HEAD + "G|ABcd|e2f2|g4|fedc|B2A2|G4|ABcd|e2f2|g4|fedc|B2A2|G3|]"
     assert check_tune(tune).valid
@@ -127,7 +127,7 @@ def test_long_and_short_bar_damage_is_caught(music21):
     ],
 )
 def test_cut_off_tunes_are_unfinished_never_valid(music21, cut):
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     result = check_tune(cut)
     assert result.unfinished and not result.valid
@@ -190,7 +190,7 @@ def test_fit_problems_keeps_whole_words_and_counts_what_it_leaves_out():
 
 
 def test_numbers_of_any_size_are_read(music21):
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     huge = "7" * 5000  # past Python's limit on converting digits to an int
     tune = f"X:1\nT:t\nM:{huge}/4\nL:1/{huge}\nK:C\nA{huge}/ (3:{huge} abc |{huge} Z{huge}|\n"

@@ -35,7 +35,7 @@ def music21():
     [(REPEATED, 32, 8.0, True), (BAD_REPEATS, 16, 4.0, False), (LONG_BAR, 7, 3.5, True), (CHORDS, 8, 3.0, True)],
 )
 def test_midi_read_back_has_the_notes_tempo_and_length(music21, read_midi, tune, notes, seconds, expanded):
-    from charrnn.abc_midi import parse_abc, score_midi
+    from charrnn.music.midi import parse_abc, score_midi
 
     midi, was_expanded = score_midi(parse_abc(tune))
     got_notes, tempos, length = read_midi(midi)
@@ -55,7 +55,7 @@ def _chain(bar_line: str) -> str:
 def test_each_section_between_end_start_repeats_plays_twice(music21, read_midi, bar_line):
     # music21 read `:|:` as an end repeat alone, and each such end replayed the whole tune so far:
     # 13 sections of a real folk-abc tune grew to 2^14 bars and its MIDI export never ended.
-    from charrnn.abc_midi import parse_abc, score_midi
+    from charrnn.music.midi import parse_abc, score_midi
 
     midi, expanded = score_midi(parse_abc(_chain(bar_line)))
     assert read_midi(midi)[0] == 2 * 8 * len(SECTIONS) and expanded
@@ -64,14 +64,14 @@ def test_each_section_between_end_start_repeats_plays_twice(music21, read_midi, 
 def test_an_end_repeat_with_no_start_repeats_from_the_previous_end(music21, read_midi):
     # `A :| B :|` is AABB in ABC; music21 alone replays the whole tune so far at each end repeat
     # (AA AAB AAB), doubling a tune for each section that leaves its start implied.
-    from charrnn.abc_midi import parse_abc, score_midi
+    from charrnn.music.midi import parse_abc, score_midi
 
     midi, expanded = score_midi(parse_abc(_chain(":|")))
     assert read_midi(midi)[0] == 2 * 8 * len(SECTIONS) and expanded
 
 
 def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_notes):
-    from charrnn.abc_midi import tune_midi
+    from charrnn.music.midi import tune_midi
     from tests.test_music import JIG, REEL
 
     for tune in (REEL, JIG):
@@ -80,7 +80,7 @@ def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_no
 
 
 def test_every_tune_gets_midi_valid_or_not_and_the_verdict_does_not_change(music21, read_midi, tmp_path):
-    from charrnn.abc_check import check_tune, check_tune_midi
+    from charrnn.music.check import check_tune, check_tune_midi
 
     broken = LONG_BAR.replace("G A B", "G A B c d e f")  # far too long a bar: not valid
     for tune in (REPEATED, BAD_REPEATS, LONG_BAR, broken):
@@ -97,7 +97,7 @@ def test_unwritable_midi_folder_is_one_line(music21, cli, tmp_path):
     result = cli("abc", "check", tmp_path / "t.abc", "--midi", tmp_path / "a-file" / "midi")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: cannot write {tmp_path / 'a-file'}")
-    from charrnn.abc_check import write_midi
+    from charrnn.music.check import write_midi
 
     with pytest.raises(WriteError):
         write_midi(tmp_path / "a-file" / "x.mid", b"MThd")
@@ -106,7 +106,7 @@ def test_unwritable_midi_folder_is_one_line(music21, cli, tmp_path):
 def test_tune_text_naming_a_file_never_loads_music21s_pickle_cache(music21, cli, tmp_path, monkeypatch):
     from music21 import converter
 
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     tune_file = tmp_path / "tune.abc"
     tune_file.write_text(REPEATED, encoding="utf-8")

@@ -12,7 +12,7 @@ import pytest
 from conftest import one_error_line
 
 from charrnn.errors import CorpusError
-from charrnn.music import (
+from charrnn.music.folk import (
     build_folk_abc,
     corrupt_delete_notes,
     corrupt_remove_header,
@@ -127,7 +127,7 @@ def test_missing_music21_says_how_to_install(monkeypatch, cli, tmp_path):
 
 
 def test_real_tunes_pass(music21):
-    from charrnn.abc_check import STRICT, check_tunes
+    from charrnn.music.check import STRICT, check_tunes
 
     summary = check_tunes([REEL, JIG, WALTZ], allowance=STRICT)
     assert [r.problems() for r in summary.results] == [[], [], []]
@@ -147,7 +147,7 @@ def test_real_tunes_pass(music21):
     ],
 )
 def test_corruptions_fail(music21, damaged, problem):
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     result = check_tune(damaged)
     assert not result.valid
@@ -156,7 +156,7 @@ def test_corruptions_fail(music21, damaged, problem):
 
 @pytest.mark.parametrize("symbol", ["C", "C|"])
 def test_common_and_cut_time_are_checked(music21, symbol):
-    from charrnn.abc_check import STRICT, check_tune
+    from charrnn.music.check import STRICT, check_tune
 
     # music21 cannot build a TimeSignature from "C|"; the checker must still hold bars to 4/4 or 2/2.
     tune = REEL.replace("M:4/4", f"M:{symbol}")
@@ -166,7 +166,7 @@ def test_common_and_cut_time_are_checked(music21, symbol):
 
 
 def test_misfit_rules_on_bar_layouts():
-    from charrnn.abc_bars import Bar, misfit_bars
+    from charrnn.music.bars import Bar, misfit_bars
 
     def bars(*lengths, ends=(), meter=4.0):
         return [Bar(i + 1, q, meter, i in ends) for i, q in enumerate(lengths)]
@@ -182,7 +182,7 @@ def test_misfit_rules_on_bar_layouts():
 
 
 def test_bars_music21_split_are_joined_back(music21):
-    from charrnn.abc_check import STRICT, check_tune
+    from charrnn.music.check import STRICT, check_tune
 
     # music21 cuts each 3/4 bar of this 2/4 tune into a full bar and a remainder; the checker
     # sees the bars as written: six bars of 3/4, an unmarked change of meter, so the tune fits.
@@ -197,8 +197,8 @@ def test_bars_music21_split_are_joined_back(music21):
 
 
 def test_misfit_allowance():
-    from charrnn.abc_check import DEFAULT_ALLOWANCE, MisfitAllowance
     from charrnn.errors import ConfigError
+    from charrnn.music.check import DEFAULT_ALLOWANCE, MisfitAllowance
 
     assert [DEFAULT_ALLOWANCE.limit(n) for n in (0, 9, 16, 17, 25, 34)] == [1, 1, 1, 2, 3, 4]
     assert MisfitAllowance(0, 0.0).limit(100) == 0
@@ -207,7 +207,7 @@ def test_misfit_allowance():
 
 
 def test_long_bar_before_a_section_end_is_caught(music21):
-    from charrnn.abc_check import STRICT, check_tune
+    from charrnn.music.check import STRICT, check_tune
 
     head = "X:1\nT:t\nM:2/4\nL:1/16\nK:G\n"
     for close in (":|", "||", "|]"):
@@ -232,7 +232,7 @@ def test_check_cli_bad_allowance_is_one_line(music21, cli, tmp_path):
 
 
 def test_calibrate_reports_each_allowance(music21):
-    from charrnn.abc_calibrate import calibrate
+    from charrnn.music.calibrate import calibrate
 
     result = calibrate([REEL, JIG, WALTZ], sample=3, seed=0)
     assert result["sample"] == 3
@@ -260,7 +260,7 @@ def test_calibrate_reports_each_allowance(music21):
 
 
 def test_corruption_functions_are_caught(music21):
-    from charrnn.abc_check import STRICT, check_tune
+    from charrnn.music.check import STRICT, check_tune
 
     rng = random.Random(3)
     assert not check_tune(corrupt_swap_bars(REEL, WALTZ, rng, count=3)).valid
@@ -332,7 +332,7 @@ def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path, read_
 
     valid = cli("sample", "run", "--tunes", "3", "--valid-only", "--midi", "midi", "--seed", "1", "--temp", "0.5")
     assert valid.exit_code == 0, valid.stderr
-    from charrnn.abc_check import check_tune
+    from charrnn.music.check import check_tune
 
     tunes = split_documents(valid.stdout)
     assert [t.split("\n")[0] for t in tunes] == ["X:1", "X:2", "X:3"] and all(check_tune(t).valid for t in tunes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from charrnn.errors import ConfigError
-from charrnn.tunes import NO_MIDI, TuneDraw, check_max_attempts, draw_tunes
+from charrnn.music.tunes import NO_MIDI, TuneDraw, check_max_attempts, draw_tunes
 
 pytest.importorskip("music21", reason="needs music21 (the [music] extra)")
 
@@ -47,7 +47,7 @@ def test_stops_at_the_bound_on_attempts():
 
 
 def test_midi_rendered_for_kept_tunes_and_a_tune_without_one_is_rejected(monkeypatch):
-    import charrnn.tunes as tunes
+    import charrnn.music.tunes as tunes
 
     draw = TuneDraw(asked=1, max_attempts=5)
     kept = list(draw_tunes([GOOD], draw, render_midi=True))

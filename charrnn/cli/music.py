@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..abc_check import DEFAULT_ALLOWANCE
+from ..music.check import DEFAULT_ALLOWANCE
 from .application import app, stderr, stdout
 
 abc_app = typer.Typer(
@@ -36,7 +36,7 @@ def abc_check(
     """For each tune: does it parse, has it a title, meter, key and notes, is it finished (not cut
     off), do its bars fit its meter? One line per tune, then the share valid. With --midi, a MIDI
     file for every tune music21 can render, valid or not."""
-    from ..abc_check import MisfitAllowance, check_abc_file
+    from ..music.check import MisfitAllowance, check_abc_file
 
     summary = check_abc_file(file, midi, MisfitAllowance(max_misfit_bars, max_misfit_share))
     if as_json:
@@ -115,7 +115,7 @@ def _say_midi(written: int, missing: list, folder: Path) -> None:
 
 def require_music() -> None:
     """Stop with the install hint before a long job that would need music21 at its end."""
-    from ..music import require_music21
+    from ..music.folk import require_music21
 
     require_music21()
 
@@ -125,10 +125,10 @@ def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attem
     draw went on stderr, MIDI files into `midi`."""
     import sys
 
-    from ..abc_check import tune_file_name, write_midi
     from ..errors import CharRNNError
+    from ..music.check import tune_file_name, write_midi
+    from ..music.tunes import ATTEMPTS_PER_TUNE, TuneDraw, check_max_attempts, draw_tunes
     from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START, generate_documents
-    from ..tunes import ATTEMPTS_PER_TUNE, TuneDraw, check_max_attempts, draw_tunes
 
     bound = check_max_attempts(count, max_attempts) if valid_only else ATTEMPTS_PER_TUNE * count
     draw = TuneDraw(count, bound)
@@ -173,9 +173,9 @@ def abc_calibrate(
 ) -> None:
     """Share of real tunes the checker passes and of corrupted copies it rejects, for several
     allowances of misfit bars, the default among them (JSON on stdout)."""
-    from ..abc_calibrate import calibrate
     from ..corpora import get_corpus
-    from ..music import split_documents
+    from ..music.calibrate import calibrate
+    from ..music.folk import split_documents
 
     path = Path(corpus) if Path(corpus).exists() else get_corpus(corpus, log=lambda m: stderr.print(m, markup=False))
     tunes = split_documents(path.read_text(encoding="utf-8"))

@@ -82,7 +82,7 @@ def sample(
     if max_attempts is not None and not valid_only:
         raise CharRNNError("--max-attempts bounds the draws of --valid-only; give both")
     if tunes is not None and (valid_only or midi is not None):
-        from ..tunes import check_max_attempts
+        from ..music.tunes import check_max_attempts
         from .music import require_music
 
         check_max_attempts(tunes, max_attempts)

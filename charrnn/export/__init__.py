@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CharRNNError
-
 from .parity import SamplerParity, compare_with_sampler
 
 FORMATS = ("onnx", "web")

@@ -28,7 +28,7 @@ SECONDS = 1.5
 
 def tune_verdict(tune: str) -> dict:
     """`charrnn abc check`'s verdict on one tune, as JSON-ready data (valid, problems, bars, ...)."""
-    from ..abc_check import check_tune
+    from ..music.check import check_tune
 
     with _MUSIC21:
         return check_tune(tune).to_dict()
@@ -37,7 +37,7 @@ def tune_verdict(tune: str) -> dict:
 def midi_bytes(tune: str) -> bytes:
     """The tune's MIDI file, as `charrnn abc check --midi` writes it (for any tune music21 reads that
     has notes); BadRequest (422) when there is none, saying why."""
-    from ..abc_check import check_tune_midi
+    from ..music.check import check_tune_midi
 
     with _MUSIC21:
         result, midi = check_tune_midi(tune)

@@ -1,8 +1,8 @@
 """How the bars of a parsed tune fit its meter: the rules behind `abc check`'s bar verdict.
 
-Bars are measured as written, from the text's own bar lines (see `abc_scan` and
+Bars are measured as written, from the text's own bar lines (see `scan` and
 `written_bars`), then each is held to the meter in force, with the allowed exceptions of real
-tunes (see the module docstring of `abc_check`).
+tunes (see the module docstring of `check`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .abc_scan import Segment, music_lines, split_tune
+from .scan import Segment, music_lines, split_tune
 
 # Quarter lengths are exact binary fractions or tuplet thirds: compare with a tolerance.
 EPS = 1e-6
@@ -27,7 +27,7 @@ class Bar:
 
 
 def written_bars(segments: list[Segment]) -> list[Bar]:
-    """The bars of a tune as written (`abc_scan.scan_bars`), numbered as music21 does (a short
+    """The bars of a tune as written (`scan.scan_bars`), numbered as music21 does (a short
     first bar, the pickup, is bar 0). A line end without a bar line does not end a bar in ABC,
     but Essen's songs end one there: it closes the bar before it where that bar is whole (as
     long as the meter's or the bar before it) and the two sides do not together make one bar of

@@ -13,7 +13,7 @@ import random
 import re
 from typing import Callable
 
-from .abc_check import (
+from .check import (
     DEFAULT_ALLOWANCE,
     STRICT,
     UNLIMITED,
@@ -22,14 +22,14 @@ from .abc_check import (
     header_fields,
     wilson_interval,
 )
-from .abc_scan import METER_SYMBOLS
-from .music import (
+from .folk import (
     corrupt_delete_notes,
     corrupt_long_bars,
     corrupt_remove_header,
     corrupt_short_bars,
     corrupt_swap_bars,
 )
+from .scan import METER_SYMBOLS
 
 
 def calibrate(

@@ -18,7 +18,7 @@ import copy
 import re
 import warnings
 
-from .music import require_music21
+from .folk import require_music21
 
 # `:|:` (end one repeat, start the next) loses its start in music21's ABC reader, and an end
 # repeat with no start since the previous one makes music21 repeat everything before it: a

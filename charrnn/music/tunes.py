@@ -1,6 +1,6 @@
 """Tunes that pass the checker: `sample --tunes N --valid-only`.
 
-A model's tunes are drawn one by one and checked (`abc_check`) until N pass, within a bound on
+A model's tunes are drawn one by one and checked (`check`) until N pass, within a bound on
 attempts; every drawn tune counts as an attempt, those the sampler drops (no `X:` start, no
 end within the length limit) included. Each rejection is counted by its reason, so the user
 learns why the others failed. The MIDI file of each kept tune is rendered on the way.
@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from .abc_check import DEFAULT_ALLOWANCE, MisfitAllowance, TuneCheck, check_tune_midi
-from .errors import ConfigError
+from ..errors import ConfigError
+from .check import DEFAULT_ALLOWANCE, MisfitAllowance, TuneCheck, check_tune_midi
 
 ATTEMPTS_PER_TUNE = 10  # the default bound: 10 drawn tunes for each one asked
 NO_MIDI = "no MIDI file"

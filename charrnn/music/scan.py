@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .music import FIELD_LINE
+from .folk import FIELD_LINE
 
 # Meter symbols, and what ABC means by them.
 METER_SYMBOLS = {"C": "4/4", "C|": "2/2"}
@@ -201,7 +201,7 @@ def music_lines(body: list[str]) -> list[str]:
 def scan_bars(tune: str) -> list[Segment]:
     """The bars of an ABC tune as written, in order: each one's length, the meter in force and
     what closed it. A line end without a bar line closes a bar as "line" (Essen's songs end a
-    bar there; elsewhere a bar may run on to the next line: see `abc_bars.written_bars`)."""
+    bar there; elsewhere a bar may run on to the next line: see `bars.written_bars`)."""
     header, body = split_tune(tune)
     meter_text = METER_SYMBOLS.get(header.get("M", ""), header.get("M", ""))
     numerator = re.match(r"\s*(\d+)", meter_text)

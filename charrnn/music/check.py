@@ -2,8 +2,8 @@
 
 A tune is valid when music21 parses it, its header has a title (T:), a meter (M:) and a key
 (K:), it contains notes, it is not unfinished (it does not stop where no tune ends, as one cut
-off by a length limit does: see `abc_bars.cut_off`), and every bar fills its meter. Bars are
-read from the tune's own bar lines (`abc_scan`), not from music21's measures, which cut a
+off by a length limit does: see `bars.cut_off`), and every bar fills its meter. Bars are
+read from the tune's own bar lines (`scan`), not from music21's measures, which cut a
 too-long bar into full ones. Real tunes bend the meter in known ways, which are allowed: a
 pickup (anacrusis) before the first bar, a short last bar, and short bars next to a section
 boundary (a repeat sign, a double bar, a first or second ending), where the bar before the
@@ -13,7 +13,7 @@ under one M: field). Anything else that is too short or too long (a deleted note
 another meter, a bar written twice) is a misfit; a tune may have one, or 12% of its bars
 (`MisfitAllowance`), as real collections do.
 
-The bar rules live in `abc_bars`, parsing and MIDI in `abc_midi`. The verdict never depends on
+The bar rules live in `bars`, parsing and MIDI in `midi`. The verdict never depends on
 the MIDI file: every tune music21 reads that has notes gets one, valid or not.
 """
 
@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .abc_bars import cut_off, misfit_bars, written_bars
-from .abc_midi import parse_abc, score_midi
-from .abc_scan import scan_bars
-from .atomic import make_dirs, write_atomic
-from .errors import ConfigError, CorpusError
-from .music import FIELD_LINE, require_music21, split_documents
+from ..atomic import make_dirs, write_atomic
+from ..errors import ConfigError, CorpusError
+from .bars import cut_off, misfit_bars, written_bars
+from .folk import FIELD_LINE, require_music21, split_documents
+from .midi import parse_abc, score_midi
+from .scan import scan_bars
 
 _REASON_KINDS = {
     "bars that do not fit the meter": "bars do not fit the meter",
@@ -196,7 +196,7 @@ def check_tune_midi(
     result = TuneCheck(index=index, title=header.get("T", ""))
     result.has_title = bool(header.get("T"))
     result.has_key = "K" in header
-    segments = scan_bars(tune)  # the bars as written, read from the text (see abc_scan)
+    segments = scan_bars(tune)  # the bars as written, read from the text (see scan.py)
     bars = written_bars(segments)
     result.unfinished = cut_off(tune, bars)
     result.bars = len(bars)
@@ -215,7 +215,7 @@ def check_tune_midi(
     result.bars_ok = result.has_meter and result.has_notes and fits
     if not render or not result.has_notes:  # no notes, nothing to play
         return result, None
-    try:  # after the check: rendering gives shared elements copies of their own (see abc_midi)
+    try:  # after the check: rendering gives shared elements copies of their own (see midi.py)
         midi, result.midi_expanded = score_midi(score)
     except Exception as exc:  # music21 can parse scores it cannot render
         result.midi_error = _one_line(exc)
@@ -273,7 +273,7 @@ def check_abc_file(
     progress: Callable[[TuneCheck], None] = lambda _: None,
 ) -> CheckSummary:
     """Check the blank-line-separated tunes of an ABC file."""
-    from .data import read_text_file
+    from ..data import read_text_file
 
     text = read_text_file(path, "ABC file")
     tunes = split_documents(text)

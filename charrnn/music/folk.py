@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 INSTALL_HINT = "pip install 'charrnn[music]' (or: pip install music21)"
 
