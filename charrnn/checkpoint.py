@@ -41,8 +41,8 @@ from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .footprint import weights_mismatch
 from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
-from .tokenizer_factory import tokenizer_from_state
-from .tokenizers import Tokenizer
+from .tokenizers.char import Tokenizer
+from .tokenizers.factory import tokenizer_from_state
 
 __all__ = [
     "BEST",

@@ -23,8 +23,8 @@ from .atomic import make_dirs, write_atomic
 from .errors import CorpusError, WriteError
 from .source_tree import read_tree
 from .split import Split, split_text
-from .tokenizer_factory import fit_tokenizer, tokenizer_from_state
-from .tokenizers import Tokenizer
+from .tokenizers.char import Tokenizer
+from .tokenizers.factory import fit_tokenizer, tokenizer_from_state
 
 CACHE_VERSION = 2  # 2: the split follows --val-split (documents held out)
 

@@ -24,7 +24,7 @@ from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
 from .runtime import autocast_for
-from .tokenizers import Tokenizer, show_chars
+from .tokenizers.char import Tokenizer, show_chars
 
 LN2 = math.log(2.0)
 

@@ -15,7 +15,7 @@ import torch
 from .config import SampleConfig
 from .errors import ConfigError
 from .model import FastStepper, HiddenState, RNNLanguageModel
-from .tokenizers import Tokenizer, show_chars
+from .tokenizers.char import Tokenizer, show_chars
 
 
 def choose_next(

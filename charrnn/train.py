@@ -24,7 +24,7 @@ from .model import RNNLanguageModel
 from .reporting import Reporter, TrainResult
 from .rundir import prepare_run_dir, remove_if_empty
 from .runtime import StopFlag
-from .tokenizers import CharTokenizer
+from .tokenizers.char import CharTokenizer
 from .trainer import Trainer
 
 

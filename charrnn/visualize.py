@@ -89,7 +89,10 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
     if not text.strip():
         raise CorpusError("no text to visualize (empty, or nothing the model knows)")
     ids = [int(i) for i in tokenizer.encode(text)]
-    model.cpu().eval()
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        model.cpu()  # only when needed: .cpu() rebuilds an RNN's flat weights, which a model shared
+        # between threads (charrnn serve) may be reading at that moment
+    model.eval()
     stepper = FastStepper(model)
     state = stepper.init_state(1)
     context = start_context(tokenizer)

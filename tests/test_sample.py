@@ -9,7 +9,7 @@ from charrnn.config import SampleConfig
 from charrnn.errors import ConfigError
 from charrnn.model import FastStepper, RNNLanguageModel
 from charrnn.sample import check_prime, choose_next, generate
-from charrnn.tokenizers import CharTokenizer
+from charrnn.tokenizers.char import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,9 +17,9 @@ from charrnn.data import CorpusBytes, load_tokens
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
-from charrnn.subword import _SENTENCE_CHARS, SPACE, SentencePieceTokenizer, _training_sentences
-from charrnn.tokenizer_factory import fit_tokenizer, tokenizer_from_state
-from charrnn.tokenizers import CharTokenizer
+from charrnn.tokenizers.char import CharTokenizer
+from charrnn.tokenizers.factory import fit_tokenizer, tokenizer_from_state
+from charrnn.tokenizers.subword import _SENTENCE_CHARS, SPACE, SentencePieceTokenizer, _training_sentences
 
 KINDS = ["bpe", "unigram"]
 # A few KB with tabs, several spaces and non-ASCII, so that the learned pieces cover them.

@@ -8,10 +8,10 @@ from conftest import TINY_TEXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn import tokenizers
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.tokenizer_factory import fit_tokenizer, tokenizer_from_state
-from charrnn.tokenizers import CharTokenizer, Utf8StreamDecoder, smallest_uint_dtype
+from charrnn.tokenizers import char as tokenizers
+from charrnn.tokenizers.char import CharTokenizer, Utf8StreamDecoder, smallest_uint_dtype
+from charrnn.tokenizers.factory import fit_tokenizer, tokenizer_from_state
 
 VOCAB = sorted(set(TINY_TEXT + "\u00e9\U0001f600\t"))
 CHAR = CharTokenizer(VOCAB)
@@ -113,7 +113,7 @@ def test_char_encode_full_byte_vocabulary_uses_uint8_ids():
 
 
 def test_characters_in_messages_are_shown_as_themselves_unless_invisible():
-    from charrnn.tokenizers import show_chars
+    from charrnn.tokenizers.char import show_chars
 
     shown = show_chars(["\u00e9", "\n", "\u200b", '"', "a", "\u20ac"])
     assert shown == '"\u00e9" (U+00E9), "\\n", "\\u200b", "\\"", "a", "\u20ac" (U+20AC)'

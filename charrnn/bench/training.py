@@ -17,7 +17,7 @@ from ..config import ModelConfig, TrainConfig
 from ..corpora import find_corpus
 from ..data import StreamBatcher, TokenData
 from ..sizing import training_flops_per_token
-from ..tokenizers import CharTokenizer
+from ..tokenizers.char import CharTokenizer
 from ..trainer import Trainer
 from .results import BenchPlan, PrecisionQuality, PrecisionShape, TrainSpeed
 from .timing import _timed

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..model import FastStepper, RNNLanguageModel
-from ..tokenizers import Tokenizer
+from ..tokenizers.char import Tokenizer
 
 OPSET = 17
 TOKENIZER_FORMAT = "charrnn-tokenizer"
@@ -113,7 +113,7 @@ def tokenizer_json(tokenizer: Tokenizer) -> dict[str, Any]:
             "encoding": "one id per Unicode code point: its index in chars",
             "decoding": "chars[id] for each id, concatenated",
         }
-    from ..subword import SPACE
+    from ..tokenizers.subword import SPACE
 
     _, model_proto = tokenizer.to_state()
     ids = range(tokenizer.vocab_size)

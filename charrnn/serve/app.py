@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import CharRNNError
-from ..tokenizers import show_chars
+from ..tokenizers.char import show_chars
 from .generation import (
     BadRequest,
     Busy,

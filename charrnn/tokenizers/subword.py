@@ -25,8 +25,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError
-from .tokenizers import StreamDecoder, Utf8StreamDecoder, show_chars, smallest_uint_dtype
+from ..errors import ConfigError, CorpusError
+from .char import StreamDecoder, Utf8StreamDecoder, show_chars, smallest_uint_dtype
 
 SPACE = "\u2581"  # SentencePiece's visible space
 _SPACE_BYTES = SPACE.encode("utf-8")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import TokenizerConfig
-from .errors import ConfigError
+from ..config import TokenizerConfig
+from ..errors import ConfigError
+from .char import CharTokenizer, Tokenizer
 from .subword import SentencePieceTokenizer
-from .tokenizers import CharTokenizer, Tokenizer
 
 
 def fit_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:

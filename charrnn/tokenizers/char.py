@@ -4,7 +4,7 @@ Every tokenizer offers the same small surface:
 - `encode(text) -> np.ndarray` of ids, `decode(ids) -> str`;
 - `stream_decoder()` for sampling: feed ids one at a time, get text as soon as it is whole;
 - `unknown_chars(text)`: characters that cannot be encoded (empty for byte-fallback tokenizers);
-- `to_state() -> (json-able dict, bytes | None)` and `tokenizer_factory.tokenizer_from_state`: what a
+- `to_state() -> (json-able dict, bytes | None)` and `factory.tokenizer_from_state`: what a
   checkpoint stores so that sampling needs nothing else;
 - `fingerprint()`: identifies the mapping, for the token-id cache key.
 """
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 
 import numpy as np
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 # Encoding a 100 MB corpus in one go would hold a 400 MB UTF-32 copy; chunks keep peak memory flat,
 # and chunks this small (1 MB of UTF-32) stay in the CPU cache: 3-5x faster than 8M-char chunks.
