@@ -38,6 +38,7 @@ from .registry import ModelRegistry, UnknownModel
 from .tunes import midi_bytes, tune_verdict, wav_note
 
 MAX_BODY = 1_000_000  # bytes of JSON a request may send
+MAX_DRAIN = 16_000_000  # bytes past MAX_BODY read and thrown away before refusing a body sent without its length
 SECURITY_HEADERS = {
     # No inline or remote script can run: the page's own files only (abcjs included).
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -79,14 +80,23 @@ async def read_json(request: Request) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
         raise BadRequest(f"the request body is over {MAX_BODY} bytes")
-    body = b""
+    parts: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BadRequest(f"the request body is over {MAX_BODY} bytes")
+        size += len(chunk)
+        if size <= MAX_BODY:
+            parts.append(chunk)
+        elif size > MAX_BODY + MAX_DRAIN:
+            break
+    if size > MAX_BODY:
+        # Read on past the limit (up to MAX_DRAIN): a socket closed with bytes still unread is
+        # reset, and a reset throws away the answer before the client reads it.
+        raise BadRequest(f"the request body is over {MAX_BODY} bytes")
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(b"".join(parts).decode("utf-8"))
+    except RecursionError:
+        raise BadRequest("the request body is not valid JSON (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, or an integer of 4,300+ digits
         raise BadRequest(f"the request body is not valid JSON ({exc})") from None
 
 
