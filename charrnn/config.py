@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKENIZERS = ("char", "bpe", "unigram")
 EVAL_PRECISIONS = ("fp32", "bf16", "fp16")
-SPLITS = ("auto", "tail", "documents")  # --val-split: see split.py
+SPLITS = ("auto", "tail", "documents")  # --val-split: see data/split.py
 # Validation during training is capped at this many tokens. Measured on a 2-core CPU with the
 # default model: a validation token costs 0.12-0.21 of a training token, so 120,000 tokens cost
 # about 3.5-6% of the 200 steps (409,600 training tokens) between validations (README, Training);

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
 from .config import TrainConfig
-from .data import decode_corpus, split_corpus, validation_windows
+from .data.tokens import decode_corpus, split_corpus, validation_windows
 from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
@@ -133,7 +133,7 @@ def read_text(
 ) -> str:
     """A text file, a directory of them, or a ready corpus name, decoded and normalised the way
     training reads a corpus (BOM dropped, line endings), so that the same text gives the same ids."""
-    from .corpora import resolve_corpus
+    from .data.corpora import resolve_corpus
 
     corpus = resolve_corpus(str(path), log, encoding=encoding, include=include, exclude=exclude)
     return decode_corpus(corpus, encoding)
@@ -149,7 +149,7 @@ def read_validation_text(
     log: Callable[[str], None] = lambda _: None,
 ) -> tuple[str, str]:
     """(training text, validation text) of a corpus, split as a run with settings `cfg` split it."""
-    from .corpora import resolve_corpus
+    from .data.corpora import resolve_corpus
 
     corpus = resolve_corpus(str(path), log, encoding=encoding, include=include, exclude=exclude)
     split = split_corpus(corpus, cfg.val_frac, cfg.val_split, encoding)

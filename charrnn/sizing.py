@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .atomic import write_atomic
 from .config import ModelConfig, TrainConfig
-from .data import cache_dir
+from .data.tokens import cache_dir
 from .model import RNNLanguageModel
 from .runtime import autocast_for, resolve_device, resolve_precision
 

@@ -17,7 +17,7 @@ import torch
 
 from .checkpoint import LAST, RunCheckpoint, resolve_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import CorpusBytes, TokenData, decode_corpus, load_tokens
+from .data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
 from .distributed import DistContext
 from .errors import CheckpointError, ConfigError
 from .model import RNNLanguageModel

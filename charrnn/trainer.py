@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
 from .config import ModelConfig, TrainConfig
-from .data import StreamBatcher, TokenData, fit_batch_size
+from .data.tokens import StreamBatcher, TokenData, fit_batch_size
 from .distributed import DistContext
 from .errors import CorpusError, Interrupted
 from .evaluation import LN2, evaluate_ids

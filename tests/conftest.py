@@ -104,7 +104,7 @@ def local_mirror(tmp_path, monkeypatch) -> str:
     takes its mirror path without the real corpus. Returns the corpus name."""
     import hashlib
 
-    from charrnn import corpora
+    from charrnn.data import corpora
 
     folder = tmp_path / "mirror"
     folder.mkdir()

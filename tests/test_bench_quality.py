@@ -64,7 +64,7 @@ def test_a_missing_corpus_is_a_skipped_row_saying_why():
 
 def test_validation_is_what_train_reports(tmp_path):
     from charrnn.checkpoint import load_model
-    from charrnn.data import load_tokens, read_corpus_bytes
+    from charrnn.data.tokens import load_tokens, read_corpus_bytes
     from charrnn.train import train
 
     path = find_corpus("tiny")

@@ -15,7 +15,7 @@ from conftest import TINY_TEXT, TINY_TRAIN
 from charrnn.checkpoint import RunCheckpoint, load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
 from charrnn.checkpoint_file import LAST
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
-from charrnn.data import CorpusBytes
+from charrnn.data.tokens import CorpusBytes
 from charrnn.errors import CheckpointError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from charrnn import corpora
+from charrnn.data import corpora
 from charrnn.errors import CorpusError
 
 

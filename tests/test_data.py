@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn.data import (
+from charrnn.data.tokens import (
     CorpusBytes,
     StreamBatcher,
     decode_corpus,

@@ -80,7 +80,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def single(corpus: Path, out: str, steps: int, resume: bool = False) -> Path:
     """FLAGS in one process with the whole batch (4 streams), through the library: no CLI start-up."""
     from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import read_corpus_bytes
+    from charrnn.data.tokens import read_corpus_bytes
     from charrnn.train import train
 
     model = ModelConfig(embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
@@ -215,7 +215,7 @@ def test_a_rank_that_never_comes_ends_the_run_with_one_line_not_a_hang(tiny_corp
 
 def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
     from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import load_tokens, read_corpus_bytes
+    from charrnn.data.tokens import load_tokens, read_corpus_bytes
     from charrnn.errors import CorpusError
     from charrnn.trainer import Trainer
 
@@ -233,7 +233,7 @@ def test_first_difference_names_the_key():
 
 @pytest.mark.parametrize("n", [1, 5, 100, 1003])
 def test_validation_is_split_across_ranks_and_every_target_is_scored_once(n):
-    from charrnn.data import validation_windows
+    from charrnn.data.tokens import validation_windows
 
     ids = np.arange(1, n + 1)  # distinct ids: each target says which position it is
     for world in (1, 2, 3):

@@ -277,7 +277,7 @@ def test_abc_check_of_any_tunes(documents, midi, bars, share, as_json):
 def bpe_run(tmp_path_factory) -> Path:
     """A 2-step GRU with a small bpe vocabulary."""
     from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.data import CorpusBytes
+    from charrnn.data.tokens import CorpusBytes
     from charrnn.train import train
 
     root = tmp_path_factory.mktemp("bpe")

@@ -89,7 +89,7 @@ def test_the_installed_package_is_the_wheels_and_carries_its_data(installed):
             str(installed["python"]),
             "-c",
             "import charrnn, importlib.resources as r; print(charrnn.__file__); "
-            "print(all(r.files('charrnn').joinpath(f).is_file() for f in ('catalogue.json', 'visualize_page.html', "
+            "print(all(r.files('charrnn').joinpath(f).is_file() for f in ('data/catalogue.json', 'visualize_page.html', "
             "'serve/page.html', 'serve/static/app.js', 'serve/static/vendor/abcjs/abcjs-basic-min.js', "
             "'serve/static/vendor/abcjs/LICENSE')))",
         ],

@@ -23,7 +23,7 @@ from conftest import TINY_TRAIN
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes
+from charrnn.data.tokens import CorpusBytes
 from charrnn.train import train
 from charrnn.trainer import Trainer
 
@@ -154,7 +154,7 @@ KILL_DRIVER = """
 import json, os, random, signal, sys, time
 from pathlib import Path
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import read_corpus_bytes
+from charrnn.data.tokens import read_corpus_bytes
 from charrnn.reporting import Reporter
 from charrnn.train import train
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import corpora, source_tree
-from charrnn.data import read_corpus_bytes
+from charrnn.data import corpora, source_tree
+from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import CorpusError
 
 
@@ -68,7 +68,7 @@ def test_the_encoding_decides_what_is_text(project):
 
 
 def test_a_tree_in_utf16_gives_a_corpus_that_decodes_in_utf16(tmp_path):
-    from charrnn.data import decode_corpus
+    from charrnn.data.tokens import decode_corpus
 
     root = _tree(tmp_path / "t", {"a.txt": "één\n".encode("utf-16"), "b.txt": "twee\r\n".encode("utf-16")})
     corpus = read_corpus_bytes(root, encoding="utf-16")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conftest import TINY_TEXT
 
-from charrnn.data import load_tokens, read_corpus_bytes, split_corpus
-from charrnn.split import blocks, split_text, tail_point
+from charrnn.data.split import blocks, split_text, tail_point
+from charrnn.data.tokens import load_tokens, read_corpus_bytes, split_corpus
 
 
 def abc_tunes(count: int) -> str:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from charrnn.checkpoint import load_checkpoint, load_model, save_checkpoint
 from charrnn.config import SampleConfig
-from charrnn.data import CorpusBytes, load_tokens
+from charrnn.data.tokens import CorpusBytes, load_tokens
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate

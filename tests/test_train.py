@@ -8,7 +8,7 @@ import math
 import pytest
 
 from charrnn.config import ModelConfig, TrainConfig, parse_duration
-from charrnn.data import read_corpus_bytes
+from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import ConfigError
 from charrnn.reporting import Reporter
 from charrnn.train import train

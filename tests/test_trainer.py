@@ -10,7 +10,7 @@ from conftest import TINY_TEXT
 
 from charrnn import bench as bench_mod
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes, load_tokens
+from charrnn.data.tokens import CorpusBytes, load_tokens
 from charrnn.errors import TrainingDiverged
 from charrnn.trainer import Trainer
 

@@ -9,7 +9,7 @@ from conftest import TINY_TEXT, one_error_line
 
 from charrnn import trainer as trainer_module
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import CorpusBytes, load_tokens
+from charrnn.data.tokens import CorpusBytes, load_tokens
 from charrnn.trainer import Trainer
 from charrnn.validation import BudgetReserve, validation_set
 

@@ -56,7 +56,7 @@ def generate_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
 def stdlib_corpus(path: Path, megabytes: float, seed: int = 0) -> None:
     """Write about `megabytes` of python-stdlib's modules (built offline, as the ready corpus is),
     repeated in a new random order each time: real text, with the variety of many files."""
-    from ..source_tree import FILE_SEPARATOR, read_python_stdlib
+    from ..data.source_tree import FILE_SEPARATOR, read_python_stdlib
 
     tree = read_python_stdlib()
     files = [(c if isinstance(c, bytes) else c.encode("utf-8")).rstrip(b"\r\n") for c in tree.contents]
@@ -100,7 +100,7 @@ def _data_child(mode: str, corpus_path: str, out_path: str, hidden: int = 512) -
     Writes its figures as JSON to `out_path`."""
     import resource
 
-    from ..data import load_tokens, read_corpus_bytes
+    from ..data.tokens import load_tokens, read_corpus_bytes
 
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

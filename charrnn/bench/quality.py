@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 
 from ..config import ModelConfig, TrainConfig
-from ..corpora import find_corpus
-from ..data import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
+from ..data.corpora import find_corpus
+from ..data.tokens import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
 from ..evaluation import evaluate_ids
 from ..model import RNNLanguageModel
 from ..reporting import Reporter, RunInfo

@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
-from ..corpora import find_corpus
-from ..data import StreamBatcher, TokenData
+from ..data.corpora import find_corpus
+from ..data.tokens import StreamBatcher, TokenData
 from ..sizing import training_flops_per_token
 from ..tokenizers.char import CharTokenizer
 from ..trainer import Trainer
@@ -156,7 +156,7 @@ def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: tor
 def bench_precision_quality(plan: BenchPlan, device: torch.device, corpus: Path | None = None) -> PrecisionQuality:
     """Train the benchmark config on `corpus` (default tinyshakespeare) for `plan.precision_steps`
     steps in fp32 and in bf16 from the same initialisation and data; compare the validation loss."""
-    from ..data import load_tokens, read_corpus_bytes
+    from ..data.tokens import load_tokens, read_corpus_bytes
 
     steps = plan.precision_steps
     path = corpus or find_corpus("tinyshakespeare")

@@ -17,7 +17,7 @@ def corpus_list() -> None:
     """Show the ready corpora and whether each is already here."""
     from rich.table import Table
 
-    from ..corpora import catalogue, corpus_size, corpus_status
+    from ..data.corpora import catalogue, corpus_size, corpus_status
 
     table = Table("name", "description", "size", "status")
     for name, entry in sorted(catalogue().items()):
@@ -28,7 +28,7 @@ def corpus_list() -> None:
 @corpus_app.command("get")
 def corpus_get(name: Annotated[str, typer.Argument(help="A name from `charrnn corpus list`.")]) -> None:
     """Materialise corpora/NAME.txt (from a local mirror, the network, or an offline builder)."""
-    from ..corpora import get_corpus
+    from ..data.corpora import get_corpus
 
     path = get_corpus(name, log=lambda m: stderr.print(m, markup=False))
     size = path.stat().st_size

@@ -89,7 +89,7 @@ def visualize(
 ) -> None:
     """One self-contained HTML page: each character colored by surprise, hidden units over the text."""
     from ..checkpoint import load_model
-    from ..data import CorpusBytes, decode_corpus
+    from ..data.tokens import CorpusBytes, decode_corpus
     from ..errors import ConfigError
     from ..evaluation import read_text
     from ..visualize import write_visualization

@@ -173,7 +173,7 @@ def abc_calibrate(
 ) -> None:
     """Share of real tunes the checker passes and of corrupted copies it rejects, for several
     allowances of misfit bars, the default among them (JSON on stdout)."""
-    from ..corpora import get_corpus
+    from ..data.corpora import get_corpus
     from ..music.calibrate import calibrate
     from ..music.folk import split_documents
 

@@ -58,7 +58,7 @@ def sample(
     ] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
-    from ..data import read_text_file
+    from ..data.tokens import read_text_file
 
     if prime_file is not None:
         if prime:

@@ -95,7 +95,7 @@ def train(
 
     started = command_start()  # a --time-budget counts from here: the process's start
     from ..config import parse_duration
-    from ..corpora import resolve_corpus
+    from ..data.corpora import resolve_corpus
     from ..distributed import DistContext
     from ..runtime import set_cpu_threads
 

@@ -273,7 +273,7 @@ def check_abc_file(
     progress: Callable[[TuneCheck], None] = lambda _: None,
 ) -> CheckSummary:
     """Check the blank-line-separated tunes of an ABC file."""
-    from ..data import read_text_file
+    from ..data.tokens import read_text_file
 
     text = read_text_file(path, "ABC file")
     tunes = split_documents(text)

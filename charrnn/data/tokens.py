@@ -19,12 +19,12 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .atomic import make_dirs, write_atomic
-from .errors import CorpusError, WriteError
+from ..atomic import make_dirs, write_atomic
+from ..errors import CorpusError, WriteError
+from ..tokenizers.char import Tokenizer
+from ..tokenizers.factory import fit_tokenizer, tokenizer_from_state
 from .source_tree import read_tree
 from .split import Split, split_text
-from .tokenizers.char import Tokenizer
-from .tokenizers.factory import fit_tokenizer, tokenizer_from_state
 
 CACHE_VERSION = 2  # 2: the split follows --val-split (documents held out)
 

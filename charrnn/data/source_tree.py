@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 FILE_SEPARATOR = "\n\n"  # between files, as between paragraphs: files stay apart in the corpus
 SNIFF_BYTES = 8192  # read first: a NUL byte there marks a binary file (git's rule), skipped unread

@@ -18,16 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .atomic import write_atomic
-from .data import CorpusBytes, read_corpus_bytes
-from .errors import CorpusError
+from ..atomic import write_atomic
+from ..errors import CorpusError
+from .tokens import CorpusBytes, read_corpus_bytes
 
-CATALOGUE = "catalogue.json"  # package data of charrnn
+CATALOGUE = "catalogue.json"  # package data of charrnn.data
 DOWNLOAD_TIMEOUT = 30
 
 
 def catalogue() -> dict[str, dict[str, Any]]:
-    source = resources.files("charrnn").joinpath(CATALOGUE)
+    source = resources.files("charrnn.data").joinpath(CATALOGUE)
     try:
         return json.loads(source.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -141,7 +141,7 @@ def _build(builder: str, name: str, log: Callable[[str], None]) -> tuple[bytes, 
     """The UTF-8 text of a corpus built offline, from what this machine already has, and where
     each of its files starts (for a corpus built from a tree)."""
     if builder == "music21-abc":
-        from .music.folk import build_folk_abc  # needs the [music] extra
+        from ..music.folk import build_folk_abc  # needs the [music] extra
 
         log(f"building {name} from music21's bundled tunes (offline, about a minute)")
         return build_folk_abc().encode("utf-8"), None
