@@ -96,6 +96,20 @@ def test_a_stop_string_ends_the_stream(client):
     assert text.endswith(":") and text.count(":") == 1 and got[-1][0] == "done"
 
 
+def test_done_says_whether_the_length_limit_cut_the_text(client):
+    """cut: the text reached `length`; a stop string that ends it (even on its last character) is no cut."""
+    by_length = events(client.post("/api/generate", json={"model": "a", "length": 30, "seed": 1}).text)
+    assert by_length[-1][0] == "done" and by_length[-1][1]["cut"] is True
+    by_stop = events(client.post("/api/generate", json={"model": "a", "length": 2000, "seed": 1, "stop": ":"}).text)
+    assert by_stop[-1][1]["cut"] is False
+    text = "".join(d["text"] for name, d in by_stop if name == "message")
+    exactly = {"model": "a", "length": len(text), "seed": 1, "stop": ":"}  # the stop string is the last character
+    assert events(client.post("/api/generate", json=exactly).text)[-1][1]["cut"] is False
+    short = {**exactly, "length": len(text) - 1}  # one character before the stop string: cut
+    assert events(client.post("/api/generate", json=short).text)[-1][1]["cut"] is True
+    assert events(client.post("/api/generate", json={"model": "a", "length": 0}).text)[-1][1]["cut"] is False
+
+
 def test_no_seed_reports_the_seed_it_drew(client):
     first = events(client.post("/api/generate", json={"model": "a", "length": 40}).text)
     seed = first[-1][1]["seed"]

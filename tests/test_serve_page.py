@@ -193,3 +193,21 @@ def test_the_page_streams_draws_a_tune_and_stops(chromium, abc_run, tmp_path, re
             assert server.app.state.pool.taken == 0  # the server's worker stopped too
         finally:
             page.close()
+
+
+def test_a_tune_cut_at_the_length_limit_is_labelled_unfinished(chromium, abc_run):
+    """The server says the stream stopped at `length`: the page labels its last tune unfinished
+    without asking the checker, and the finished tune before it gets the checker's verdict."""
+    cut_tune = TUNE.replace("X:1", "X:2").split("|")[0] + "|"  # its header and one bar, no end
+    with LiveServer(abc_run) as server:
+        page = Page(chromium, server.url)
+        try:
+            generate_tune(page, TUNE + "\n" + cut_tune, 1)  # one character more cannot end it
+            page.wait("document.querySelectorAll('.tune .verdict').length === 2", "both tunes drawn")
+            page.wait("[...document.querySelectorAll('.tune .verdict')].every(v => !v.textContent.startsWith("
+                      "'checking'))", "both verdicts", 120)
+            first, last = page.js("[...document.querySelectorAll('.tune .verdict')].map(v => v.textContent)")
+            assert last == "unfinished (cut at the length limit)"
+            assert "unfinished" not in first and "cut" not in first, first
+        finally:
+            page.close()

@@ -167,14 +167,18 @@ async def _reserve_and_load(request: Request, name: str):
 
 
 async def _events(generation: Generation, req: GenerateRequest, seed: int):
+    tail = ""  # the text's last characters: whether it ended with the stop string
     async for kind, value in generation.events():
         if kind == "text":
+            tail = (tail + value)[-len(req.stop) :] if req.stop else ""
             yield event({"text": value})
         elif kind == "done":
             new = value["characters"] - len(req.prime)  # the prime comes first and is not generated
             seconds = value["seconds"]
             figures = {"characters": new, "seconds": round(seconds, 4), "seed": seed}
             figures["chars_per_second"] = round(new / seconds, 1) if seconds > 0 else None
+            # cut: the text stopped because it reached `length`, not at its stop string
+            figures["cut"] = 0 < req.length <= new and not (req.stop and tail.endswith(req.stop))
             yield event(figures, "done")
         else:
             yield event({"error": value}, "error")

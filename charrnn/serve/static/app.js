@@ -116,6 +116,7 @@ async function generate(event) {
         drawTunes(sample, false);
       } else if (ev.name === "done") {
         const d = ev.data;
+        sample.cut = d.cut; // the text stopped at the length limit: its last tune has no end
         sample.node.querySelector(".meta").textContent += ` · seed ${d.seed}`; // the one drawn when none was given
         sample.node.querySelector(".figures").textContent =
           `${d.characters} characters in ${d.seconds.toFixed(2)} s (${d.chars_per_second ?? "-"} chars/s)`;
@@ -154,15 +155,22 @@ function download(blob, name) {
 // ---------------------------------------------------------------- tunes
 
 // A tune is a blank-line-separated block with an X: line and a K: line. It is finished when a
-// blank line follows it, or when the generation has ended.
+// blank line follows it, or when the generation has ended; the last block of a text cut at the
+// length limit is drawn but labelled unfinished, whatever the checker would say.
 function drawTunes(sample, final) {
   const blocks = sample.text.split(/\n[ \t]*\n/);
   const finished = final ? blocks : blocks.slice(0, -1);
-  const tunes = finished.map((b) => b.replace(/^\n+|\n+$/g, "")).filter((b) => /^X:/m.test(b) && /^K:/m.test(b));
-  while (sample.tunesDrawn < tunes.length) drawTune(sample, tunes[sample.tunesDrawn++]);
+  const cutAt = final && sample.cut ? finished.length - 1 : -1;
+  const tunes = finished
+    .map((b, i) => ({ text: b.replace(/^\n+|\n+$/g, ""), cut: i === cutAt }))
+    .filter((t) => /^X:/m.test(t.text) && /^K:/m.test(t.text));
+  while (sample.tunesDrawn < tunes.length) {
+    const t = tunes[sample.tunesDrawn++];
+    drawTune(sample, t.text, t.cut);
+  }
 }
 
-function drawTune(sample, tune) {
+function drawTune(sample, tune, cut) {
   const box = document.createElement("div");
   box.className = "tune";
   const score = document.createElement("div");
@@ -183,7 +191,12 @@ function drawTune(sample, tune) {
   const midi = button("MIDI", () => downloadMidi(tune, verdict));
   const save = button("ABC", () => download(new Blob([tune + "\n"], { type: "text/vnd.abc" }), "tune.abc"));
   tools.append(play, midi, save, verdict);
-  checkTune(tune, verdict);
+  if (cut) {
+    verdict.textContent = "unfinished (cut at the length limit)";
+    verdict.className = "verdict bad";
+  } else {
+    checkTune(tune, verdict);
+  }
 }
 
 function button(label, onClick) {
@@ -207,8 +220,11 @@ async function postJson(url, body) {
 async function checkTune(tune, verdict) {
   try {
     const r = await (await postJson("/api/abc/check", { tune })).json();
-    verdict.textContent = r.valid ? `valid tune: ${r.bars} bars` : `checker: ${r.problems.join("; ")}`;
-    verdict.className = `verdict ${r.valid ? "ok" : "bad"}`;
+    // An unfinished tune (cut off before its end) is never valid, whatever its bars say.
+    const ok = r.valid && !r.unfinished;
+    verdict.textContent = ok ? `valid tune: ${r.bars} bars`
+      : `${r.unfinished ? "unfinished · " : ""}checker: ${r.problems.join("; ")}`;
+    verdict.className = `verdict ${ok ? "ok" : "bad"}`;
   } catch (err) {
     verdict.textContent = `checker unavailable: ${err.message}`;
   }
