@@ -72,7 +72,7 @@ class ModelConfig:
     cell: str = option("lstm", "Recurrent cell.", flag="--model", choices=CELLS)
     vocab_size: int = 0  # number of token ids; set from the tokenizer
     embed_size: int = option(64, "Token embedding width.", flag="--embed")
-    # train: with --time-budget and neither flag, both are chosen for the budget (charrnn.sizing)
+    # train: with --time-budget and neither flag, both are chosen for the budget (charrnn.training.sizing)
     hidden_size: int = option(512, "Units per recurrent layer (with --time-budget: chosen for it).", flag="--hidden")
     num_layers: int = option(2, "Stacked recurrent layers (with --time-budget: chosen for it).", flag="--layers")
     dropout: float = option(0.2, "Dropout between layers and before the output, in [0, 1).")

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from .checkpoint import LoadedModel
 from .config import TrainConfig
 from .data.tokens import decode_corpus, split_corpus, validation_windows
-from .distributed import DistContext
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
 from .runtime import autocast_for
 from .tokenizers.char import Tokenizer, show_chars
+from .training.distributed import DistContext
 
 LN2 = math.log(2.0)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, ConfigError
-from .reporting import METRICS
+from .training.reporting import METRICS
 
 PLOT = "bpc.png"
 

@@ -65,7 +65,7 @@ def test_a_missing_corpus_is_a_skipped_row_saying_why():
 def test_validation_is_what_train_reports(tmp_path):
     from charrnn.checkpoint import load_model
     from charrnn.data.tokens import load_tokens, read_corpus_bytes
-    from charrnn.train import train
+    from charrnn.training.run import train
 
     path = find_corpus("tiny")
     cfg = dataclasses.replace(bench_train_config(path, PLAN, torch.device("cpu"), 0.3), time_budget=None, steps=3)

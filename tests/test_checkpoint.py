@@ -19,7 +19,7 @@ from charrnn.data.tokens import CorpusBytes
 from charrnn.errors import CheckpointError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
-from charrnn.train import train
+from charrnn.training.run import train
 
 # Written by charrnn 0.1.0 (checkpoint format 1) before checkpoint.py took over the layout: a run of
 # 3 steps of a 2-layer LSTM (embed 2, hidden 4, dropout 0.2) on TINY_TEXT with seq_len 8, batch 2,

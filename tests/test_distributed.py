@@ -24,7 +24,7 @@ import torch
 from conftest import TINY_TEXT
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.distributed import DistContext, _first_difference
+from charrnn.training.distributed import DistContext, _first_difference
 
 pytestmark = pytest.mark.serial  # real processes timed against each other: run alone (Makefile)
 
@@ -81,7 +81,7 @@ def single(corpus: Path, out: str, steps: int, resume: bool = False) -> Path:
     """FLAGS in one process with the whole batch (4 streams), through the library: no CLI start-up."""
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data.tokens import read_corpus_bytes
-    from charrnn.train import train
+    from charrnn.training.run import train
 
     model = ModelConfig(embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
     cfg = TrainConfig(seq_len=16, batch_size=4, lr=0.01, warmup_steps=0, seed=3, eval_every=3, steps=steps)
@@ -217,7 +217,7 @@ def test_more_processes_than_the_corpus_has_streams_for_is_refused(tiny_corpus):
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data.tokens import load_tokens, read_corpus_bytes
     from charrnn.errors import CorpusError
-    from charrnn.trainer import Trainer
+    from charrnn.training.loop import Trainer
 
     # A world size without a process group: the check must come before any collective.
     data = load_tokens(read_corpus_bytes(tiny_corpus))

@@ -278,7 +278,7 @@ def bpe_run(tmp_path_factory) -> Path:
     """A 2-step GRU with a small bpe vocabulary."""
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data.tokens import CorpusBytes
-    from charrnn.train import train
+    from charrnn.training.run import train
 
     root = tmp_path_factory.mktemp("bpe")
     model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)

@@ -24,8 +24,8 @@ from conftest import TINY_TRAIN
 from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes
-from charrnn.train import train
-from charrnn.trainer import Trainer
+from charrnn.training.loop import Trainer
+from charrnn.training.run import train
 
 pytestmark = pytest.mark.serial  # real processes timed against each other: run alone (Makefile)
 
@@ -155,8 +155,8 @@ import json, os, random, signal, sys, time
 from pathlib import Path
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import read_corpus_bytes
-from charrnn.reporting import Reporter
-from charrnn.train import train
+from charrnn.training.reporting import Reporter
+from charrnn.training.run import train
 
 import safetensors.torch, torch
 torch.set_num_threads(1)  # one thread: nothing of OpenMP's pool to break in the forked children

@@ -7,7 +7,7 @@ import torch
 
 from charrnn.config import TrainConfig
 from charrnn.errors import TrainingDiverged
-from charrnn.meters import LOSS_SYNC_EVERY, LossReadback
+from charrnn.training.meters import LOSS_SYNC_EVERY, LossReadback
 
 
 def test_deferred_loss_check_reads_back_in_blocks_and_names_the_bad_step():
@@ -42,7 +42,7 @@ def test_cpu_loss_is_checked_at_every_step():
 
 
 def _watch(expected=10_000.0, step_flops=1e10):
-    from charrnn.meters import SlowRunWatch
+    from charrnn.training.meters import SlowRunWatch
 
     heard = []
     return SlowRunWatch(expected, step_flops, heard.append), heard

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from charrnn.config import TrainConfig
-from charrnn.optimization import RunLimits, lr_at
+from charrnn.training.optimization import RunLimits, lr_at
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():

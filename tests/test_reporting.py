@@ -40,7 +40,7 @@ def test_tensorboard_missing_is_one_line_error(cli, tiny_corpus, tmp_path, monke
 
 def test_metrics_are_strict_json_and_the_plot_reads_them(tmp_path):
     from charrnn.plot import read_metrics
-    from charrnn.reporting import EvalReport, append_metrics
+    from charrnn.training.reporting import EvalReport, append_metrics
 
     figures = dict(step=2, epoch=0.5, train_loss=1.0, val_loss=2.0, val_bpc=2.9, val_nats_per_char=2.0)
     figures.update(best_val_bpc=2.9, is_best=True, elapsed=1.0, eval_seconds=0.1, chars_per_sec=10.0, lr=0.01)

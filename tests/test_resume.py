@@ -18,9 +18,9 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes
 from charrnn.errors import Interrupted
-from charrnn.reporting import Reporter
 from charrnn.runtime import StopFlag
-from charrnn.train import train
+from charrnn.training.reporting import Reporter
+from charrnn.training.run import train
 
 TOTAL, EVAL_EVERY = 16, 5
 
@@ -183,7 +183,7 @@ import torch
 
 torch.set_num_threads(1)  # and so in every child: one thread, the same float reductions everywhere
 torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # imports torch._dynamo once, not per child
-import charrnn.cli.train, charrnn.data.corpora, charrnn.train, charrnn.validation  # noqa: what train imports late
+import charrnn.cli.train, charrnn.data.corpora, charrnn.training.run, charrnn.training.validation  # noqa: what train imports late
 from charrnn.cli import app
 
 first, straight, seed, stops, last_target = json.loads(sys.argv[1])

@@ -15,11 +15,11 @@ from conftest import TINY_TRAIN, one_error_line
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import RunDirectoryBusy
-from charrnn.runlock import LOCK, RunLock
+from charrnn.training.runlock import LOCK, RunLock
 
 HOLDER = """
 import sys, time
-from charrnn.runlock import RunLock
+from charrnn.training.runlock import RunLock
 lock = RunLock(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)

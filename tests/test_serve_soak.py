@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 pytest.importorskip("starlette", reason="charrnn serve needs the [serve] extra (starlette, uvicorn)")

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from charrnn import sizing
 from charrnn.checkpoint import load_checkpoint
-from charrnn.sizing import (
+from charrnn.training import sizing
+from charrnn.training.sizing import (
     PROBE_MAX_AGE,
     SETTLED_PROBES,
     choose_size,

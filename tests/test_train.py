@@ -10,8 +10,8 @@ import pytest
 from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import ConfigError
-from charrnn.reporting import Reporter
-from charrnn.train import train
+from charrnn.training.reporting import Reporter
+from charrnn.training.run import train
 
 MODEL = ModelConfig(embed_size=8, hidden_size=32, num_layers=1)
 FAST = dict(seq_len=16, batch_size=4, precision="fp32", eval_every=10, patience=None, warmup_steps=5)
@@ -90,7 +90,7 @@ def test_a_run_without_a_step_or_far_below_its_speed_ends_with_a_warning(cli, ti
     assert lines[done].startswith("done (reached --time-budget 0.001s; see the warning below) after 0 steps")
     assert lines[done + 1].startswith("warning: no training step ran in")
     # A machine whose speed cache promises far more than the run does: a busy one, as seen from inside.
-    from charrnn.meters import SlowRunWatch
+    from charrnn.training.meters import SlowRunWatch
 
     monkeypatch.setattr(SlowRunWatch, "SLOW_STRETCH_SECONDS", 0.0)
     monkeypatch.setattr(SlowRunWatch, "MIN_STEP_FLOPS", 0.0)

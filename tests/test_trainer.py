@@ -12,7 +12,7 @@ from charrnn import bench as bench_mod
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes, load_tokens
 from charrnn.errors import TrainingDiverged
-from charrnn.trainer import Trainer
+from charrnn.training.loop import Trainer
 
 
 def _tiny_trainer(tmp_path, device: str = "cpu", eval_every: int = 200, steps: int | None = None) -> Trainer:

@@ -7,11 +7,11 @@ import json
 import numpy as np
 from conftest import TINY_TEXT, one_error_line
 
-from charrnn import trainer as trainer_module
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes, load_tokens
-from charrnn.trainer import Trainer
-from charrnn.validation import BudgetReserve, validation_set
+from charrnn.training import loop as trainer_module
+from charrnn.training.loop import Trainer
+from charrnn.training.validation import BudgetReserve, validation_set
 
 
 class OneCharPerId:
@@ -135,7 +135,7 @@ def test_val_tokens_below_one_window_is_refused(cli, tiny_corpus):
 
 def test_a_run_past_its_budget_with_no_estimate_yet_scores_the_set_whole():
     """A tiny --time-budget ends before any validation was timed: estimate 0, seconds left < 0."""
-    from charrnn.validation import ValidationSet
+    from charrnn.training.validation import ValidationSet
 
     part = ValidationSet(np.arange(40), 40, "part", 4)
     assert part.within(-0.5, 0.0) is part

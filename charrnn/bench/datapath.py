@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ModelConfig, TrainConfig
-from ..trainer import Trainer
+from ..training.loop import Trainer
 from .results import DataPath
 
 

@@ -28,7 +28,7 @@ from ..data.corpora import find_corpus
 from ..data.tokens import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
 from ..evaluation import evaluate_ids
 from ..model import RNNLanguageModel
-from ..reporting import Reporter, RunInfo
+from ..training.reporting import Reporter, RunInfo
 from .results import BenchPlan, QualityRow
 from .training import ReferenceLoop
 
@@ -75,7 +75,7 @@ def charrnn_row(corpus: str, path: Path, cfg: TrainConfig, model_cfg: ModelConfi
     """`train()` for `cfg.time_budget`; model_cfg None means no size flags: sized for the budget,
     as `charrnn train CORPUS --time-budget T` does."""
     from ..checkpoint import load_checkpoint
-    from ..train import train
+    from ..training.run import train
 
     listener = _NotesListener()
     with tempfile.TemporaryDirectory() as run_dir:

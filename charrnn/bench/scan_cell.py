@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..data.tokens import StreamBatcher, load_tokens, read_corpus_bytes
-from ..optimization import build_optimizer, lr_at
+from ..training.optimization import build_optimizer, lr_at
 from .quality import validation_bpc
 from .results import BenchPlan, QualityRow
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 from ..runtime import resolve_precision
-from ..sizing import cpu_model
+from ..training.sizing import cpu_model
 from .results import Machine
 
 

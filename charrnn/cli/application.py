@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import CharRNNError, Interrupted
+from ..extras import missing_extra_message
 from .helptext import ordered, tidy
 
 # Messages, progress and tables go to stderr; stdout carries only what a command produces
@@ -37,6 +38,11 @@ class OneLineErrors(TyperGroup):
         except BrokenPipeError:  # `charrnn sample | head`: the reader left, nothing is wrong
             sys.stderr.close()
             sys.exit(0)
+        except ImportError as exc:  # an optional extra missing, whenever its import happens
+            message = missing_extra_message(exc.name, self._command_of(args))
+            if message is None:
+                raise
+            fail(message, 1)
         except Exception as exc:
             # Click's usage errors (typer vendors Click, so match on the interface, not the class).
             if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
@@ -45,6 +51,18 @@ class OneLineErrors(TyperGroup):
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
+
+    def _command_of(self, args) -> str:
+        """'charrnn abc check', 'charrnn serve', ... from the command line's first words."""
+        words = [w for w in (sys.argv[1:] if args is None else list(args)) if not w.startswith("-")]
+        found, group = ["charrnn"], self
+        for word in words[:2]:
+            command = getattr(group, "commands", {}).get(word)
+            if command is None:
+                break
+            found.append(word)
+            group = command
+        return " ".join(found)
 
     def list_commands(self, ctx) -> list[str]:  # type: ignore[override]
         return ordered(super().list_commands(ctx))

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import ServeConfig
-from ..errors import CharRNNError
 from .application import app, stderr
 
 _D = ServeConfig()
@@ -33,12 +32,12 @@ def serve(
 ) -> None:
     """A local web page and HTTP API to sample from trained models and hear their tunes (needs charrnn[serve])."""
     cfg = ServeConfig(host=host, port=port, workers=workers, queue=queue, max_models=max_models, max_length=max_length)
-    try:
-        from ..serve.server import build_app, is_loopback, open_socket, run, url_of
-    except ImportError as exc:
-        from ..serve import INSTALL_HINT
+    # The [serve] extra, checked before anything is printed (a missing one is one line: cli/application.py).
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
 
-        raise CharRNNError(f"charrnn serve needs the [serve] extra ({exc.name} is missing): {INSTALL_HINT}") from None
+    from ..serve.server import build_app, is_loopback, open_socket, run, url_of
+
     application = build_app(target if target is not None else Path("checkpoints"), cfg)
     registry = application.state.registry
     sock = open_socket(cfg.host, cfg.port)

@@ -1,4 +1,4 @@
-"""`charrnn train`: a progress bar over `charrnn.train.train`."""
+"""`charrnn train`: a progress bar over `charrnn.training.run.train`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 
 from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
-from ..reporting import Reporter
+from ..training.reporting import Reporter
 from .application import app, hms, stderr
 from .options import EXCLUDE, INCLUDE, THREADS, choices, default, opt
 
@@ -91,13 +91,13 @@ def train(
     With no --steps, --epochs or --time-budget a run ends after 10 epochs, or earlier when
     validation stops improving (--patience).
     """
-    from ..validation import command_start
+    from ..training.validation import command_start
 
     started = command_start()  # a --time-budget counts from here: the process's start
     from ..config import parse_duration
     from ..data.corpora import resolve_corpus
-    from ..distributed import DistContext
     from ..runtime import set_cpu_threads
+    from ..training.distributed import DistContext
 
     set_cpu_threads(threads)
     if resume and init_from is not None:
@@ -152,7 +152,7 @@ def _reporter(is_main: bool, tensorboard: Path | None) -> Reporter:
     """The progress display (quiet on every rank but the first), and TensorBoard files when asked."""
     reporter: Reporter = _TrainReporter(quiet=not is_main)
     if tensorboard is not None and is_main:
-        from ..reporting import TensorBoardReporter
+        from ..training.reporting import TensorBoardReporter
 
         reporter = TensorBoardReporter(reporter, tensorboard)
     return reporter
@@ -161,7 +161,7 @@ def _reporter(is_main: bool, tensorboard: Path | None) -> Reporter:
 def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, dist, run: dict[str, Any]):
     """The training under signal handling: an interrupted run ends in one line that says how to resume."""
     from ..runtime import stop_on_signals
-    from ..train import train as run_training
+    from ..training.run import train as run_training
 
     with stop_on_signals() as stop, dist.failures_as_errors():
         try:

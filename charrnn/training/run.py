@@ -15,17 +15,17 @@ from typing import Any
 
 import torch
 
-from .checkpoint import LAST, RunCheckpoint, resolve_checkpoint
-from .config import ModelConfig, TrainConfig
-from .data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
+from ..checkpoint import LAST, RunCheckpoint, resolve_checkpoint
+from ..config import ModelConfig, TrainConfig
+from ..data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
+from ..errors import CheckpointError, ConfigError
+from ..model import RNNLanguageModel
+from ..runtime import StopFlag
+from ..tokenizers.char import CharTokenizer
 from .distributed import DistContext
-from .errors import CheckpointError, ConfigError
-from .model import RNNLanguageModel
+from .loop import Trainer
 from .reporting import Reporter, TrainResult
 from .rundir import prepare_run_dir, remove_if_empty
-from .runtime import StopFlag
-from .tokenizers.char import CharTokenizer
-from .trainer import Trainer
 
 
 def train(
@@ -53,7 +53,7 @@ def train(
     On resume the model, tokenizer and training settings come from `last.safetensors`; only
     the limits in `limits` (steps, epochs, time_budget, patience, eval_every) may change.
     `size_for_budget`: a fresh single-process run with a time budget picks its hidden size and
-    layers for that budget (charrnn.sizing); the CLI asks for it when no size flag is given.
+    layers for that budget (charrnn.training.sizing); the CLI asks for it when no size flag is given.
     """
     reporter = reporter or Reporter()
     dist = dist or DistContext()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import BEST, LAST
-from .errors import CheckpointError, ConfigError
+from ..checkpoint import BEST, LAST
+from ..errors import CheckpointError, ConfigError
 from .reporting import METRICS, SAMPLES
 from .runlock import RunLock
 

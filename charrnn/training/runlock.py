@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import RunDirectoryBusy
+from ..errors import RunDirectoryBusy
 
 try:
     import fcntl

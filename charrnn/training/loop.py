@@ -17,18 +17,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
-from .config import ModelConfig, TrainConfig
-from .data.tokens import StreamBatcher, TokenData, fit_batch_size
+from ..checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
+from ..config import ModelConfig, TrainConfig
+from ..data.tokens import StreamBatcher, TokenData, fit_batch_size
+from ..errors import CorpusError, Interrupted
+from ..evaluation import LN2, evaluate_ids
+from ..footprint import check_fits, training_bytes
+from ..model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
+from ..runtime import StopFlag, autocast_for, resolve_device, resolve_precision
 from .distributed import DistContext
-from .errors import CorpusError, Interrupted
-from .evaluation import LN2, evaluate_ids
-from .footprint import check_fits, training_bytes
 from .meters import LossReadback, SlowRunWatch, SpeedMeter
-from .model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
 from .optimization import RunLimits, build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
-from .runtime import StopFlag, autocast_for, resolve_device, resolve_precision
 from .validation import BudgetReserve, ValidationSet, validation_set
 
 
@@ -291,8 +291,8 @@ class Trainer:
             self._show_sample()
 
     def _show_sample(self) -> None:
-        from .config import SampleConfig
-        from .sample import generate  # only needed for --sample-every
+        from ..config import SampleConfig
+        from ..sample import generate  # only needed for --sample-every
 
         gen = torch.Generator().manual_seed(self.cfg.seed + self.state.step)
         text = "".join(generate(self.model, self.data.tokenizer, SampleConfig(length=200), generator=gen))

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import append_text
-from .errors import ConfigError
+from ..atomic import append_text
+from ..errors import ConfigError
 
 METRICS = "metrics.jsonl"  # one JSON line per evaluation, in the run directory
 SAMPLES = "samples.txt"  # the text sampled at evaluations (--sample-every)

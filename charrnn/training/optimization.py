@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import DEFAULT_MAX_EPOCHS, TrainConfig
+from ..config import DEFAULT_MAX_EPOCHS, TrainConfig
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -29,11 +29,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .atomic import write_atomic
-from .config import ModelConfig, TrainConfig
-from .data.tokens import cache_dir
-from .model import RNNLanguageModel
-from .runtime import autocast_for, resolve_device, resolve_precision
+from ..atomic import write_atomic
+from ..config import ModelConfig, TrainConfig
+from ..data.tokens import cache_dir
+from ..model import RNNLanguageModel
+from ..runtime import autocast_for, resolve_device, resolve_precision
 
 # Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
 # training up (5 minutes of one 57 GFLOP/s core), more below it, as (SMALL_COMPUTE / compute)

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import CharRNNError, ConfigError, Interrupted
-from .model import HiddenState, map_state, stream_count
+from ..errors import CharRNNError, ConfigError, Interrupted
+from ..model import HiddenState, map_state, stream_count
 
 # How long a collective may wait for the other ranks before the run fails instead of hanging.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("CHARRNN_DIST_TIMEOUT", "120")))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tokenizers.char import Tokenizer
+from ..tokenizers.char import Tokenizer
 
 EVAL_COST_GUESS = 0.5  # validation seconds per token / training seconds per token, before any is measured
 SAVE_SECONDS_GUESS = 1.0  # writing both checkpoints, before it is measured

@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .errors import TrainingDiverged
+from ..config import ModelConfig, TrainConfig
+from ..errors import TrainingDiverged
 from .reporting import Reporter
 from .sizing import cached_tokens_per_sec, training_flops_per_token
 
