@@ -1,6 +1,6 @@
 """What a checkpoint holds: the one place that knows its tensor names and metadata keys.
 
-The container (safetensors, checksum, atomic write) is checkpoint_file.py. Inside it:
+The container (safetensors, checksum, atomic write) is tensorfile.py. Inside it:
 
     tensors   model.<name>          the network's weights
               tokenizer.model      a SentencePiece model's bytes (subword vocabularies only)
@@ -28,7 +28,11 @@ from typing import Any, Iterator
 import torch
 
 from . import __version__
-from .checkpoint_file import (
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .footprint import weights_mismatch
+from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
+from .tensorfile import (
     BEST,
     FORMAT_VERSION,
     LAST,
@@ -37,10 +41,6 @@ from .checkpoint_file import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .config import ModelConfig, TrainConfig
-from .errors import CheckpointError, ConfigError, TrainingDiverged
-from .footprint import weights_mismatch
-from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
 from .tokenizers.char import Tokenizer
 from .tokenizers.factory import tokenizer_from_state
 

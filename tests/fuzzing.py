@@ -52,10 +52,7 @@ def signed_checkpoint(tensors: dict, meta_json: str) -> bytes:
     check, so what is tested is how the content itself is read."""
     from safetensors.torch import save
 
-    try:
-        from charrnn.checkpoint_file import _checksum
-    except ImportError:  # before the container moved to its own module
-        from charrnn.checkpoint import _checksum
+    from charrnn.tensorfile import _checksum
 
     header = {"format": "charrnn-checkpoint", "format_version": "1", "charrnn": meta_json}
     return save(tensors, metadata={**header, "sha256": _checksum(tensors, meta_json)})

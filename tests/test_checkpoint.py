@@ -13,12 +13,12 @@ import torch
 from conftest import TINY_TEXT, TINY_TRAIN
 
 from charrnn.checkpoint import RunCheckpoint, load_checkpoint, load_model, resolve_checkpoint, save_checkpoint
-from charrnn.checkpoint_file import LAST
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes
 from charrnn.errors import CheckpointError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
+from charrnn.tensorfile import LAST
 from charrnn.training.run import train
 
 # Written by charrnn 0.1.0 (checkpoint format 1) before checkpoint.py took over the layout: a run of

@@ -171,7 +171,7 @@ for round_ in range(kills):
         try:
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
-            import charrnn.checkpoint_file as container
+            import charrnn.tensorfile as container
             real_write, mid = container.write_atomic, run_dir.parent / f"mid-{round_}"
 
             def pausing_write(path, payload, **kwargs):

@@ -76,9 +76,9 @@ def fail(message: str, code: int, label: str = "error") -> None:
 
 
 def chosen_checkpoint(target):
-    """The checkpoint a command uses (see checkpoint_file.choose_checkpoint); when charrnn chose it
+    """The checkpoint a command uses (see tensorfile.choose_checkpoint); when charrnn chose it
     (the newest run, a run's best file), stderr says which and why."""
-    from ..checkpoint_file import choose_checkpoint
+    from ..tensorfile import choose_checkpoint
 
     choice = choose_checkpoint(target)
     if choice.why:
