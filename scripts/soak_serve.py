@@ -50,7 +50,9 @@ def train_tiny(folder: Path) -> Path:
            "--layers", "1", "--seq-len", "16", "--batch-size", "4", "--steps", "20", "--eval-every", "20",
            "--device", "cpu", "--precision", "fp32", "--out", str(folder / "run")]
     env = {**os.environ, "CHARRNN_CACHE": str(folder / "cache")}
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"soak: training the tiny model failed:\n{done.stderr[-2000:]}")
     return folder / "run"
 
 
@@ -256,7 +258,8 @@ class Tally:
             elif not text or "\n" in text:
                 problem = f"{kind}: the {status} answer is not one line: {text[:200]!r}"
         with self.lock:
-            self.classes[f"{status // 100}xx" if status else "no answer (left before it)"] += 1
+            label = "503 (full, documented)" if status == 503 else f"{status // 100}xx"
+            self.classes[label if status else "no answer (left before it)"] += 1
             self.kinds[kind] += 1
             if problem:
                 self.problems.append(problem)
