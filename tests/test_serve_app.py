@@ -134,6 +134,8 @@ BAD_REQUESTS = [
     ("[1, 2]", 400, "must be a JSON object"),
     ('{"model": "a",', 400, "not valid JSON"),
     (b"\xff\xfe", 400, "not valid JSON"),
+    ("[" * 100_000, 400, "nested too deeply"),  # json.loads raised RecursionError: a 500
+    ('{"model": "a", "length": 1' + "0" * 5000 + "}", 400, "too many digits"),  # int() refused it: a 500
 ]
 
 
@@ -148,6 +150,18 @@ def test_a_bad_request_gets_one_clear_message_and_the_server_goes_on(client, bod
     assert message in error and "\n" not in error
     assert client.post("/api/generate", json={"model": "a", "length": 5, "seed": 1}).status_code == 200
     assert client.app.state.pool.taken == 0  # a refused request gives its place back
+
+
+def test_an_unknown_model_is_a_404_even_when_the_server_is_full(client):
+    pool = client.app.state.pool
+    for _ in range(pool.workers + pool.queue):
+        pool.reserve()
+    try:
+        assert client.post("/api/generate", json={"model": "nope"}).status_code == 404
+        assert client.post("/api/generate", json={"model": "a"}).status_code == 503
+    finally:
+        for _ in range(pool.workers + pool.queue):
+            pool.release()
 
 
 def test_a_body_over_the_limit_is_refused(client):
@@ -252,6 +266,15 @@ def test_surprise_gives_each_character_its_bits_as_visualize_does(client, served
     assert res["bits"] == pytest.approx(list(expected), abs=1e-3)
     too_long = client.post("/api/surprise", json={"model": "a", "text": "a" * 5001})
     assert too_long.status_code == 400 and "5001 characters" in too_long.json()["error"]
+
+
+def test_surprise_leaves_the_shared_model_as_it_is(client):
+    """Generations on other threads read the same model: scoring must not rebuild its weights
+    (model.cpu() did, and a generation running then failed: 'zip() argument 2 is longer')."""
+    rnn = client.app.state.registry.load("a").model.rnn
+    flat = rnn._flat_weights
+    assert client.post("/api/surprise", json={"model": "a", "text": "All:"}).status_code == 200
+    assert rnn._flat_weights is flat
 
 
 TUNE = "X:1\nT:Test tune\nM:4/4\nL:1/8\nK:G\nGABc dedB|dedB dedB|c2ec B2dB|c2A2 A4|]\n"

@@ -96,8 +96,12 @@ async def read_json(request: Request) -> Any:
         return json.loads(b"".join(parts).decode("utf-8"))
     except RecursionError:
         raise BadRequest("the request body is not valid JSON (nested too deeply)") from None
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, or an integer of 4,300+ digits
+    except json.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON ({exc})") from None
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not valid JSON (not UTF-8 text)") from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits
+        raise BadRequest("the request body has a number with too many digits") from None
 
 
 def create_app(registry: ModelRegistry, pool: WorkerPool | None = None, limits: Limits = Limits()) -> Starlette:
@@ -157,10 +161,11 @@ async def generate(request: Request) -> Response:
 
 async def _reserve_and_load(request: Request, name: str):
     """A place in the pool (or Busy) and the model; the place is given back if the model fails to load."""
-    pool = request.app.state.pool
+    pool, registry = request.app.state.pool, request.app.state.registry
+    await run_in_threadpool(registry.find, name)  # an unknown model is a 404 even when the pool is full
     pool.reserve()
     try:
-        return await run_in_threadpool(request.app.state.registry.load, name)
+        return await run_in_threadpool(registry.load, name)
     except BaseException:
         pool.release()
         raise
