@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.extras import EXTRAS, extra_of, missing_extra_message
+from charrnn.cli.extras import EXTRAS, extra_of, missing_extra_message
 
 TUNE = "X:1\nT:t\nM:2/4\nL:1/8\nK:D\nA2FA|dAFA|]\n"
 

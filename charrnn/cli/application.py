@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import CharRNNError, Interrupted
-from ..extras import missing_extra_message
+from .extras import missing_extra_message
 from .helptext import ordered, tidy
 
 # Messages, progress and tables go to stderr; stdout carries only what a command produces

@@ -7,5 +7,5 @@
 - `server`: the listening socket and uvicorn.
 
 Needs the `[serve]` extra (starlette, uvicorn); nothing here is imported by `charrnn --help`.
-Without it, `charrnn serve` says so in one line (charrnn/extras.py, cli/application.py).
+Without it, `charrnn serve` says so in one line (charrnn/cli/extras.py, cli/application.py).
 """
