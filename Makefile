@@ -11,7 +11,7 @@ MIRROR ?= $(abspath ../shared/corpora)
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install browser vendor demo test bench clean
+.PHONY: install browser vendor demo lint test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ demo: install
 		| tee checkpoints/demo/tunes.abc
 	$(BIN)/charrnn abc check checkpoints/demo/tunes.abc
 	@echo "Demo done: 3 tunes in checkpoints/demo/tunes.abc, their MIDI files in checkpoints/demo/midi/"
+
+# The habits: lint rules, formatting and strict types (settings in pyproject.toml), with zero findings.
+# .pre-commit-config.yaml runs the same three; CI runs this before the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Two pytest workers (one per core of a small machine); the tests that time real processes
 # against each other (signals, DDP ranks) then run alone, where a busy neighbour cannot starve them.
