@@ -41,6 +41,7 @@ def write_atomic(path: Path, content: Content, *, durable: bool = True) -> None:
 
 
 def _write_and_rename(path: Path, content: Content, durable: bool) -> None:
+    tmp: str | None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would follow the umask

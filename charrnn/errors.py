@@ -6,6 +6,8 @@ code. Anything else escaping to the CLI is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+
 
 class CharRNNError(Exception):
     """A problem the user can fix (bad input, missing file, bad option value)."""
@@ -34,7 +36,7 @@ class WriteError(CharRNNError, OSError):
     (a checkpoint save naming the intact previous file, a best-effort cache) still does.
     """
 
-    def __init__(self, path, exc: OSError):
+    def __init__(self, path: str | os.PathLike[str], exc: OSError) -> None:
         reason = exc.strerror or str(exc) or type(exc).__name__
         OSError.__init__(self, exc.errno, reason, str(path))
         self.message = f"cannot write {path}: {reason}"

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +33,7 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def evaluate_ids(
     model: RNNLanguageModel,
-    ids,
+    ids: np.ndarray,
     context_token: int | None,
     *,
     seq_len: int,
@@ -235,7 +236,7 @@ def evaluate_files(
                 path, train_cfg, encoding, include=include, exclude=exclude, log=log
             )
             # The whole training part, not its tail: a subword tokenizer's last piece may depend on more.
-            train_ids = loaded.tokenizer.encode(train_text) if train_text else []
+            train_ids: np.ndarray | list[int] = loaded.tokenizer.encode(train_text) if train_text else []
             context = int(train_ids[-1]) if len(train_ids) else None
         scores.append(
             evaluate_text(

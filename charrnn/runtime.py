@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterator
 
 import torch
@@ -112,7 +112,7 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     return requested, "as asked"
 
 
-def autocast_for(device: torch.device, precision: str):
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager[None]:
     if precision == "fp32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

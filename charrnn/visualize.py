@@ -29,6 +29,7 @@ from .checkpoint import LoadedModel
 from .errors import ConfigError, CorpusError
 from .evaluation import LN2, start_context
 from .model import FastStepper
+from .tokenizers.char import Tokenizer
 
 TOP_GUESSES = 5
 PROPOSALS_PER_FEATURE = 2
@@ -66,7 +67,8 @@ class Analysis:
     def char_bits(self) -> np.ndarray:
         """(C,) each character's share of its token's surprise (a token's bits split evenly)."""
         counts = np.bincount(self.char_token, minlength=len(self.token_bits))
-        return self.token_bits[self.char_token] / np.maximum(counts[self.char_token], 1)
+        shares: np.ndarray = self.token_bits[self.char_token] / np.maximum(counts[self.char_token], 1)
+        return shares
 
     @property
     def bits_per_char(self) -> float:
@@ -113,9 +115,10 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
         chars.append(piece)
         owner.extend([t] * len(piece))
         logits, state = stepper.step(torch.tensor([token]), state)
-        if c_vals is not None:
+        if isinstance(state, tuple):  # an LSTM's (h, c); c_vals is there for it
             h_vals[t] = state[0][layer - 1, 0].numpy()
-            c_vals[t] = torch.tanh(state[1][layer - 1, 0]).numpy()
+            if c_vals is not None:
+                c_vals[t] = torch.tanh(state[1][layer - 1, 0]).numpy()
         else:
             h_vals[t] = state[layer - 1, 0].numpy()
         probs = torch.softmax(logits[0].float(), dim=-1)
@@ -133,7 +136,7 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
     return result
 
 
-def _piece(tokenizer, cache: dict[int, str], token: int) -> str:
+def _piece(tokenizer: Tokenizer, cache: dict[int, str], token: int) -> str:
     """The text of one token on its own (a partial UTF-8 byte shows as a replacement mark)."""
     if token not in cache:
         decoder = tokenizer.stream_decoder()

@@ -29,7 +29,8 @@ DOWNLOAD_TIMEOUT = 30
 def catalogue() -> dict[str, dict[str, Any]]:
     source = resources.files("charrnn.data").joinpath(CATALOGUE)
     try:
-        return json.loads(source.read_text(encoding="utf-8"))
+        entries: dict[str, dict[str, Any]] = json.loads(source.read_text(encoding="utf-8"))
+        return entries
     except (OSError, json.JSONDecodeError) as exc:
         raise CorpusError(f"cannot read the corpus catalogue {source}: {exc}") from None
 
@@ -129,7 +130,7 @@ def _file_starts(target: Path) -> list[int] | None:
     """Where each file of a corpus built from a tree starts, when the index beside it matches it."""
     try:
         index = json.loads(_starts_path(target).read_text())
-        starts = index["starts"]
+        starts: list[int] = index["starts"]
         if index["sha256"] != _sha256(target) or not all(isinstance(s, int) for s in starts):
             return None
     except (OSError, ValueError, KeyError, TypeError):

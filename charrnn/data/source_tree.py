@@ -49,9 +49,10 @@ class TreeText:
     def data_and_starts(self) -> tuple[bytes, list[int] | None]:
         """`data()` and the byte offset where each file starts in it (the split holds out whole
         files); None for an encoding that is not ASCII-compatible (its files are not cut apart)."""
-        if all(isinstance(c, bytes) for c in self.contents):
+        raw = [c for c in self.contents if isinstance(c, bytes)]
+        if len(raw) == len(self.contents):
             separator = FILE_SEPARATOR.encode(self.encoding)
-            parts = [c.rstrip(b"\r\n") for c in self.contents]  # type: ignore[union-attr]
+            parts = [c.rstrip(b"\r\n") for c in raw]
             starts, offset = [], 0
             for part in parts:
                 starts.append(offset)
@@ -84,8 +85,8 @@ class TreeText:
 # python-stdlib leaves out the test suites (more than half the library, and code unlike what a user
 # writes), installed packages, and generated tables (codecs' charmaps, pydoc's topics, the build's
 # sysconfig data): what is left is the library's own hand-written modules.
-STDLIB_EXCLUDE = ("site-packages", "dist-packages", "test", "tests", "idle_test", "encodings", "pydoc_data")
-STDLIB_EXCLUDE += ("_sysconfigdata_*",)
+STDLIB_EXCLUDE: tuple[str, ...] = ("site-packages", "dist-packages", "test", "tests", "idle_test", "encodings")
+STDLIB_EXCLUDE += ("pydoc_data", "_sysconfigdata_*")
 
 
 def python_stdlib_root() -> Path:
@@ -213,7 +214,7 @@ def _walk(root: Path, skipped: dict[str, list[str]], globs: _Globs) -> Iterator[
             skipped["special file{s} (broken link, device)"].append(rel)
 
 
-def _entries(folder: Path, prefix: str, skipped: dict[str, list[str]]) -> Iterator[tuple[str, os.DirEntry]]:
+def _entries(folder: Path, prefix: str, skipped: dict[str, list[str]]) -> Iterator[tuple[str, os.DirEntry[str]]]:
     try:
         with os.scandir(folder) as it:
             items = sorted(it, key=lambda e: e.name)

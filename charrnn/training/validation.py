@@ -58,7 +58,9 @@ class ValidationSet:
         return ValidationSet(self.ids[: keep * length], self.chars * keep // self.num_streams, "part", keep)
 
 
-def validation_set(val: np.ndarray, val_chars: int, tokenizer: Tokenizer, max_tokens: int, seq_len: int, streams: int):
+def validation_set(
+    val: np.ndarray, val_chars: int, tokenizer: Tokenizer, max_tokens: int, seq_len: int, streams: int
+) -> ValidationSet:
     """The whole split when it holds at most `max_tokens`, else the capped part (see the module)."""
     n = len(val)
     if n <= max_tokens:
