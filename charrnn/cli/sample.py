@@ -12,6 +12,7 @@ import typer
 from ..config import SampleConfig
 from ..errors import CharRNNError
 from .application import app, chosen_checkpoint, stderr
+from .beam import BEAM_HELP, LENGTH_PENALTY_HELP, check_beam_options, write_beam
 from .options import CheckpointArg, default, opt
 
 S = SampleConfig
@@ -56,6 +57,10 @@ def sample(
     midi: Annotated[
         Optional[Path], typer.Option("--midi", help="With --tunes: write each tune's MIDI file into this directory.")
     ] = None,
+    beam: Annotated[Optional[int], typer.Option("--beam", metavar="K", help=BEAM_HELP)] = None,
+    length_penalty: Annotated[
+        Optional[float], typer.Option("--length-penalty", metavar="A", help=LENGTH_PENALTY_HELP)
+    ] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
     from ..data.tokens import read_text_file
@@ -75,6 +80,9 @@ def sample(
     from ..checkpoint import load_model
     from ..sample import check_prime
 
+    drawn = {"--temp": temperature != default(S, "temperature"), "--top-k": top_k != default(S, "top_k")}
+    drawn |= {"--top-p": top_p != default(S, "top_p"), "--seed": seed is not None, "--num-samples": num_samples != 1}
+    check_beam_options(beam, length_penalty, drawn, docs, valid_only, midi)
     if docs is not None or tunes is not None:
         _check_document_options(docs, tunes, prime, stop, num_samples)
     if tunes is None and (valid_only or max_attempts is not None or midi is not None):
@@ -91,6 +99,9 @@ def sample(
     prime, dropped = check_prime(loaded.tokenizer, prime, drop_unknown)
     if dropped:
         stderr.print(f"note: left out {len(dropped)} unknown prime character(s)", markup=False)
+    if beam is not None:
+        write_beam(loaded, cfg, prime, beam, length_penalty or 0.0, tunes)
+        return
     if cfg.seed is None:
         cfg_seed = random.randrange(2**31)
         if cfg.temperature > 0:  # greedy text (--temp 0) is the same whatever the seed
