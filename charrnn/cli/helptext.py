@@ -22,7 +22,20 @@ from typing import Any
 from rich.markup import escape
 
 # train and sample first: what a new user does; then what they reach for next; bench last.
-COMMAND_ORDER = ("train", "sample", "corpus", "info", "eval", "plot", "visualize", "abc", "export", "serve", "bench")
+COMMAND_ORDER = (
+    "train",
+    "sample",
+    "corpus",
+    "info",
+    "eval",
+    "plot",
+    "visualize",
+    "gradients",
+    "abc",
+    "export",
+    "serve",
+    "bench",
+)
 
 # Options whose value has the same meaning in every command, named for it rather than its type.
 OPTION_METAVARS = {"--time-budget": "DURATION"}
