@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,10 +27,20 @@ stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 class OneLineErrors(TyperGroup):
     """Turns every known error, Click's usage errors included, into one line on stderr."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         tidy(self)
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except Interrupted as exc:  # the user's own stop, not a mistake: say what was kept
             fail(str(exc), exc.exit_code, label="stopped")
         except CharRNNError as exc:
@@ -45,14 +57,15 @@ class OneLineErrors(TyperGroup):
             fail(message, 1)
         except Exception as exc:
             # Click's usage errors (typer vendors Click, so match on the interface, not the class).
-            if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
-                fail(exc.format_message(), exc.exit_code)
+            code = getattr(exc, "exit_code", None)
+            if hasattr(exc, "format_message") and isinstance(code, int):
+                fail(exc.format_message(), code)
             raise
         if standalone_mode:
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 
-    def _command_of(self, args) -> str:
+    def _command_of(self, args: Sequence[str] | None) -> str:
         """'charrnn abc check', 'charrnn serve', ... from the command line's first words."""
         words = [w for w in (sys.argv[1:] if args is None else list(args)) if not w.startswith("-")]
         found, group = ["charrnn"], self
@@ -64,7 +77,7 @@ class OneLineErrors(TyperGroup):
             group = command
         return " ".join(found)
 
-    def list_commands(self, ctx) -> list[str]:  # type: ignore[override]
+    def list_commands(self, ctx: Any) -> list[str]:  # ctx: a Context of the Click that Typer vendors
         return ordered(super().list_commands(ctx))
 
 
@@ -75,7 +88,7 @@ def fail(message: str, code: int, label: str = "error") -> None:
     sys.exit(code)
 
 
-def chosen_checkpoint(target):
+def chosen_checkpoint(target: Path | None) -> Path:
     """The checkpoint a command uses (see tensorfile.choose_checkpoint); when charrnn chose it
     (the newest run, a run's best file), stderr says which and why."""
     from ..tensorfile import choose_checkpoint

@@ -10,12 +10,16 @@ import typer
 
 from ..config import TrainConfig
 from .application import app, stderr, stdout
-from .options import choices
+from .options import Choice, choices
 
-Device = choices(TrainConfig, "device", "Device")
+if TYPE_CHECKING:  # Typer reads the enum built from config.py; mypy sees a Choice (see options.Choice)
+    from rich.table import Table
 
-if TYPE_CHECKING:
-    from ..bench import BenchReport
+    from ..bench import BenchPlan, BenchReport, DataPath, QualityRow
+
+    Device = Choice
+else:
+    Device = choices(TrainConfig, "device", "Device")
 
 
 class Section(str, Enum):
@@ -84,7 +88,7 @@ def bench(
     _print_report(report)
 
 
-def _duration_note(plan, sections: tuple[str, ...]) -> str:
+def _duration_note(plan: BenchPlan, sections: tuple[str, ...]) -> str:
     """'bench: at least 26 min: quality 24 min, data 3 min, ...' from the plan's fixed budgets."""
     import torch
 
@@ -92,26 +96,28 @@ def _duration_note(plan, sections: tuple[str, ...]) -> str:
     if not fixed:
         return f"bench: {', '.join(sections)}: short measurements, no fixed training budget"
     parts = ", ".join(f"{name} {_minutes(seconds)}" for name, seconds in fixed.items())
-    return f"bench: at least {_minutes(sum(fixed.values()))} ({parts} of fixed budgets; evaluations and set-up add to it)"
+    total = _minutes(sum(fixed.values()))
+    return f"bench: at least {total} ({parts} of fixed budgets; evaluations and set-up add to it)"
 
 
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _with_choices(plan, budgets: list[str] | None, corpora: list[str] | None, sizes: list[str] | None):
+def _with_choices(
+    plan: BenchPlan, budgets: list[str] | None, corpora: list[str] | None, sizes: list[str] | None
+) -> BenchPlan:
     """The plan with --budget/--corpus/--size in place of its defaults; a bad value is a ConfigError."""
     import dataclasses
 
-    changes: dict = {}
     if budgets:
         seconds = tuple(_budget(b) for b in budgets)
-        changes.update(quality_budgets=seconds, grid_budgets=seconds, scan_budgets=seconds)
+        plan = dataclasses.replace(plan, quality_budgets=seconds, grid_budgets=seconds, scan_budgets=seconds)
     if corpora:
-        changes["quality_corpora"] = tuple(dict.fromkeys(corpora))
+        plan = dataclasses.replace(plan, quality_corpora=tuple(dict.fromkeys(corpora)))
     if sizes:
-        changes["grid_sizes"] = tuple(dict.fromkeys(_grid_size(s) for s in sizes))
-    return dataclasses.replace(plan, **changes)
+        plan = dataclasses.replace(plan, grid_sizes=tuple(dict.fromkeys(_grid_size(s) for s in sizes)))
+    return plan
 
 
 def _budget(text: str) -> float:
@@ -159,12 +165,12 @@ def _print_report(report: BenchReport) -> None:
     if report.sampling:
         stdout.print(_sampling_table(report))
     if report.data is not None:
-        stdout.print(_data_table(report))
+        stdout.print(_data_table(report.data))
     _print_quality(report)
     stdout.print(f"{report.seconds:.0f}s in all", style="dim")
 
 
-def _table(title: str, columns: tuple[str, ...]):
+def _table(title: str, columns: tuple[str, ...]) -> Table:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -173,7 +179,7 @@ def _table(title: str, columns: tuple[str, ...]):
     return table
 
 
-def _training_table(report: BenchReport):
+def _training_table(report: BenchReport) -> Table:
     cfg = report.config
     table = _table(
         f"Training: LSTM {cfg['layers']}x{cfg['hidden']}, seq {cfg['seq_len']}, batch {cfg['batch_size']}",
@@ -196,7 +202,7 @@ def _training_table(report: BenchReport):
     return table
 
 
-def _bf16_table(report: BenchReport):
+def _bf16_table(report: BenchReport) -> Table:
     table = _table(
         "Where bf16 pays off: charrnn's training step by shape",
         ("batch", "seq", "fp32 chars/s", "bf16 chars/s", "bf16 / fp32"),
@@ -212,7 +218,7 @@ def _bf16_table(report: BenchReport):
     return table
 
 
-def _sampling_table(report: BenchReport):
+def _sampling_table(report: BenchReport) -> Table:
     table = _table(
         f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s, "
         f"fp32 matmul peak {report.cpu_matmul_peak / 1e9:.0f} GFLOP/s)",
@@ -236,10 +242,9 @@ def _sampling_table(report: BenchReport):
     return table
 
 
-def _data_table(report: BenchReport):
+def _data_table(d: DataPath) -> Table:
     from rich.table import Table
 
-    d = report.data
     what = "python-stdlib repeated, files shuffled" if d.source == "python-stdlib" else "generated words"
     table = Table(title=f"Data path: {d.corpus_mb:.0f} MB corpus ({what})", title_justify="left")
     table.add_column("measure")
@@ -287,7 +292,7 @@ def _ratio(value: float | None) -> str:
 
 def _print_quality_rows(report: BenchReport) -> None:
     """One table per corpus and budget: the rows measured side by side in the same stretch of time."""
-    groups: dict[tuple[str, float], list] = {}
+    groups: dict[tuple[str, float], list[QualityRow]] = {}
     for r in report.quality_rows:
         if r.skipped:
             stdout.print(f"Quality, {r.corpus}: skipped: {r.skipped}")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..config import EVAL_PRECISIONS, TrainConfig
 from .application import app, chosen_checkpoint, stderr
-from .options import EXCLUDE, INCLUDE, choices, enum_of
+from .options import EXCLUDE, INCLUDE, Choice, choices, enum_of
 
-Device = choices(TrainConfig, "device", "Device")
-EvalPrecision = enum_of("EvalPrecision", EVAL_PRECISIONS)
+if TYPE_CHECKING:  # Typer reads the enums built from config.py; mypy sees a Choice (see options.Choice)
+    Device = Choice
+    EvalPrecision = Choice
+else:
+    Device = choices(TrainConfig, "device", "Device")
+    EvalPrecision = enum_of("EvalPrecision", EVAL_PRECISIONS)
 
 
 @app.command("eval")

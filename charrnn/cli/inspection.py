@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -52,7 +52,7 @@ def info(
         print(f"{key + ':':<17}{value}")
 
 
-def _resumable(details: dict) -> str:
+def _resumable(details: dict[str, Any]) -> str:
     point = details["resumes_from"]
     if point is None:
         return "no (weights only)"

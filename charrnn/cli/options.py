@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, cast
 
 import typer
 
@@ -30,13 +30,22 @@ def default(cls: type, name: str) -> Any:
     return option_field(cls, name).default
 
 
-def choices(cls: type, name: str, enum_name: str) -> Any:
+class Choice(str, Enum):
+    """The base of every option's choices: a str Enum whose members `choices`/`enum_of` make.
+
+    Typer reads a command's annotations when it runs, so a parameter is annotated with the enum
+    built here; mypy cannot see members made at run time, so a module declares that name as
+    `Choice` for the checker (`if TYPE_CHECKING: Device = Choice`, else the enum built here)."""
+
+
+def choices(cls: type, name: str, enum_name: str) -> type[Choice]:
     """A str Enum of the field's choices (Typer shows them in --help and checks them)."""
     return enum_of(enum_name, option_field(cls, name).metadata["choices"])
 
 
-def enum_of(enum_name: str, values: tuple[str, ...]) -> Any:
-    return Enum(enum_name, [(v.replace("-", "_"), v) for v in values], type=str)
+def enum_of(enum_name: str, values: tuple[str, ...]) -> type[Choice]:
+    members = [(v.replace("-", "_"), v) for v in values]
+    return cast("type[Choice]", Enum(enum_name, members, type=Choice))
 
 
 # Options shared by the commands that read a directory as a corpus (train, eval).
