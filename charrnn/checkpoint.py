@@ -208,7 +208,7 @@ class RunCheckpoint:
 
     def _check_weights(self, cfg: ModelConfig) -> None:
         """Nothing is built or loaded from weights that are not the network the metadata describes."""
-        sizes = (cfg.cell, cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers)
+        sizes = (cfg.cell, cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers, cfg.tie_weights)
         problem = weights_mismatch(sizes, self.weights())
         if problem:
             raise CheckpointError(f"{self.path}: {problem}")

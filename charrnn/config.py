@@ -76,8 +76,15 @@ class ModelConfig:
     hidden_size: int = option(512, "Units per recurrent layer (with --time-budget: chosen for it).", flag="--hidden")
     num_layers: int = option(2, "Stacked recurrent layers (with --time-budget: chosen for it).", flag="--layers")
     dropout: float = option(0.2, "Dropout between layers and before the output, in [0, 1).")
+    # False in every checkpoint written before the option existed (from_dict keeps the default)
+    tie_weights: bool = option(
+        False,
+        "Share the embedding with the output layer (a learned projection hidden -> embed "
+        "first where --embed differs from --hidden).",
+    )
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.tie_weights, bool), f"tie_weights must be true or false (got {self.tie_weights!r})")
         _require(self.cell in CELLS, f"--model must be one of {', '.join(CELLS)} (got {self.cell!r})")
         _require(self.vocab_size >= 0, "vocabulary size must not be negative")
         _require(self.embed_size >= 1, f"--embed must be at least 1 (got {self.embed_size})")

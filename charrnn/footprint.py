@@ -19,17 +19,21 @@ FLOAT_BYTES = 4  # parameters, gradients and optimiser state are fp32 whatever t
 TRAINING_COPIES = 4
 
 
-def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> int:
-    """Weights of `RNNLanguageModel`, in closed form (any size, no loop over layers)."""
+def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int, tied: bool = False) -> int:
+    """Weights of `RNNLanguageModel`, in closed form (any size, no loop over layers). Tied, the
+    output layer reuses the embedding and adds a projection hidden -> embed where they differ."""
     gates = GATES.get(cell, 1)
     first = gates * hidden * (embed + hidden + 2)
     rest = (layers - 1) * gates * hidden * (2 * hidden + 2)
-    return vocab * embed + first + rest + hidden * vocab + vocab
+    output = (0 if embed == hidden else hidden * embed) if tied else hidden * vocab
+    return vocab * embed + first + rest + output + vocab
 
 
-def parameter_shapes(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> Iterator[tuple[str, tuple]]:
-    """(name, shape) of every weight, in the model's state_dict naming. Check the count first:
-    this walks the layers."""
+def parameter_shapes(
+    cell: str, vocab: int, embed: int, hidden: int, layers: int, tied: bool = False
+) -> Iterator[tuple[str, tuple]]:
+    """(name, shape) of every weight, in the model's state_dict naming (tied: no "head.weight",
+    the embedding's alias). Check the count first: this walks the layers."""
     gates = GATES.get(cell, 1) * hidden
     yield "embedding.weight", (vocab, embed)
     for layer in range(layers):
@@ -37,13 +41,16 @@ def parameter_shapes(cell: str, vocab: int, embed: int, hidden: int, layers: int
         yield f"rnn.weight_hh_l{layer}", (gates, hidden)
         yield f"rnn.bias_ih_l{layer}", (gates,)
         yield f"rnn.bias_hh_l{layer}", (gates,)
-    yield "head.weight", (vocab, hidden)
+    if not tied:
+        yield "head.weight", (vocab, hidden)
+    elif embed != hidden:
+        yield "proj.weight", (embed, hidden)
     yield "head.bias", (vocab,)
 
 
 def weights_mismatch(sizes: tuple, weights: dict) -> str | None:
     """What is wrong with `weights` (name -> tensor) for a model of `sizes` (cell, vocab, embed,
-    hidden, layers), or None. The count first: absurd sizes in crafted metadata cost nothing."""
+    hidden, layers[, tied]), or None. The count first: absurd sizes in crafted metadata cost nothing."""
     have, want = sum(t.numel() for t in weights.values()), parameter_count(*sizes)
     if have != want:
         return f"its metadata describes a network of {want:,} weights, its tensors hold {have:,}"

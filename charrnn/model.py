@@ -53,9 +53,12 @@ class RNNLanguageModel(nn.Module):
         hidden_size: int,
         num_layers: int,
         dropout: float,
+        tie_weights: bool = False,
     ):
-        # No defaults here: config.ModelConfig holds them (this file imports no sibling).
+        # No defaults here: config.ModelConfig holds them (this file imports no sibling);
+        # tie_weights defaults to False only so that the benches' untied models need not say so.
         super().__init__()
+        self.tie_weights = tie_weights
         self.cell = cell
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -75,12 +78,27 @@ class RNNLanguageModel(nn.Module):
         else:
             raise ValueError(f"unknown cell type {cell!r}")
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, vocab_size)
+        # Tied (Press & Wolf 2017, Inan et al. 2017): the output layer's weight IS the embedding
+        # (one Parameter under two names). Where the widths differ a learned projection
+        # hidden -> embed comes first. The state dict leaves the alias "head.weight" out (a
+        # safetensors file holds each tensor once) and loading restores it from the embedding.
+        self.proj: nn.Linear | None = None
+        if tie_weights and embed_size != hidden_size:
+            self.proj = nn.Linear(hidden_size, embed_size, bias=False)
+        self.head = nn.Linear(embed_size if self.proj is not None else hidden_size, vocab_size)
+        if tie_weights:
+            self.head.weight = self.embedding.weight
+            self.register_state_dict_post_hook(_drop_tied_alias)
+            self.register_load_state_dict_pre_hook(_restore_tied_alias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # Embedding, LSTM and GRU keep torch's own initialisation: on tinyshakespeare a smaller
         # embedding scale or a forget-gate bias of 1 both learned measurably slower (README, Performance).
+        if self.tie_weights:
+            # Tied, the embedding is also the output layer: torch's N(0, 1) embedding would start
+            # with logits of std ~sqrt(width); the output layer's own scale, 1/sqrt(width), instead.
+            nn.init.normal_(self.embedding.weight, std=self.embedding.embedding_dim**-0.5)
         if self.cell == "rnn-relu":
             # Le, Jaitly & Hinton 2015 (IRNN): identity recurrence, zero bias, small input weights,
             # so a ReLU RNN starts by remembering its state instead of exploding or vanishing.
@@ -102,7 +120,19 @@ class RNNLanguageModel(nn.Module):
             state = self.init_state(tokens.shape[0], tokens.device)
         x = self.embedding(tokens)  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
-        return self.head(self.dropout(out)), state
+        out = self.dropout(out)
+        if self.proj is not None:
+            out = self.proj(out)  # (B, T, E)
+        return self.head(out), state
+
+
+def _drop_tied_alias(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    state_dict.pop(prefix + "head.weight", None)
+
+
+def _restore_tied_alias(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    if prefix + "embedding.weight" in state_dict:
+        state_dict.setdefault(prefix + "head.weight", state_dict[prefix + "embedding.weight"])
 
 
 def detach_state(state: HiddenState) -> HiddenState:
@@ -164,7 +194,10 @@ class FastStepper:
                 self.b_ih.append(b_ih)
                 self.b_hh.append(b_hh)
                 self.b_sum.append(b_ih + b_hh)
-            self.w_head = model.head.weight.float().t().contiguous()  # (H, V)
+            w_out = model.head.weight.float()  # (V, H), or (V, E) after a projection (E, H)
+            if model.proj is not None:  # folded in: logits = h @ (W_out @ P)^T
+                w_out = w_out @ model.proj.weight.float()
+            self.w_head = w_out.t().contiguous()  # (H, V)
             self.b_head = model.head.bias.float().contiguous()
         self.relu = self.cell == "rnn-relu"
 

@@ -44,6 +44,7 @@ def train(
     hidden_size: Annotated[Optional[int], opt(M, "hidden_size", show_default_in_help=True)] = None,
     embed_size: Annotated[int, opt(M, "embed_size")] = default(M, "embed_size"),
     dropout: Annotated[float, opt(M, "dropout")] = default(M, "dropout"),
+    tie_weights: Annotated[bool, opt(M, "tie_weights")] = default(M, "tie_weights"),
     tokenizer: Annotated[TokenizerKind, opt(K, "kind")] = TokenizerKind(default(K, "kind")),
     vocab_size: Annotated[int, opt(K, "vocab_size")] = default(K, "vocab_size"),
     seq_len: Annotated[int, opt(T, "seq_len")] = default(T, "seq_len"),
@@ -124,13 +125,7 @@ def train(
         sample_every=sample_every,
         **given,
     )
-    model_cfg = ModelConfig(
-        cell=cell.value,
-        embed_size=embed_size,
-        hidden_size=default(M, "hidden_size") if hidden_size is None else hidden_size,
-        num_layers=default(M, "num_layers") if num_layers is None else num_layers,
-        dropout=dropout,
-    )
+    model_cfg = _model_config(cell.value, embed_size, hidden_size, num_layers, dropout, tie_weights)
     if save_every is not None and save_every < 1:
         raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
     dist = DistContext.from_env(device.value)
@@ -146,6 +141,18 @@ def train(
         result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
     if dist.is_main:
         _print_result(result, result.time_budget)
+
+
+def _model_config(cell: str, embed: int, hidden: int | None, layers: int | None, dropout: float, tie: bool):
+    """The architecture asked for; a size not given is the default (a --time-budget run may pick it later)."""
+    return ModelConfig(
+        cell=cell,
+        embed_size=embed,
+        hidden_size=default(M, "hidden_size") if hidden is None else hidden,
+        num_layers=default(M, "num_layers") if layers is None else layers,
+        dropout=dropout,
+        tie_weights=tie,
+    )
 
 
 def _reporter(is_main: bool, tensorboard: Path | None) -> Reporter:

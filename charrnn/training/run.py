@@ -63,7 +63,7 @@ def train(
     try:
         kwargs = dict(dist=dist, reporter=reporter, stop=stop, save_every=save_every, started=started)
         if resume:
-            trainer = _resumed(corpus, run_dir, limits or {}, encoding, **kwargs)
+            trainer = _resumed(corpus, run_dir, limits or {}, encoding, tie=model_cfg.tie_weights, **kwargs)
         elif init_from is not None:
             trainer = _fine_tuned(corpus, model_cfg, train_cfg, run_dir, init_from, encoding, **kwargs)
         else:
@@ -109,10 +109,18 @@ def _trainer(
     return Trainer(data, model_cfg, train_cfg, run_dir, **kwargs)
 
 
-def _resumed(corpus: CorpusBytes, run_dir: Path, limits: dict[str, Any], encoding: str, **kwargs: Any) -> Trainer:
-    """The run in `run_dir` where last.safetensors left it; only `limits` change."""
+def _resumed(
+    corpus: CorpusBytes, run_dir: Path, limits: dict[str, Any], encoding: str, tie: bool = False, **kwargs: Any
+) -> Trainer:
+    """The run in `run_dir` where last.safetensors left it; only `limits` change (`tie`: the
+    user asked for --tie-weights, which an untied run cannot become)."""
     checkpoint = RunCheckpoint(run_dir / LAST)
     model_cfg = checkpoint.model_config()
+    if tie and not model_cfg.tie_weights:
+        raise ConfigError(
+            f"--tie-weights: the run in {run_dir} has an output layer of its own and --resume keeps its "
+            "architecture (drop --tie-weights, or start a new run)"
+        )
     train_cfg = checkpoint.train_config(limits)
     data = load_tokens(
         corpus,
@@ -167,6 +175,11 @@ def _fine_tuned(
     means its best checkpoint); the architecture is the checkpoint's, the dropout the one asked for."""
     checkpoint = RunCheckpoint(resolve_checkpoint(init_from))
     tokenizer = checkpoint.tokenizer()
+    if model_cfg.tie_weights and not checkpoint.model_config().tie_weights:
+        raise ConfigError(
+            f"--tie-weights: {init_from} was trained with an output layer of its own; a fine-tune keeps the "
+            "checkpoint's architecture (drop --tie-weights, or train a tied model from scratch)"
+        )
     model_cfg = replace(checkpoint.model_config(), dropout=model_cfg.dropout)
     if isinstance(tokenizer, CharTokenizer):  # a char vocabulary grows to cover the new corpus
         tokenizer, added = tokenizer.extend(decode_corpus(corpus, encoding))
