@@ -180,3 +180,13 @@ def test_compare_trains_the_four_cells_alike_and_draws_them(cli, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     again = cli("gradients", *args, "--out-dir", tmp_path / "runs", "--json")  # the runs are not overwritten
     assert "--force" in one_error_line(again)
+
+
+def test_without_matplotlib_a_picture_is_refused_before_any_work_and_json_still_works(
+    cli, tiny_run, held_out, monkeypatch
+):
+    monkeypatch.setattr("charrnn.plot.have_matplotlib", lambda: False)
+    assert "charrnn[plot]" in one_error_line(cli("gradients", tiny_run, "--text", held_out, "--max-k", "3"))
+    result = cli("gradients", tiny_run, "--text", held_out, "--max-k", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["runs"]) == 1

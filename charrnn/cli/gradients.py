@@ -63,6 +63,11 @@ def gradients(
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1 (got {threads})")
     log = lambda m: stderr.print(m, markup=False)  # noqa: E731
+    if out is not None or not as_json:
+        from ..plot import have_matplotlib
+
+        if not have_matplotlib():  # said before minutes of training or measuring, not after
+            raise ConfigError("the picture needs matplotlib: pip install 'charrnn[plot]' (or use --json alone)")
     if compare is not None:
         if runs:
             raise ConfigError("--compare trains its own runs: give either RUN ... or --compare CORPUS")
