@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ..atomic import write_atomic
 from ..config import ModelConfig, TrainConfig
 from ..data.tokens import cache_dir
+from ..footprint import parameter_count
 from ..model import RNNLanguageModel
 from ..runtime import autocast_for, resolve_device, resolve_precision
 
@@ -45,7 +46,7 @@ TARGET_SLOPE = 2 / 3
 MAX_PARAMETERS_PER_CHAR = 4.0
 # Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
 CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
-GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs have 1
+GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs have 1 (parameter_count: footprint)
 
 PROBE_SECONDS = 2.0
 PROBE_SHAPE = (384, 2, 32, 64)  # hidden, layers, batch, seq_len: a mid-sized training step
@@ -57,13 +58,6 @@ class SizeChoice:
     hidden_size: int
     num_layers: int
     reason: str  # one line for the user
-
-
-def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int) -> int:
-    """Weights of `RNNLanguageModel`: embedding, recurrent layers (two bias vectors each), head."""
-    gates = GATES.get(cell, 1)
-    recurrent = sum(gates * hidden * ((embed if layer == 0 else hidden) + hidden + 2) for layer in range(layers))
-    return vocab * embed + recurrent + hidden * vocab + vocab
 
 
 def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
@@ -88,6 +82,7 @@ def choose_size(
     embed: int,
     cell: str = "lstm",
     candidates: tuple[tuple[int, int], ...] = CANDIDATES,
+    tied: bool = False,
 ) -> SizeChoice:
     """The largest candidate that sees at least `tokens_per_parameter_target` tokens per
     parameter in the budget and stays under the corpus cap; the smallest one when none does. Pure."""
@@ -95,7 +90,7 @@ def choose_size(
     target = tokens_per_parameter_target(compute)
     best = None
     for hidden, layers in candidates:
-        params = parameter_count(cell, vocab, embed, hidden, layers)
+        params = parameter_count(cell, vocab, embed, hidden, layers, tied)
         speed = flops_per_sec / training_flops_per_token(cell, embed, hidden, layers, vocab)  # tokens/s
         per_param = budget_seconds * speed / params
         fits = per_param >= target and params <= MAX_PARAMETERS_PER_CHAR * train_chars
@@ -107,7 +102,8 @@ def choose_size(
     elif (hidden, layers) == candidates[-1]:
         why = "the largest size offered"
     elif (
-        parameter_count(cell, vocab, embed, *_next(candidates, hidden, layers)) > MAX_PARAMETERS_PER_CHAR * train_chars
+        parameter_count(cell, vocab, embed, *_next(candidates, hidden, layers), tied)
+        > MAX_PARAMETERS_PER_CHAR * train_chars
     ):
         why = f"a larger one would exceed {MAX_PARAMETERS_PER_CHAR:g} parameters per training character"
     else:
@@ -273,6 +269,7 @@ def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars:
         vocab=vocab,
         embed=model_cfg.embed_size,
         cell=model_cfg.cell,
+        tied=model_cfg.tie_weights,
     )
     how = f"best of {speed.probes} probe{'s' if speed.probes > 1 else ''}"
     how += ", one just now" if speed.probed_now else ", measured earlier"
