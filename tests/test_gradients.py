@@ -129,8 +129,13 @@ def test_the_cli_draws_a_png_from_the_runs_validation_split(cli, tiny_run, tmp_p
     result = cli("gradients", tiny_run, "--corpus", corpus, "--max-k", "4", "--out", out)
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "validation split of" in result.stderr
+    assert "validation split of" in result.stderr and "another sha256" not in result.stderr
     assert "k=1" in result.stdout  # the table of relative gradients
+    other = tmp_path / "other.txt"
+    other.write_text(TINY_TEXT[::-1], encoding="utf-8")  # the same characters, another text
+    result = cli("gradients", tiny_run, "--corpus", other, "--max-k", "4", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "is not the text" in result.stderr and "another sha256" in result.stderr
 
 
 def _newer_format(checkpoint: Path, dest: Path) -> Path:

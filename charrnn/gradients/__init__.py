@@ -237,24 +237,12 @@ def held_out_ids(
 ) -> tuple[list[int], str]:
     """The token ids to measure on, and what they are: the file `text` whole, else the validation
     split of `corpus` (default: the corpus the run was trained on, found by its name)."""
-    from ..evaluation import read_text, read_validation_text, train_settings
+    from ..evaluation import read_text
 
     if text is not None:
         content, source = read_text(text, encoding, log=log), str(text)
     else:
-        name = corpus or loaded.meta.get("corpus")
-        try:
-            if not name:
-                raise CorpusError("no corpus named in the checkpoint")
-            content = read_validation_text(str(name), train_settings(loaded), encoding, log=log)[1]
-        except CorpusError as exc:
-            if corpus is not None:
-                raise
-            raise CorpusError(
-                f"{loaded.path}: cannot find the corpus it was trained on ({name or 'unnamed'}: {exc}); "
-                "give it with --corpus PATH, or held-out text with --text FILE"
-            ) from None
-        source = f"validation split of {name}"
+        content, source = _validation_text(loaded, corpus, encoding, log)
     unknown = loaded.tokenizer.unknown_chars(content)
     if unknown:
         raise CorpusError(
@@ -262,6 +250,34 @@ def held_out_ids(
             f"{show_chars(unknown)}"
         )
     return [int(i) for i in loaded.tokenizer.encode(content)], source
+
+
+def _validation_text(
+    loaded: LoadedModel, corpus: str | None, encoding: str, log: Callable[[str], None]
+) -> tuple[str, str]:
+    """The validation split of `corpus` (default: the run's own, by the name its checkpoint
+    records), cut as the run cut it; a note when it is not the text the run trained on."""
+    from ..data.corpora import resolve_corpus
+    from ..data.tokens import split_corpus
+    from ..evaluation import train_settings
+
+    name = corpus or loaded.meta.get("corpus")
+    try:
+        if not name:
+            raise CorpusError("no corpus named in the checkpoint")
+        found = resolve_corpus(str(name), log, encoding=encoding)
+    except CorpusError as exc:
+        if corpus is not None:
+            raise
+        raise CorpusError(
+            f"{loaded.path}: cannot find the corpus it was trained on ({name or 'unnamed'}: {exc}); "
+            "give it with --corpus PATH, or held-out text with --text FILE"
+        ) from None
+    trained_on = loaded.meta.get("corpus_sha256")
+    if trained_on and found.digest != trained_on:
+        log(f"note: {found.source} is not the text {loaded.path} was trained on (another sha256); its split is used")
+    cfg = train_settings(loaded)
+    return split_corpus(found, cfg.val_frac, cfg.val_split, encoding).val, f"validation split of {name}"
 
 
 def run_gradient_flow(
