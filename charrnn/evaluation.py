@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .checkpoint import LoadedModel
 from .config import TrainConfig
 from .data.tokens import decode_corpus, split_corpus, validation_windows
 from .errors import CheckpointError, ConfigError, CorpusError
-from .model import HiddenState, RNNLanguageModel, select_streams, stream_count
+from .model import HiddenState, select_streams, stream_count
 from .runtime import autocast_for
 from .tokenizers.char import Tokenizer, show_chars
 from .training.distributed import DistContext
@@ -30,9 +30,20 @@ from .training.distributed import DistContext
 LN2 = math.log(2.0)
 
 
+class StatefulModel(Protocol):
+    """What `evaluate_ids` needs of a model: RNNLanguageModel, or a bench model with the same calls."""
+
+    training: bool
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> HiddenState: ...
+    def __call__(self, tokens: torch.Tensor, state: HiddenState | None = None) -> tuple[torch.Tensor, HiddenState]: ...
+    def eval(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+
+
 @torch.no_grad()
 def evaluate_ids(
-    model: RNNLanguageModel,
+    model: StatefulModel,
     ids: np.ndarray,
     context_token: int | None,
     *,

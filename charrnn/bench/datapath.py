@@ -131,7 +131,8 @@ def _run_child(mode: str, corpus: Path, cache: Path, out: Path, hidden: int) -> 
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"data benchmark child failed: {tail}")
-    return json.loads(out.read_text())
+    figures: dict[str, Any] = json.loads(out.read_text())
+    return figures
 
 
 def bench_data(

@@ -26,7 +26,7 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..data.corpora import find_corpus
 from ..data.tokens import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
-from ..evaluation import evaluate_ids
+from ..evaluation import StatefulModel, evaluate_ids
 from ..model import RNNLanguageModel
 from ..training.reporting import Reporter, RunInfo
 from .results import BenchPlan, QualityRow
@@ -36,7 +36,7 @@ LN2 = 0.6931471805599453
 ONLY_FINAL_EVAL = 10**9  # eval_every: no evaluation before the budget ends, one after
 
 
-def validation_bpc(model: torch.nn.Module, data: TokenData, cfg: TrainConfig, device: torch.device) -> float:
+def validation_bpc(model: StatefulModel, data: TokenData, cfg: TrainConfig, device: torch.device) -> float:
     """Bits per character over the whole validation split, as `Trainer.validate` reports it."""
     context = int(data.train[-1]) if len(data.train) else None
     nats, _ = evaluate_ids(
@@ -45,7 +45,13 @@ def validation_bpc(model: torch.nn.Module, data: TokenData, cfg: TrainConfig, de
     return nats / max(data.val_chars, 1) / LN2
 
 
-def train_for(seconds: float, batcher: StreamBatcher, step: Callable, reset: Callable, device: torch.device) -> int:
+def train_for(
+    seconds: float,
+    batcher: StreamBatcher,
+    step: Callable[[torch.Tensor, torch.Tensor], object],
+    reset: Callable[[], object],
+    device: torch.device,
+) -> int:
     """Consecutive windows through `step(x, y)` until `seconds` pass; `reset()` at each wrap-around."""
     began, steps = time.perf_counter(), 0
     while time.perf_counter() - began < seconds:

@@ -45,7 +45,16 @@ def bench_sampling(
         torch.set_num_threads(before)
 
 
-def _time_sampling(cell, hidden, layers, streams, seconds, bandwidth, peak, temperature) -> SampleSpeed:
+def _time_sampling(
+    cell: str,
+    hidden: int,
+    layers: int,
+    streams: int,
+    seconds: float,
+    bandwidth: float,
+    peak: float | None,
+    temperature: float,
+) -> SampleSpeed:
     torch.manual_seed(0)
     model = RNNLanguageModel(cell, VOCAB, 64, hidden, layers, dropout=0.0).eval()
     stepper = FastStepper(model)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn as nn
@@ -115,7 +115,7 @@ class ScanLanguageModel(nn.Module):
         x = self.embedding(token)  # (B, H)
         states = []
         for layer, norm, h in zip(self.layers, self.norms, hidden):
-            h = layer.step(norm(x), h)
+            h = cast(ScanLayer, layer).step(norm(x), h)  # nn.ModuleList yields them as plain Modules
             states.append(h)
             x = x + h
         return self.head(self.final_norm(x)), torch.stack(states)
