@@ -1,7 +1,7 @@
 """Corpora and the token streams made from them.
 
-    tokens.py       reading a corpus, the train/validation split as ids, the id cache, TBPTT streams
-    source_tree.py  a directory read as a corpus (files chosen by content, --include/--exclude)
-    split.py        what is held out: the tail of a running text, or whole documents
-    corpora.py      the ready corpora: the catalogue (catalogue.json), the mirror, the builders
+tokens.py       reading a corpus, the train/validation split as ids, the id cache, TBPTT streams
+source_tree.py  a directory read as a corpus (files chosen by content, --include/--exclude)
+split.py        what is held out: the tail of a running text, or whole documents
+corpora.py      the ready corpora: the catalogue (catalogue.json), the mirror, the builders
 """

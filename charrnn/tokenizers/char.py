@@ -141,7 +141,7 @@ def show_chars(chars: Iterable[str], limit: int = 10) -> str:
 
 
 def _show_char(c: str) -> str:
-    if not c.isprintable() or c.isspace() or c in "\"\\" or "\ud800" <= c <= "\udfff":
+    if not c.isprintable() or c.isspace() or c in '"\\' or "\ud800" <= c <= "\udfff":
         return json.dumps(c, ensure_ascii=True)
     return f'"{c}"' + (f" (U+{ord(c):04X})" if not c.isascii() else "")
 
