@@ -9,7 +9,7 @@ traceback. torch is imported inside commands, so `charrnn --help` stays fast.
 from __future__ import annotations
 
 # Each module registers its commands on `app` (or a sub-app) when imported.
-from . import bench, corpus, evaluate, export, gradients, inspection, music, sample, serve, train  # noqa: E402,F401,I001
+from . import bench, copies, corpus, evaluate, export, gradients, inspection, music, sample, serve, train  # noqa: E402,F401,I001
 from .application import app
 
 

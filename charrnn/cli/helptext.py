@@ -31,6 +31,7 @@ COMMAND_ORDER = (
     "plot",
     "visualize",
     "gradients",
+    "copies",
     "abc",
     "export",
     "serve",

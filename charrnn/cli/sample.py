@@ -13,6 +13,7 @@ from ..config import SampleConfig
 from ..errors import CharRNNError
 from .application import app, chosen_checkpoint, stderr
 from .beam import BEAM_HELP, LENGTH_PENALTY_HELP, check_beam_options, write_beam
+from .copies import CORPUS_HELP, MAX_COPY_HELP, check_max_copy_options, write_capped_samples
 from .options import CheckpointArg, default, opt
 
 S = SampleConfig
@@ -61,6 +62,8 @@ def sample(
     length_penalty: Annotated[
         Optional[float], typer.Option("--length-penalty", metavar="A", help=LENGTH_PENALTY_HELP)
     ] = None,
+    max_copy: Annotated[Optional[int], typer.Option("--max-copy", help=MAX_COPY_HELP)] = None,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", help=CORPUS_HELP)] = None,
 ) -> None:
     """Generate text from a trained model; the text alone goes to stdout."""
     from ..data.tokens import read_text_file
@@ -83,6 +86,7 @@ def sample(
     drawn = {"--temp": temperature != default(S, "temperature"), "--top-k": top_k != default(S, "top_k")}
     drawn |= {"--top-p": top_p != default(S, "top_p"), "--seed": seed is not None, "--num-samples": num_samples != 1}
     check_beam_options(beam, length_penalty, drawn, docs, valid_only, midi)
+    check_max_copy_options(max_copy, beam, docs, tunes, corpus)
     if docs is not None or tunes is not None:
         _check_document_options(docs, tunes, prime, stop, num_samples)
     if tunes is None and (valid_only or max_attempts is not None or midi is not None):
@@ -116,6 +120,9 @@ def sample(
         return
     if docs is not None or tunes is not None:
         _write_documents(loaded, cfg, generator, docs, tunes)
+        return
+    if max_copy is not None:
+        write_capped_samples(loaded, cfg, prime, generator, max_copy, corpus)
         return
     _write_samples(loaded, cfg, prime, generator)
 
