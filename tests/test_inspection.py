@@ -29,7 +29,7 @@ def test_info_describes_the_checkpoint(cli, run):
     info = json.loads(result.stdout)
     model = load_model(run / "last.safetensors").model
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["architecture"] == {"cell": "lstm", "layers": 1, "hidden": 32, "embed": 16, "dropout": 0.2}
+    assert info["architecture"] == {"cell": "lstm", "layers": 1, "hidden": 32, "embed": 16, "dropout": 0.2, "tied": False}
     assert info["tokenizer"] == "char" and info["vocab_size"] == len(set(TINY_TEXT))
     assert info["corpus"] == "tiny" and info["step"] == 20 and info["resumable"] is True
     assert info["best_val_bpc"] == pytest.approx(min(r["val_bpc"] for r in metrics(run)))

@@ -142,3 +142,12 @@ def test_a_tied_model_exports_to_onnx_and_matches_the_sampler(tied_run, cli, tmp
     expected = cli("sample", tied_run, "--temp", "0", "--length", "100", "--prime", "All").stdout
     assert "".join(OnnxSampler(out).generate("All", length=100, temperature=0)) + "\n" == expected
     assert json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["kind"] == "char"
+
+
+def test_info_says_the_model_is_tied_and_counts_its_weights_once(tied_run, cli):
+    result = cli("info", tied_run, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["architecture"]["tied"] is True
+    assert info["parameters"] == parameter_count("lstm", info["vocab_size"], 16, 32, 1, tied=True)
+    assert "tied to the output layer" in cli("info", tied_run).stdout

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from charrnn.errors import WriteError
 
@@ -71,8 +72,9 @@ def test_an_end_repeat_with_no_start_repeats_from_the_previous_end(music21, read
 
 
 def test_midi_note_count_matches_the_expanded_score(music21, read_midi, score_notes):
+    from test_music import JIG, REEL  # a sibling module: pytest puts tests/music on the path
+
     from charrnn.music.midi import tune_midi
-    from tests.test_music import JIG, REEL
 
     for tune in (REEL, JIG):
         notes, _, length = read_midi(tune_midi(tune))
@@ -141,7 +143,7 @@ def test_tune_text_naming_a_file_never_loads_music21s_pickle_cache(music21, cli,
 def test_music_code_never_hands_music21_a_path():
     """The calls that can reach music21's pickle cache (parse of a string that may name a file,
     parseFile, the corpus and its cache, thaw) appear nowhere in charrnn; parseData does not."""
-    package = Path(__file__).resolve().parents[1] / "charrnn"
+    package = REPO / "charrnn"
     risky = re.compile(r"converter\.parse\(|parseFile\(|parseURL\(|corpus\.parse\(|freezeThaw|\bthaw\(|\.parse\(")
     found = [
         f"{path.name}:{n}: {line.strip()}"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from charrnn.cli.extras import EXTRAS, extra_of, missing_extra_message
 
@@ -47,7 +48,7 @@ def test_every_extra_of_pyproject_is_known():
     """The list the message comes from names every extra pyproject.toml offers to users."""
     import tomllib
 
-    declared = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())
     offered = set(declared["project"]["optional-dependencies"]) - {"test", "dev"}
     assert set(EXTRAS) == offered
     assert extra_of("torch.utils.tensorboard") is None and extra_of("tensorboard.summary") == "tensorboard"
