@@ -120,10 +120,13 @@ class RNNLanguageModel(nn.Module):
             state = self.init_state(tokens.shape[0], tokens.device)
         x = self.embedding(tokens)  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
+        return self.output(out), state
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """The top layer's states (..., H) -> logits (..., V): dropout, the projection of a tied
+        model whose widths differ, the output layer."""
         out = self.dropout(out)
-        if self.proj is not None:
-            out = self.proj(out)  # (B, T, E)
-        return self.head(out), state
+        return self.head(self.proj(out) if self.proj is not None else out)
 
 
 def _drop_tied_alias(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -202,6 +202,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
             "hidden": model.get("hidden_size"),
             "embed": model.get("embed_size"),
             "dropout": model.get("dropout"),
+            "tied": model.get("tie_weights") is True,  # absent before --tie-weights: untied
         },
         "parameters": params,
         "tokenizer": tok.get("kind"),

@@ -32,8 +32,8 @@ def info(
         ("checkpoint", f"{details['path']} ({details['kind']}, {details['file_bytes'] / 1e6:.1f} MB)"),
         (
             "model",
-            f"{arch['cell']}, {arch['layers']} layer(s) x {arch['hidden']} units, embedding {arch['embed']}, "
-            f"dropout {arch['dropout']}",
+            f"{arch['cell']}, {arch['layers']} layer(s) x {arch['hidden']} units, embedding {arch['embed']}"
+            f"{' (tied to the output layer)' if arch['tied'] else ''}, dropout {arch['dropout']}",
         ),
         ("parameters", f"{details['parameters']:,}"),
         ("tokenizer", f"{details['tokenizer']}, vocabulary of {_count(details['vocab_size'])}"),
