@@ -46,9 +46,33 @@ def train_tiny(folder: Path) -> Path:
     """A tiny model (20 steps of a 32-unit LSTM) trained into folder/run; returns the run."""
     corpus = folder / "tiny.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--hidden", "32", "--embed", "16",
-           "--layers", "1", "--seq-len", "16", "--batch-size", "4", "--steps", "20", "--eval-every", "20",
-           "--device", "cpu", "--precision", "fp32", "--out", str(folder / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        "--hidden",
+        "32",
+        "--embed",
+        "16",
+        "--layers",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--steps",
+        "20",
+        "--eval-every",
+        "20",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--out",
+        str(folder / "run"),
+    ]
     env = {**os.environ, "CHARRNN_CACHE": str(folder / "cache")}
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
     if done.returncode != 0:
@@ -142,6 +166,7 @@ def as_json(value) -> bytes:
 
 def good_kinds(model: str) -> dict:
     """Well-formed requests: name -> function(port, rng) -> (status, body or None)."""
+
     def generate(port, rng):
         body = {"model": model, "length": rng.randrange(1, 80), "seed": rng.randrange(1000), "prime": "All"}
         status, text = post(port, "/api/generate", as_json(body))
@@ -159,16 +184,40 @@ def good_kinds(model: str) -> dict:
 
 def bad_bodies(model: str) -> list[bytes]:
     """JSON bodies of /api/generate the server must refuse with a 4xx."""
-    wrong = [{"model": 5}, {"model": model, "length": "long"}, {"model": model, "temperature": [1]},
-             {"model": model, "seed": True}, {"model": model, "stop": 3}, {"model": model, "extra": 1},
-             {"prime": "x"}, [model], "model", None]
-    absurd = [{"model": model, "length": 10**12}, {"model": model, "length": -1},
-              {"model": model, "temperature": -5}, {"model": model, "top_p": 7}, {"model": model, "top_k": -2},
-              {"model": model, "seed": 2**70}, {"model": model, "length": 1e308},
-              {"model": model, "prime": "\u2603\u2603"}, {"model": "../../etc/passwd"}, {"model": "no/such/model"},
-              {"model": model, "prime": "x" * 20_000}]
-    broken = [b"{", b"{'model': 1}", b"\xff\xfe\x00", b"", b"[" * 100_000, b'{"model": "%s", "length": 1%s}'
-              % (model.encode(), b"0" * 5000), b'{"model": "%s", "temperature": NaN}' % model.encode()]
+    wrong = [
+        {"model": 5},
+        {"model": model, "length": "long"},
+        {"model": model, "temperature": [1]},
+        {"model": model, "seed": True},
+        {"model": model, "stop": 3},
+        {"model": model, "extra": 1},
+        {"prime": "x"},
+        [model],
+        "model",
+        None,
+    ]
+    absurd = [
+        {"model": model, "length": 10**12},
+        {"model": model, "length": -1},
+        {"model": model, "temperature": -5},
+        {"model": model, "top_p": 7},
+        {"model": model, "top_k": -2},
+        {"model": model, "seed": 2**70},
+        {"model": model, "length": 1e308},
+        {"model": model, "prime": "\u2603\u2603"},
+        {"model": "../../etc/passwd"},
+        {"model": "no/such/model"},
+        {"model": model, "prime": "x" * 20_000},
+    ]
+    broken = [
+        b"{",
+        b"{'model': 1}",
+        b"\xff\xfe\x00",
+        b"",
+        b"[" * 100_000,
+        b'{"model": "%s", "length": 1%s}' % (model.encode(), b"0" * 5000),
+        b'{"model": "%s", "temperature": NaN}' % model.encode(),
+    ]
     return [as_json(b) for b in wrong + absurd] + broken
 
 
@@ -219,10 +268,14 @@ def bad_kinds(model: str) -> dict:
 
     return {
         "bad body": lambda port, rng: post(port, "/api/generate", rng.choice(bodies)),
-        "bad tune": lambda port, rng: post(port, "/api/abc/check", rng.choice(
-            [as_json({"tune": 5}), as_json({"tune": " "}), as_json({"tune": "X:1\n" * 10_000}), b"{"])),
-        "bad surprise": lambda port, rng: post(port, "/api/surprise", as_json(
-            {"model": model, "text": rng.choice([7, "x" * 6000])})),
+        "bad tune": lambda port, rng: post(
+            port,
+            "/api/abc/check",
+            rng.choice([as_json({"tune": 5}), as_json({"tune": " "}), as_json({"tune": "X:1\n" * 10_000}), b"{"]),
+        ),
+        "bad surprise": lambda port, rng: post(
+            port, "/api/surprise", as_json({"model": model, "text": rng.choice([7, "x" * 6000])})
+        ),
         "garbage": lambda port, rng: exchange(port, b"BLAH / SPDY/9\r\n\x00\x01\r\n\r\n"),
         "wrong method": lambda port, rng: exchange(port, head("GET", "/api/generate")),
         "no such path": lambda port, rng: exchange(port, head("GET", "/api/nothing-here")),
@@ -314,8 +367,10 @@ def soak(port: int, pid: int, model: str, args: argparse.Namespace) -> tuple[Tal
     for index in range(args.requests):
         jobs.put(index + args.seed * 1_000_003)
     tally = Tally(min(args.warmup, args.requests), pid)
-    threads = [threading.Thread(target=client, args=(port, jobs, tally, model, args.bad), daemon=True)
-               for _ in range(args.clients)]
+    threads = [
+        threading.Thread(target=client, args=(port, jobs, tally, model, args.bad), daemon=True)
+        for _ in range(args.clients)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -327,19 +382,25 @@ def soak(port: int, pid: int, model: str, args: argparse.Namespace) -> tuple[Tal
 def report(tally: Tally, seconds: float, rss_end: int, latencies: list[float], args) -> list[str]:
     """Prints the figures; returns the targets missed."""
     missed = list(tally.problems)
-    print(f"{args.requests} requests from {args.clients} clients in {seconds:.1f} s "
-          f"({args.requests / seconds:.0f}/s), {args.bad:.0%} malformed or abandoned")
+    print(
+        f"{args.requests} requests from {args.clients} clients in {seconds:.1f} s "
+        f"({args.requests / seconds:.0f}/s), {args.bad:.0%} malformed or abandoned"
+    )
     print("by status class: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.classes.items())))
     print("by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.kinds.items())))
     growth = (rss_end - tally.rss_warm) / tally.rss_warm
-    print(f"server VmRSS: {tally.rss_warm / 1024:.1f} MiB after {tally.warmup} requests, "
-          f"{rss_end / 1024:.1f} MiB after all ({growth:+.1%}; allowed ±{args.rss_tolerance:.0%})")
+    print(
+        f"server VmRSS: {tally.rss_warm / 1024:.1f} MiB after {tally.warmup} requests, "
+        f"{rss_end / 1024:.1f} MiB after all ({growth:+.1%}; allowed ±{args.rss_tolerance:.0%})"
+    )
     if abs(growth) > args.rss_tolerance:
         missed.append(f"memory changed by {growth:+.1%} during the soak")
     if latencies:
         p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
-        print(f"first text of one stream, server idle ({len(latencies)} streams): p50 {p50:.1f} ms, "
-              f"p99 {p99:.1f} ms (target p99 <= {args.p99_ms:g} ms)")
+        print(
+            f"first text of one stream, server idle ({len(latencies)} streams): p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms (target p99 <= {args.p99_ms:g} ms)"
+        )
         if p99 > args.p99_ms:
             missed.append(f"first-text p99 {p99:.1f} ms is over {args.p99_ms:g} ms")
     return missed

@@ -110,8 +110,13 @@ def local_mirror(tmp_path, monkeypatch) -> str:
     folder.mkdir()
     data = TINY_TEXT.encode("utf-8")
     (folder / "tinymirror.txt").write_bytes(data)
-    entry = {"description": "a test corpus", "url": "https://example.invalid/tinymirror.txt",
-             "sha256": hashlib.sha256(data).hexdigest(), "chars": len(TINY_TEXT), "bytes": len(data)}
+    entry = {
+        "description": "a test corpus",
+        "url": "https://example.invalid/tinymirror.txt",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "chars": len(TINY_TEXT),
+        "bytes": len(data),
+    }
     real = corpora.catalogue
     monkeypatch.setattr(corpora, "catalogue", lambda: {**real(), "tinymirror": entry})
     monkeypatch.setenv("CHARRNN_MIRROR", str(folder))

@@ -9,12 +9,12 @@ import sys
 import pytest
 from conftest import REPO
 
-PLANTED = '''
+PLANTED = """
 import pytest
 
 missing = pytest.importorskip("no_such_module_for_charrnn", reason="needs no_such_module (the [x] extra)")
-'''
-TESTS = '''
+"""
+TESTS = """
 import pytest
 
 def test_no_chromium():
@@ -25,7 +25,7 @@ def test_no_gpu():
 
 def test_runs():
     assert True
-'''
+"""
 
 
 def _pytest(target, ci: str | None) -> subprocess.CompletedProcess:

@@ -50,7 +50,7 @@ def test_eval_unknown_characters_is_one_line_error(cli, run, tmp_path):
     odd.write_text("Speak \u00e9\u00e9 speak\n", encoding="utf-8")
     result = cli("eval", run, odd)
     line = one_error_line(result, alone=True)
-    assert "never saw" in line and "\"\u00e9\" (U+00E9)" in line and result.stdout == ""
+    assert "never saw" in line and '"\u00e9" (U+00E9)' in line and result.stdout == ""
 
 
 def test_eval_val_matches_training_validation_bpe(tmp_path, cli):

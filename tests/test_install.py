@@ -127,7 +127,9 @@ def test_commands_work_from_outside_the_repository(installed):
             assert "tinyshakespeare" in output and "python-stdlib" in output
     assert transcript[0].endswith(f"charrnn {charrnn_version}")
     assert (work / "run" / "best.safetensors").is_file()
-    assert (work / "site" / "ort" / "ort-wasm-simd-threaded.wasm").is_file() and (work / "site" / "index.html").is_file()
+    assert (work / "site" / "ort" / "ort-wasm-simd-threaded.wasm").is_file() and (
+        work / "site" / "index.html"
+    ).is_file()
     print("\n" + "\n".join(transcript))
 
 

@@ -58,7 +58,9 @@ def main(argv: list[str]) -> int:
     files = sorted(p for root in roots for p in ([root] if root.is_file() else root.rglob("*.py")))
     problems = [line for f in files for line in stored_constants(f)]
     for line in problems:
-        print(f"{line} (more than {MAX_DIGITS} significant digits in an equality: compare with a reference computed in the test)")
+        print(
+            f"{line} (more than {MAX_DIGITS} significant digits in an equality: compare with a reference computed in the test)"
+        )
     return 1 if problems else 0
 
 

@@ -1,6 +1,6 @@
 """Import cycles inside the package, function-level imports included.
 
-    python tools/import_cycles.py [ROOT]    # prints each cycle; exit status 1 when there is one
+python tools/import_cycles.py [ROOT]    # prints each cycle; exit status 1 when there is one
 """
 
 from __future__ import annotations

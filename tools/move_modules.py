@@ -61,7 +61,9 @@ def to_relative(source: str, path: Path) -> str:
     return ABSOLUTE.sub(relative, source)
 
 
-FROM_PACKAGE_IMPORT = re.compile(rf"^(?P<indent>[ \t]*)from (?P<pkg>{PACKAGE}(?:\.\w+)*) import (?P<names>[\w ,]+)$", re.M)
+FROM_PACKAGE_IMPORT = re.compile(
+    rf"^(?P<indent>[ \t]*)from (?P<pkg>{PACKAGE}(?:\.\w+)*) import (?P<names>[\w ,]+)$", re.M
+)
 
 
 def split_module_imports(source: str, moves: dict[str, str]) -> str:

@@ -1,13 +1,13 @@
 """The run, from set-up to the last checkpoint.
 
-    run.py          train(): a fresh, resumed or fine-tuned run set up and handed to the loop
-    loop.py         Trainer: step, validate, save, restore, run (the loop itself)
-    optimization.py the optimiser, the learning-rate schedule and the limits that end a run
-    validation.py   the validation set, and the time a --time-budget keeps for the end of a run
-    meters.py       the loss read back from the device, the speed, a run far too slow
-    reporting.py    the hooks the loop reports through; metrics.jsonl, samples.txt, TensorBoard
-    sizing.py       the model size for a time budget, from this machine's measured speed
-    distributed.py  data-parallel training over processes (torchrun)
-    rundir.py       the run directory: created, checked, never overwritten by accident
-    runlock.py      one process per run directory
+run.py          train(): a fresh, resumed or fine-tuned run set up and handed to the loop
+loop.py         Trainer: step, validate, save, restore, run (the loop itself)
+optimization.py the optimiser, the learning-rate schedule and the limits that end a run
+validation.py   the validation set, and the time a --time-budget keeps for the end of a run
+meters.py       the loss read back from the device, the speed, a run far too slow
+reporting.py    the hooks the loop reports through; metrics.jsonl, samples.txt, TensorBoard
+sizing.py       the model size for a time budget, from this machine's measured speed
+distributed.py  data-parallel training over processes (torchrun)
+rundir.py       the run directory: created, checked, never overwritten by accident
+runlock.py      one process per run directory
 """

@@ -204,8 +204,11 @@ def test_a_tune_cut_at_the_length_limit_is_labelled_unfinished(chromium, abc_run
         try:
             generate_tune(page, TUNE + "\n" + cut_tune, 1)  # one character more cannot end it
             page.wait("document.querySelectorAll('.tune .verdict').length === 2", "both tunes drawn")
-            page.wait("[...document.querySelectorAll('.tune .verdict')].every(v => !v.textContent.startsWith("
-                      "'checking'))", "both verdicts", 120)
+            page.wait(
+                "[...document.querySelectorAll('.tune .verdict')].every(v => !v.textContent.startsWith('checking'))",
+                "both verdicts",
+                120,
+            )
             first, last = page.js("[...document.querySelectorAll('.tune .verdict')].map(v => v.textContent)")
             assert last == "unfinished (cut at the length limit)"
             assert "unfinished" not in first and "cut" not in first, first

@@ -17,8 +17,21 @@ pytestmark = pytest.mark.serial  # a real server process under load from many th
 
 
 def test_the_server_survives_a_small_soak(tiny_run):
-    cmd = [sys.executable, str(REPO / "scripts" / "soak_serve.py"), str(tiny_run), "--requests", "300",
-           "--clients", "8", "--warmup", "100", "--latency", "0", "--rss-tolerance", "0.5"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "soak_serve.py"),
+        str(tiny_run),
+        "--requests",
+        "300",
+        "--clients",
+        "8",
+        "--warmup",
+        "100",
+        "--latency",
+        "0",
+        "--rss-tolerance",
+        "0.5",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     classes = dict(re.findall(r"(\dxx) (\d+)", re.search(r"by status class: (.*)", result.stdout).group(1)))
@@ -29,8 +42,21 @@ def test_the_server_survives_a_small_soak(tiny_run):
 
 def test_the_soak_fails_loudly_when_a_target_is_missed(tiny_run):
     """The same soak with a memory allowance no server meets: exit 1 and the missed target named."""
-    cmd = [sys.executable, str(REPO / "scripts" / "soak_serve.py"), str(tiny_run), "--requests", "120",
-           "--clients", "4", "--warmup", "20", "--latency", "0", "--rss-tolerance", "-1"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "soak_serve.py"),
+        str(tiny_run),
+        "--requests",
+        "120",
+        "--clients",
+        "4",
+        "--warmup",
+        "20",
+        "--latency",
+        "0",
+        "--rss-tolerance",
+        "-1",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "MISSED: memory changed by" in result.stderr
