@@ -74,3 +74,27 @@ def test_links_between_pages_resolve():
 def test_the_readme_is_read_in_five_minutes():
     size = (REPO / "README.md").stat().st_size
     assert size <= 15_000, f"README.md is {size:,} bytes: move the detail into docs/ (at most 15,000)"
+
+
+def _map_paths(page: Path) -> set[str]:
+    """The module paths the package map of docs/development.md names (a tree, two spaces a level)."""
+    text = page.read_text(encoding="utf-8")
+    block = text.split("<!-- package map -->", 1)[1].split("```", 2)[1]
+    paths, folders = set(), []
+    for line in block.strip("\n").split("\n"):
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            paths.add("/".join([*folders, name]))
+    return paths
+
+
+def test_the_package_map_names_every_module():
+    package = REPO / "charrnn"
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if p.name != "__init__.py"}
+    named = _map_paths(REPO / "docs" / "development.md")
+    assert modules - named == set(), "modules missing from the package map of docs/development.md"
+    assert named - modules == set(), "the package map of docs/development.md names modules that are gone"
