@@ -116,7 +116,7 @@ def encode_run(
     tok_state, blob = tokenizer.to_state()
     if blob is not None:
         tensors["tokenizer.model"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    meta = {
+    meta: dict[str, Any] = {
         "kind": kind,
         "charrnn_version": __version__,
         "model": run.model.to_dict(),

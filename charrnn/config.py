@@ -39,7 +39,7 @@ def option(default: Any, help: str, flag: str | None = None, choices: tuple[str,
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
 
 
-def option_field(cls: type, name: str) -> Field:
+def option_field(cls: type, name: str) -> Field[Any]:
     """The dataclass field `name` of `cls` (with its option metadata)."""
     return next(f for f in fields(cls) if f.name == name)
 

@@ -8,7 +8,7 @@ module per step instead: slower, and the reference the fast path is tested again
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import torch
 
@@ -84,7 +84,7 @@ def generate(
     prime: str = "",
     generator: torch.Generator | None = None,
     fast: bool = True,
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """Yield text as it is generated: the prime first, then `cfg.length` new characters (fewer
     when `cfg.stop` appears; the sample then ends with it). Drawn with cfg.temperature, top_k,
     top_p; `generator` fixes the draws (cfg.seed is the caller's to turn into one)."""
@@ -96,7 +96,14 @@ def generate(
         model.train(was_training)
 
 
-def _generate(model, tokenizer, cfg: SampleConfig, prime, generator, fast) -> Iterator[str]:
+def _generate(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    cfg: SampleConfig,
+    prime: str,
+    generator: torch.Generator | None,
+    fast: bool,
+) -> Generator[str, None, None]:
     length, stop = cfg.length, cfg.stop
     if prime:
         yield prime
@@ -131,7 +138,9 @@ def _generate(model, tokenizer, cfg: SampleConfig, prime, generator, fast) -> It
         yield rest
 
 
-def _advance(model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, state: HiddenState):
+def _advance(
+    model: RNNLanguageModel, stepper: FastStepper | None, token: torch.Tensor, state: HiddenState
+) -> tuple[torch.Tensor, HiddenState]:
     if stepper is not None:
         return stepper.step(token, state)
     logits, state = model(token[:, None], state)

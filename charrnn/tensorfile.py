@@ -158,7 +158,9 @@ def choose_checkpoint(target: Path | None, root: Path = Path("checkpoints")) -> 
         if not runs:
             raise CheckpointError(f"no checkpoint found under ./{root}: train a model first (charrnn train CORPUS)")
         target = max(runs, key=lambda p: max((p / n).stat().st_mtime for n in (BEST, LAST) if (p / n).exists()))
-        chosen_run = f"the newest of {len(runs)} run{'s' * (len(runs) > 1)} under ./{root}; name a run to choose another"
+        chosen_run = (
+            f"the newest of {len(runs)} run{'s' * (len(runs) > 1)} under ./{root}; name a run to choose another"
+        )
     target = Path(target)
     if target.is_dir():
         for name, which in ((BEST, "best validation"), (LAST, "last step (no best checkpoint yet)")):

@@ -70,7 +70,7 @@ def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vo
 def tokens_per_parameter_target(compute: float) -> float:
     """How many training tokens per parameter the picked size must see, for `compute` FLOPs of
     training: more for a short budget on a slow machine, fewer for a long one on a fast machine."""
-    return MIN_TOKENS_PER_PARAMETER * max(1.0, SMALL_COMPUTE / max(compute, 1.0)) ** TARGET_SLOPE
+    return MIN_TOKENS_PER_PARAMETER * float(max(1.0, SMALL_COMPUTE / max(compute, 1.0)) ** TARGET_SLOPE)
 
 
 def choose_size(
