@@ -107,7 +107,12 @@ def misfit_bars(bars: list[Bar]) -> list[int]:
         after_boundary = prev is not None and prev.section_end
         if not (first or last or after_boundary or bar.section_end):
             bad.append(bar.number)
-        elif after_boundary and prev.length < bar.meter - EPS and abs(prev.length + bar.length - bar.meter) > EPS:
+        elif (
+            after_boundary
+            and prev is not None
+            and prev.length < bar.meter - EPS
+            and abs(prev.length + bar.length - bar.meter) > EPS
+        ):
             # Short on both sides of a section boundary: together they must make one bar.
             bad.append(bar.number)
     return bad

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Callable
+from typing import Any, Callable
 
 from .check import (
     DEFAULT_ALLOWANCE,
@@ -43,7 +43,7 @@ def calibrate(
         MisfitAllowance(2, 0.12),
     ),
     progress: Callable[[str], None] = lambda _: None,
-) -> dict:
+) -> dict[str, Any]:
     """How often the checker passes real tunes and rejects corrupted copies of them, on a
     seeded random sample, for each allowance of misfit bars: {"max(bars=N, share=S)": {"real":
     share passed, "swap_bars"/"delete_notes"/"remove_header"/"long_bars"/"short_bars": share
@@ -71,7 +71,7 @@ def calibrate(
                 return donor
         return rng.choice(tunes)
 
-    kinds = {
+    kinds: dict[str, Callable[[str], str]] = {
         "real": lambda t: t,
         "swap_bars": lambda t: corrupt_swap_bars(t, donor_for(t), rng),
         "delete_notes": lambda t: corrupt_delete_notes(t, rng),
@@ -85,7 +85,7 @@ def calibrate(
         results = [check_tune(make(t), allowance=UNLIMITED) for t in chosen]
         misfits[kind] = [(len(r.bad_bars), r.bars) if r.valid else None for r in results]
         progress(f"{kind}: checked {len(chosen)} tunes")
-    out: dict = {"sample": len(chosen), "seed": seed}
+    out: dict[str, Any] = {"sample": len(chosen), "seed": seed}
     n = len(chosen)
     for allowance in allowances:
         passed = {k: sum(m is not None and m[0] <= allowance.limit(m[1]) for m in v) for k, v in misfits.items()}

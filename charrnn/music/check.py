@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..atomic import make_dirs, write_atomic
 from ..errors import ConfigError, CorpusError
@@ -86,7 +86,7 @@ class TuneCheck:
             out.append(f"bars that do not fit the meter: {shown}")
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "valid": self.valid, "problems": self.problems()}
 
 
@@ -119,7 +119,7 @@ class CheckSummary:
     def midi_files(self) -> int:
         return sum(bool(r.midi) for r in self.results)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "tunes": self.tunes,
             "valid": self.valid,

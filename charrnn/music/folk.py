@@ -12,8 +12,11 @@ document boundary everywhere (validation split, `sample --tunes`, `abc check`).
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 from ..errors import CorpusError
 
@@ -37,7 +40,7 @@ _DECORATION_CHARS = re.compile(r"[~.`H-Wh-wYy!*]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # mojibake in some titles
 
 
-def require_music21():
+def require_music21() -> ModuleType:
     """The music21 module, or a CorpusError that says how to install it."""
     try:
         import music21
@@ -47,7 +50,9 @@ def require_music21():
 
 
 def music21_corpus_dir() -> Path:
-    return Path(require_music21().__file__).resolve().parent / "corpus"
+    module_file = require_music21().__file__
+    assert module_file is not None  # an installed package (not a namespace one) has a file
+    return Path(module_file).resolve().parent / "corpus"
 
 
 def split_tunes(text: str) -> list[str]:
@@ -74,7 +79,7 @@ def _clean_body_line(line: str) -> str:
     line = _GRACE.sub("", line)
     kept_fields: list[str] = []
 
-    def protect(match: re.Match) -> str:
+    def protect(match: re.Match[str]) -> str:
         if match.group(1) not in "MLK":  # [P:A], [Q:...] and the like carry no notes
             return ""
         kept_fields.append(f"[{match.group(1)}:{match.group(2).strip()}]")
@@ -183,7 +188,7 @@ def _bar_slots(body: list[str]) -> list[tuple[int, int]]:
     return slots
 
 
-def corrupt_swap_bars(tune: str, donor: str, rng, count: int | None = None) -> str:
+def corrupt_swap_bars(tune: str, donor: str, rng: random.Random, count: int | None = None) -> str:
     """`count` bars of `tune` (not its first or last; default a quarter of them, at least 3)
     replaced by bars of `donor`, a tune in another meter."""
     header, body = split_header_body(tune)
@@ -199,7 +204,7 @@ def corrupt_swap_bars(tune: str, donor: str, rng, count: int | None = None) -> s
     return "\n".join(header + ["".join(split[li]).strip() for li in range(len(body))])
 
 
-def corrupt_delete_notes(tune: str, rng, count: int | None = None) -> str:
+def corrupt_delete_notes(tune: str, rng: random.Random, count: int | None = None) -> str:
     """`count` random notes or rests of the body deleted (default one in 20, at least 3)."""
     header, body = split_header_body(tune)
     spots = [
@@ -214,7 +219,7 @@ def corrupt_delete_notes(tune: str, rng, count: int | None = None) -> str:
     return "\n".join(header + body)
 
 
-def corrupt_remove_header(tune: str, rng) -> str:
+def corrupt_remove_header(tune: str, rng: random.Random) -> str:
     """The tune without one of its title, meter or key lines."""
     field = rng.choice(["T:", "M:", "K:"])
     header, body = split_header_body(tune)
@@ -225,7 +230,7 @@ def corrupt_remove_header(tune: str, rng) -> str:
 _NOTE_OR_CHORD = re.compile(r"\[[^\]|:]*\][\d/]*|[_^=]*[A-Ga-gz][,']*\d*/*\d*")
 
 
-def _damage_bars(tune: str, rng, count: int | None, change) -> str:
+def _damage_bars(tune: str, rng: random.Random, count: int | None, change: Callable[[str], str | None]) -> str:
     """`count` bars of the body (not its first or last; default a quarter, at least 3) rewritten
     by `change` (bar text -> new text, or None to leave that bar be)."""
     header, body = split_header_body(tune)
@@ -239,13 +244,13 @@ def _damage_bars(tune: str, rng, count: int | None, change) -> str:
     return "\n".join(header + ["".join(split[li]).strip() for li in range(len(body))])
 
 
-def corrupt_long_bars(tune: str, rng, count: int | None = None) -> str:
+def corrupt_long_bars(tune: str, rng: random.Random, count: int | None = None) -> str:
     """`count` bars (not the first or last; default a quarter, at least 3) written twice over,
     so each is twice its length: the bar music21 cuts into two full ones."""
     return _damage_bars(tune, rng, count, lambda bar: f"{bar.strip()} {bar.strip()}")
 
 
-def corrupt_short_bars(tune: str, rng, count: int | None = None) -> str:
+def corrupt_short_bars(tune: str, rng: random.Random, count: int | None = None) -> str:
     """`count` bars of two notes or more (not the first or last; default a quarter, at least 3)
     cut to the first half of their notes, rests and chords."""
 

@@ -17,8 +17,13 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
 from .folk import require_music21
+
+if TYPE_CHECKING:
+    from music21.stream import Score, Stream
 
 # `:|:` (end one repeat, start the next) loses its start in music21's ABC reader, and an end
 # repeat with no start since the previous one makes music21 repeat everything before it: a
@@ -28,16 +33,20 @@ from .folk import require_music21
 _END_START_REPEAT = re.compile(r"(?<![|:]):\|:(?![|:])")
 
 
-def parse_abc(tune: str):
+def parse_abc(tune: str) -> Score:
     """The music21 stream (Score, or Opus for several tunes) of ABC `tune` text. Raises what
     music21 raises on text it cannot read."""
-    music21 = require_music21()
+    require_music21()
+    from music21 import converter
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return music21.converter.parseData(_END_START_REPEAT.sub(":||:", tune), format="abc")
+        # One tune is a Score (parseData's type also allows Part and Opus); code that gets
+        # another kind fails at `.parts`, which callers treat as a tune that does not parse.
+        return cast("Score", converter.parseData(_END_START_REPEAT.sub(":||:", tune), format="abc"))
 
 
-def score_midi(score) -> tuple[bytes, bool]:
+def score_midi(score: Score) -> tuple[bytes, bool]:
     """(MIDI file bytes, whether the repeats were expanded) of a parsed tune. The score keeps
     its notes and meters (an element shared by several measures becomes one copy in each;
     no copy of the whole score, which would cost as much as the export). Raises what music21
@@ -58,11 +67,13 @@ def tune_midi(tune: str) -> bytes:
     return score_midi(parse_abc(tune))[0]
 
 
-def _midi_bytes(music21, score) -> bytes:
-    return music21.midi.translate.music21ObjectToMidiFile(score).writestr()
+def _midi_bytes(music21: ModuleType, score: Score) -> bytes:
+    midi_file = music21.midi.translate.music21ObjectToMidiFile(score)
+    data: bytes = midi_file.writestr()
+    return data
 
 
-def _unshare_elements(score) -> None:
+def _unshare_elements(score: Score) -> None:
     """Give each measure its own copy of an element that sits in several (music21's ABC reader
     reuses the tune's TimeSignature object after a bar it cut in two)."""
     seen: set[int] = set()
@@ -74,12 +85,13 @@ def _unshare_elements(score) -> None:
                 seen.add(id(element))
 
 
-def _mark_implied_starts(music21, score) -> None:
+def _mark_implied_starts(music21: ModuleType, score: Score) -> None:
     """Give each end repeat that follows an earlier one with no start repeat between them its
     start: the bar after the earlier end, as ABC means `A :| B :|` (AABB). music21 would
     instead replay everything before it, earlier repeats included (AA AAB AAB), doubling
     the tune at each such bar."""
-    for part in list(score.parts) or [score]:
+    parts: list[Stream[Any]] = list(score.parts) or [score]
+    for part in parts:
         measures = list(part.getElementsByClass("Measure"))
         last_end, started = None, False
         for i, measure in enumerate(measures):
@@ -91,15 +103,15 @@ def _mark_implied_starts(music21, score) -> None:
             last_end, started = i, False
 
 
-def _repeat_direction(barline) -> str | None:
+def _repeat_direction(barline: object) -> str | None:
     return getattr(barline, "direction", None)  # only a music21 Repeat bar line has one
 
 
-def _unexpanded(music21, score):
+def _unexpanded(music21: ModuleType, score: Score) -> Score:
     """The score with each part flattened out of its measures: MIDI export expands repeats only
     in measures, so the tune plays once through as written."""
-    out = music21.stream.Score()
-    parts = list(score.parts) or [score]
+    out: Score = music21.stream.Score()
+    parts: list[Stream[Any]] = list(score.parts) or [score]
     for part in parts:
         out.insert(0, part.flatten())
     return out

@@ -96,7 +96,7 @@ class _Reader:
         if key == "M":
             self.meter = meter_length(value)
             digits = re.match(r"\s*(\d+)", value)
-            self.compound = bool(digits) and _int(digits.group(1)) % 3 == 0 and _int(digits.group(1)) > 3
+            self.compound = digits is not None and _int(digits.group(1)) % 3 == 0 and _int(digits.group(1)) > 3
         elif key == "L":
             unit = meter_length(value)
             self.unit = unit if unit else self.unit
@@ -148,7 +148,7 @@ class _Reader:
         if not text.rstrip().endswith("\\"):
             self.close("line")
 
-    def _token(self, m: re.Match) -> None:
+    def _token(self, m: re.Match[str]) -> None:
         if m.group("field") is not None:
             self.field(m.group("fkey"), m.group("fval"))
         elif m.group("bar") is not None:

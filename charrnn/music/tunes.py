@@ -37,7 +37,7 @@ class TuneDraw:
     max_attempts: int
     drawn: int = 0
     kept: list[DrawnTune] = field(default_factory=list)
-    rejected: Counter = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
 
     @property
     def complete(self) -> bool:
