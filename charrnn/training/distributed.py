@@ -110,17 +110,29 @@ class DistContext:
         t = torch.tensor(value, dtype=torch.float64, device=self.device)
         return float(self.all_reduce_sum(t).item()) / self.world_size
 
-    def agree(self, signum: int, elapsed: float) -> tuple[int, float]:
+    def end_of_step(self, signum: int, elapsed: float) -> tuple[int, float]:
         """One collective per step: the signal any rank received (0: none), so that all stop at
         this step, and the slowest rank's clock, so that --time-budget and a time-based
         learning-rate schedule decide the same on every rank (ranks apart would hang)."""
+        signum_max, elapsed_max = self._max([float(signum), elapsed])
+        return int(signum_max), elapsed_max
+
+    def sync_clock(self, elapsed: float) -> float:
+        """The slowest rank's clock: every rank then counts the same seconds of the run."""
+        return self._max([elapsed])[0]
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on one (a decision all ranks must take together)."""
+        return bool(self._max([float(flag)])[0])
+
+    def _max(self, values: list[float]) -> list[float]:
         if not self.active:
-            return signum, elapsed
+            return values
         import torch.distributed as dist
 
-        t = torch.tensor([float(signum), elapsed], dtype=torch.float64, device=self.device)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t[0].item()), float(t[1].item())
+        return [float(v) for v in t.tolist()]
 
     def check_same(self, settings: dict[str, Any]) -> None:
         """Refuse ranks launched with different options or corpora (they would train different

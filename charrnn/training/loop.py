@@ -121,7 +121,7 @@ class Trainer:
         self.reporter.on_start(self._run_info())
         self._session_start = self.started - self.state.elapsed
         self.reserve.time_part(self.validate, self.val_set, self.cfg.seq_len)  # within a budget
-        _, self.state.elapsed = self.dist.agree(0, self._clock())  # setting up counts too
+        self.state.elapsed = self.dist.sync_clock(self._clock())  # setting up counts too
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         tokens_per_step = self.cfg.batch_size * self.cfg.seq_len
         slow = SlowRunWatch.for_run(self.model_cfg, self.device, self.precision, tokens_per_step, self.reporter)
@@ -136,7 +136,7 @@ class Trainer:
             self.reserve.add_step(time.perf_counter() - began, tokens_per_step)
             slow.observe(time.perf_counter() - began, tokens_per_step)  # warns once if the machine is busy
             # 3. all ranks take the same clock and the same signal, so they stop at the same step
-            signum, self.state.elapsed = self.dist.agree(self.stop.signum or 0, self._clock())
+            signum, self.state.elapsed = self.dist.end_of_step(self.stop.signum or 0, self._clock())
             chars_per_sec = speed.add(self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size)
             self.reporter.on_step(self._step_report(loss, chars_per_sec))
             # 4. every --eval-every steps: validate, write the checkpoints, stop if no longer improving
@@ -220,13 +220,13 @@ class Trainer:
         """The whole validation split scored at the end of a run that validated on a part of it,
         when the estimate from the part's speed fits the run's limits. Returns its bpc."""
         fits = self.val_set.scope == "part" and self.reserve.whole_fits(self._clock())
-        if not self.dist.agree(int(fits), 0.0)[0]:
+        if not self.dist.any_rank(fits):
             return None
         began = time.perf_counter()
         val_loss, val_bpc = self.validate(
             ValidationSet(self.data.val, self.data.val_chars, "whole", self.cfg.eval_batch_size)
         )
-        _, self.state.elapsed = self.dist.agree(0, self._clock())
+        self.state.elapsed = self.dist.sync_clock(self._clock())
         report = replace(self._last_report, val_loss=val_loss, val_bpc=val_bpc, val_nats_per_char=val_bpc * LN2)
         report = replace(report, is_best=False, elapsed=self.state.elapsed, eval_seconds=time.perf_counter() - began)
         report = replace(report, val_scope="whole", val_tokens=len(self.data.val))
@@ -258,7 +258,7 @@ class Trainer:
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if state.train_loss_count else math.nan
         state.train_loss_sum, state.train_loss_count = 0.0, 0
-        _, state.elapsed = self.dist.agree(0, self._clock())  # the same clock on all ranks
+        state.elapsed = self.dist.sync_clock(self._clock())  # the same clock on all ranks
         report = EvalReport(
             step=state.step,
             epoch=self.epoch,
