@@ -14,9 +14,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CharRNNError
 from .parity import SamplerParity, compare_with_sampler
+
+if TYPE_CHECKING:
+    from ..checkpoint import LoadedModel
 
 FORMATS = ("onnx", "web")
 CHECK_STEPS = 200  # greedy steps compared with the sampler after each export: well under a second
@@ -90,7 +94,7 @@ def _move_into(staging: Path, out: Path, files: dict[str, int]) -> None:
         os.replace(staging / name, out / name)
 
 
-def _write_onnx(loaded, out: Path, report: ExportReport) -> None:
+def _write_onnx(loaded: LoadedModel, out: Path, report: ExportReport) -> None:
     from ..atomic import write_atomic
     from .onnx import model_meta, onnx_bytes, tokenizer_json_text
 

@@ -44,11 +44,13 @@ class SingleStep(torch.nn.Module):
         self.stepper = FastStepper(frozen)
         self.lstm = model.cell == "lstm"
 
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if self.lstm:
+            assert c is not None  # an LSTM's graph always has the cell state as an input
             logits, (h_out, c_out) = self.stepper.step(tokens, (h, c))
             return logits, h_out, c_out
         logits, h_out = self.stepper.step(tokens, h)
+        assert isinstance(h_out, torch.Tensor)  # a GRU's or RNN's state is one tensor
         return logits, h_out
 
 
@@ -71,7 +73,7 @@ def onnx_bytes(model: RNNLanguageModel, meta: dict[str, str] | None = None) -> b
         torch.onnx.export(
             step,
             args,
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch's annotation omits file objects, which export() writes to
             input_names=inputs,
             output_names=outputs,
             dynamic_axes=dynamic,
@@ -83,7 +85,8 @@ def onnx_bytes(model: RNNLanguageModel, meta: dict[str, str] | None = None) -> b
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    data: bytes = proto.SerializeToString()
+    return data
 
 
 def model_meta(model: RNNLanguageModel, tokenizer: Tokenizer) -> dict[str, str]:

@@ -51,8 +51,8 @@ def compare_with_sampler(model: RNNLanguageModel, folder: Path, steps: int) -> S
     diffs, margins, differ, loudest = [], [], [], 1.0
     for _ in range(steps):
         logits, hidden = stepper.step(token, hidden)  # (1, V)
-        onnx_logits, state = sampler.step(token.numpy(), state)
-        onnx_logits = torch.from_numpy(onnx_logits)  # (1, V)
+        onnx_array, state = sampler.step(token.numpy(), state)
+        onnx_logits = torch.from_numpy(onnx_array)  # (1, V)
         diffs.append(float((onnx_logits - logits).abs().max()))
         top2 = logits[0].topk(min(2, logits.shape[-1])).values
         margins.append(float(top2[0] - top2[-1]))

@@ -16,17 +16,23 @@ import codecs
 import json
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 SPACE = "\u2581"  # SentencePiece's visible space: in text it is encoded as its UTF-8 bytes
 
 
+class PieceDecoder(Protocol):
+    """What `ExportedTokenizer.decoder()` gives: `decode(token_bytes(id))` -> the text now whole."""
+
+    def decode(self, piece: Any, /, final: bool = False) -> str: ...
+
+
 class ExportedTokenizer:
     """Text <-> ids from a tokenizer.json."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict[str, Any]):
         self.kind = spec["kind"]
         self.vocab_size = int(spec["vocab_size"])
         if self.kind == "char":
@@ -53,7 +59,7 @@ class ExportedTokenizer:
                 ids.extend(self.sp.encode(segment, out_type=int))
         return ids
 
-    def decoder(self) -> codecs.IncrementalDecoder | "_CharDecoder":
+    def decoder(self) -> PieceDecoder:
         """Feed ids one at a time (`decode(piece_bytes)`), get text as soon as it is whole."""
         if self.kind == "char":
             return _CharDecoder()

@@ -14,6 +14,7 @@ import html
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ..atomic import write_atomic
 from ..checkpoint import LoadedModel
@@ -38,7 +39,7 @@ def vendored_runtime() -> dict[str, bytes]:
     return files
 
 
-def page_config(loaded: LoadedModel) -> dict:
+def page_config(loaded: LoadedModel) -> dict[str, Any]:
     model = loaded.model
     inputs, outputs = state_names(model.cell)
     return {
