@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional, Sequence
 
 import typer
 
 from ..errors import ConfigError
 from .application import app, chosen_checkpoint, stderr
+
+if TYPE_CHECKING:
+    from ..gradients import RunFlow
 
 DEFAULT_PICTURE = Path("gradients.png")
 
@@ -62,7 +65,10 @@ def gradients(
     check_max_k(max_k)
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1 (got {threads})")
-    log = lambda m: stderr.print(m, markup=False)  # noqa: E731
+
+    def log(message: str) -> None:
+        stderr.print(message, markup=False)
+
     if out is not None or not as_json:
         from ..plot import have_matplotlib
 
@@ -94,7 +100,18 @@ def gradients(
         _print_table(flows)
 
 
-def _compare(corpus, time_budget, hidden, layers, max_k, windows, out_dir, force, threads, log):
+def _compare(
+    corpus: str,
+    time_budget: str,
+    hidden: int,
+    layers: int,
+    max_k: int,
+    windows: int,
+    out_dir: Path,
+    force: bool,
+    threads: int,
+    log: Callable[[str], None],
+) -> list[RunFlow]:
     from ..config import parse_duration
     from ..gradients.compare import CompareSettings, compare_cells
     from .train import _TrainReporter
@@ -110,7 +127,7 @@ def _compare(corpus, time_budget, hidden, layers, max_k, windows, out_dir, force
     return compare_cells(corpus, out_dir, settings, force=force, reporter_for=lambda _: _TrainReporter(), log=log)
 
 
-def _print_table(flows) -> None:
+def _print_table(flows: Sequence[RunFlow]) -> None:
     """The relative gradient at a few k for each run and layer."""
     picks = [k for k in (1, 10, 50, 100, 200) if k < len(flows[0].layers[0].k)]
     print(f"{'run':<24}{'layer':>6}" + "".join(f"{'k=' + str(k):>11}" for k in picks))

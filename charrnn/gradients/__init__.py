@@ -92,7 +92,7 @@ def state_gradient_norms(
 
 
 # torch's own single-step cells: the functions nn.LSTMCell, nn.GRUCell and nn.RNNCell call.
-CELL_FUNCTIONS = {
+CELL_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lstm": torch.lstm_cell,
     "gru": torch.gru_cell,
     "rnn": torch.rnn_tanh_cell,
@@ -126,12 +126,16 @@ def layer_step(model: Any) -> StepFn:
 
 def hidden_part(state: Any) -> torch.Tensor:
     """h of an LSTM's (h, c); the state itself for a GRU or RNN."""
-    return state[0] if isinstance(state, tuple) else state
+    hidden: torch.Tensor = state[0] if isinstance(state, tuple) else state
+    return hidden
 
 
 def layer_states(model: Any, batch: int) -> list[Any]:
     """A zero state for each layer, (h, c) for an LSTM."""
-    zero = lambda: torch.zeros(batch, model.hidden_size)  # noqa: E731
+
+    def zero() -> torch.Tensor:
+        return torch.zeros(batch, model.hidden_size)
+
     return [(zero(), zero()) if model.cell == "lstm" else zero() for _ in range(model.num_layers)]
 
 
