@@ -15,6 +15,7 @@ suffix array in C (`sa_search`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -92,17 +93,19 @@ def match_lengths(index: CopyIndex, query: bytes) -> tuple[np.ndarray, np.ndarra
     from pydivsufsort import sa_search
 
     data, sa = index.text.data, index.suffixes
+
+    def found(i: int, length: int) -> int:
+        """Where query[i:i+length] occurs in the training text, or -1."""
+        count, left = sa_search(data, sa, query[i : i + length])
+        return int(sa[left]) if count else -1
+
     n = len(query)
     lengths = np.zeros(n, dtype=np.int64)
     where = np.full(n, -1, dtype=np.int64)
     known, at = 0, -1  # query[i:i+known] occurs at byte `at` of the training text
     for i in range(n):
         if _is_start(query[i]):
-            while i + known < n:
-                count, left = sa_search(data, sa, query[i : i + known + 1])
-                if not count:
-                    break
-                known, at = known + 1, int(sa[left])
+            known, at = _extend(found, i, known, at, n - i)
             whole = known
             while whole and i + whole < n and not _is_start(query[i + whole]):
                 whole -= 1  # the match ends inside a character: keep whole characters
@@ -111,6 +114,27 @@ def match_lengths(index: CopyIndex, query: bytes) -> tuple[np.ndarray, np.ndarra
         known = max(known - 1, 0)  # query[i+1:i+known] occurs one byte further on
         at = at + 1 if known else -1
     return lengths, where
+
+
+def _extend(found: Callable[[int, int], int], i: int, known: int, at: int, most: int) -> tuple[int, int]:
+    """The longest match at i, from `known` bytes known to match (at `at`): galloping (1, 2, 4 ...
+    bytes further) then halving back, so a long copy costs a few dozen searches, not one a byte."""
+    step, missed = 1, None
+    while known < most:
+        length = min(known + step, most)
+        spot = found(i, length)
+        if spot < 0:
+            missed = length
+            break
+        known, at, step = length, spot, step * 2
+    while missed is not None and missed - known > 1:
+        middle = (known + missed) // 2
+        spot = found(i, middle)
+        if spot < 0:
+            missed = middle
+        else:
+            known, at = middle, spot
+    return known, at
 
 
 def find_copies(index: CopyIndex, text: str, *, source: str, min_span: int = 20) -> TextCopies:
