@@ -12,7 +12,7 @@ import html
 import json
 import random
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, AsyncGenerator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ..errors import CharRNNError
 from ..tokenizers.char import show_chars
@@ -36,6 +37,9 @@ from .generation import (
 )
 from .registry import ModelRegistry, UnknownModel
 from .tunes import midi_bytes, tune_verdict, wav_note
+
+if TYPE_CHECKING:
+    from ..checkpoint import LoadedModel
 
 MAX_BODY = 1_000_000  # bytes of JSON a request may send
 MAX_DRAIN = 16_000_000  # bytes past MAX_BODY read and thrown away before refusing a body sent without its length
@@ -60,16 +64,17 @@ class EventStream(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content, generation: Generation, **kwargs):
+    def __init__(self, content: AsyncGenerator[str, None], generation: Generation, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
+        self.events = content  # the body iterator, as an async generator that can be closed
         self.generation = generation
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self.generation.cancel()  # the worker stops after its current step
-            await self.body_iterator.aclose()
+            await self.events.aclose()
 
 
 def error(message: str, status: int) -> JSONResponse:
@@ -159,19 +164,20 @@ async def generate(request: Request) -> Response:
     return EventStream(_events(generation, req, seed), generation, headers=headers)
 
 
-async def _reserve_and_load(request: Request, name: str):
+async def _reserve_and_load(request: Request, name: str) -> LoadedModel:
     """A place in the pool (or Busy) and the model; the place is given back if the model fails to load."""
     pool, registry = request.app.state.pool, request.app.state.registry
     await run_in_threadpool(registry.find, name)  # an unknown model is a 404 even when the pool is full
     pool.reserve()
     try:
-        return await run_in_threadpool(registry.load, name)
+        loaded: LoadedModel = await run_in_threadpool(registry.load, name)
+        return loaded
     except BaseException:
         pool.release()
         raise
 
 
-async def _events(generation: Generation, req: GenerateRequest, seed: int):
+async def _events(generation: Generation, req: GenerateRequest, seed: int) -> AsyncGenerator[str, None]:
     tail = ""  # the text's last characters: whether it ended with the stop string
     async for kind, value in generation.events():
         if kind == "text":
@@ -247,7 +253,7 @@ async def on_bug(request: Request, exc: Exception) -> Response:
     return error(f"internal error: {type(exc).__name__}: {exc}", 500)
 
 
-def _surprise(loaded, text: str) -> dict[str, Any]:
+def _surprise(loaded: LoadedModel, text: str) -> dict[str, Any]:
     """Each character's surprise in bits, as `charrnn visualize` colours it."""
     from ..visualize import analyze
 

@@ -16,9 +16,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 from ..errors import CharRNNError
+
+if TYPE_CHECKING:
+    from ..checkpoint import LoadedModel
 
 SEED_RANGE = (-(2**63), 2**63 - 1)
 FLUSH_SECONDS = 0.02  # text produced within this long after the last event waits for the next one
@@ -54,7 +57,7 @@ class GenerateRequest:
     stop: str | None = None
 
 
-def _number(body: dict, key: str, default: float) -> float:
+def _number(body: dict[str, Any], key: str, default: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRequest(f"{key} must be a number (got {value!r})")
@@ -63,7 +66,7 @@ def _number(body: dict, key: str, default: float) -> float:
     return float(value)
 
 
-def _integer(body: dict, key: str, default: int | None) -> int | None:
+def _integer(body: dict[str, Any], key: str, default: int | None) -> int | None:
     value = body.get(key, default)
     if value is None:
         return None
@@ -74,7 +77,15 @@ def _integer(body: dict, key: str, default: int | None) -> int | None:
     return value
 
 
-def _text(body: dict, key: str, default: str | None, cap: int) -> str | None:
+def _whole(body: dict[str, Any], key: str, default: int) -> int:
+    """A whole number that must be there when given: null is as wrong as any other non-number."""
+    value = _integer(body, key, default)
+    if value is None:
+        raise BadRequest(f"{key} must be a whole number (got None)")
+    return value
+
+
+def _text(body: dict[str, Any], key: str, default: str | None, cap: int) -> str | None:
     value = body.get(key, default)
     if value is None:
         return None
@@ -85,7 +96,7 @@ def _text(body: dict, key: str, default: str | None, cap: int) -> str | None:
     return value
 
 
-def check_fields(body: Any, allowed: set[str], required: set[str]) -> dict:
+def check_fields(body: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -105,13 +116,13 @@ def parse_generate(body: Any, limits: Limits) -> GenerateRequest:
     temperature = _number(body, "temperature", 0.8)
     if temperature < 0:
         raise BadRequest(f"temperature must be >= 0 (got {temperature:g}); 0 always picks the most likely character")
-    top_k = _integer(body, "top_k", 0)
+    top_k = _whole(body, "top_k", 0)
     if top_k < 0:
         raise BadRequest(f"top_k must be >= 0 (got {top_k}); 0 keeps every character")
     top_p = _number(body, "top_p", 1.0)
     if not 0 < top_p <= 1:
         raise BadRequest(f"top_p must be in (0, 1] (got {top_p:g})")
-    length = _integer(body, "length", 500)
+    length = _whole(body, "length", 500)
     if not 0 <= length <= limits.max_length:
         raise BadRequest(f"length must be between 0 and {limits.max_length} (got {length})")
     seed = _integer(body, "seed", None)
@@ -121,10 +132,12 @@ def parse_generate(body: Any, limits: Limits) -> GenerateRequest:
     if stop == "":
         stop = None  # an empty stop field on the page means no stop string
     prime = _text(body, "prime", "", limits.max_prime)
+    if prime is None:
+        raise BadRequest("prime must be a string (got NoneType)")
     return GenerateRequest(model or "", prime, temperature, top_k, top_p, length, seed, stop)
 
 
-def sample_pieces(loaded, request: GenerateRequest, seed: int) -> Iterator[str]:
+def sample_pieces(loaded: LoadedModel, request: GenerateRequest, seed: int) -> Iterator[str]:
     """The text `charrnn sample --seed SEED` prints for these settings, piece by piece (prime first)."""
     import torch
 
@@ -196,7 +209,7 @@ class Generation:
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._events: asyncio.Queue = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:

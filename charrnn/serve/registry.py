@@ -56,6 +56,8 @@ class ModelRegistry:
         if max_loaded < 1:
             raise ConfigError(f"--max-models must be at least 1 (got {max_loaded})")
         real = target.resolve()
+        self.root: Path
+        self.only: str | None  # the one run or checkpoint served, when `target` names one
         if real.is_file() or _is_run(real):
             self.root, self.only = real.parent, real.name
         else:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ServeConfig
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 
 def is_loopback(host: str) -> bool:
@@ -45,7 +49,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-def build_app(target: Path, cfg: ServeConfig):
+def build_app(target: Path, cfg: ServeConfig) -> Starlette:
     """The application for the models at `target` (a directory of runs, a run, or a checkpoint)."""
     from .app import create_app
     from .generation import Limits, WorkerPool
@@ -55,7 +59,7 @@ def build_app(target: Path, cfg: ServeConfig):
     return create_app(registry, WorkerPool(cfg.workers, cfg.queue), Limits(max_length=cfg.max_length))
 
 
-def run(app, sock: socket.socket, log_level: str = "warning") -> None:
+def run(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
     """Serve until interrupted (uvicorn handles Ctrl-C and finishes cleanly)."""
     import uvicorn
 

@@ -13,6 +13,7 @@ import re
 import threading
 import wave
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ RATE = 22050
 SECONDS = 1.5
 
 
-def tune_verdict(tune: str) -> dict:
+def tune_verdict(tune: str) -> dict[str, Any]:
     """`charrnn abc check`'s verdict on one tune, as JSON-ready data (valid, problems, bars, ...)."""
     from ..music.check import check_tune
 
