@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..music.check import DEFAULT_ALLOWANCE
 from .application import app, stderr, stdout
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..checkpoint import LoadedModel
+    from ..config import SampleConfig
+    from ..music.check import CheckSummary, TuneCheck
 
 abc_app = typer.Typer(
     help="Check ABC tunes, write their MIDI files, calibrate the checker (needs charrnn[music]).", no_args_is_help=True
@@ -47,7 +54,7 @@ def abc_check(
         raise typer.Exit(1)
 
 
-def _print_verdicts(summary, midi: Optional[Path]) -> None:
+def _print_verdicts(summary: CheckSummary, midi: Optional[Path]) -> None:
     for r in summary.results:
         stdout.print(verdict_line(r), markup=False)
     low, high = summary.valid_interval
@@ -64,7 +71,7 @@ def _print_verdicts(summary, midi: Optional[Path]) -> None:
 LINE_WIDTH = 79  # one line per tune in an 80-column terminal or a log
 
 
-def verdict_line(r) -> str:
+def verdict_line(r: TuneCheck) -> str:
     """'   2  invalid     First and Second          misfit bars: 3, 5' (at most LINE_WIDTH): the
     verdict is valid, invalid or unfinished; what is wrong is shortened to fit, never cut mid-word."""
     verdict = "valid" if r.valid else "unfinished" if r.unfinished else "invalid"
@@ -100,7 +107,7 @@ def fit_problems(problems: list[str], width: int) -> str:
     return out
 
 
-def _say_midi(written: int, missing: list, folder: Path) -> None:
+def _say_midi(written: int, missing: list[TuneCheck], folder: Path) -> None:
     """'wrote 5 MIDI files to DIR/', and why the others got none."""
     line = f"wrote {written} MIDI file{'s' * (written != 1)} to {folder}/"
     failed = [r for r in missing if r.midi_error]
@@ -120,7 +127,15 @@ def require_music() -> None:
     require_music21()
 
 
-def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attempts, midi: Optional[Path]) -> None:
+def sample_tunes(
+    loaded: LoadedModel,
+    cfg: SampleConfig,
+    generator: torch.Generator,
+    count: int,
+    valid_only: bool,
+    max_attempts: int | None,
+    midi: Optional[Path],
+) -> None:
     """`sample --tunes N` with --valid-only and/or --midi: tunes to stdout as they pass, how the
     draw went on stderr, MIDI files into `midi`."""
     import sys
@@ -145,7 +160,7 @@ def sample_tunes(loaded, cfg, generator, count: int, valid_only: bool, max_attem
         generator=generator,
         on_drop=lambda why: draw.reject(drops[why]),
     )
-    missing = []
+    missing: list[TuneCheck] = []
     for tune in draw_tunes(documents, draw, valid_only=valid_only, render_midi=midi is not None):
         sys.stdout.write(("\n" if len(draw.kept) > 1 else "") + tune.text + "\n")
         sys.stdout.flush()
