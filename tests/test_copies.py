@@ -173,3 +173,20 @@ def test_user_errors_are_one_line(cli, prose_run, tmp_path):
     for args, message in cases:
         line = one_error_line(cli(*args))
         assert message in line, (args, line)
+
+
+def test_a_ready_corpus_is_found_by_name_and_its_absence_says_how_to_get_it(cli, local_mirror, tmp_path, monkeypatch):
+    from conftest import TINY_TEXT
+
+    args = ["train", local_mirror, *TINY_TRAIN, "--steps", "2", "--eval-every", "2", "--device", "cpu"]
+    assert cli(*args, "--precision", "fp32", "--out", tmp_path / "run").exit_code == 0
+    text = tmp_path / "t.txt"
+    text.write_text("~" + TINY_TEXT[:120] + "~", encoding="utf-8")
+    (found,) = _texts(cli("copies", tmp_path / "run", text, "--json"))
+    at = found["longest_at"]  # the text repeats: any occurrence is right, if it is one
+    assert found["longest"] == 120 and TINY_TEXT[at["offset"] : at["offset"] + 120] == TINY_TEXT[:120]
+    assert at["line"] == TINY_TEXT[: at["offset"]].count("\n") + 1
+    monkeypatch.setenv("CHARRNN_MIRROR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("CHARRNN_CORPORA", str(tmp_path / "empty"))
+    line = one_error_line(cli("copies", tmp_path / "run", text))
+    assert f"`charrnn corpus get {local_mirror}`, or give it with --corpus PATH" in line and "nowhere" in line

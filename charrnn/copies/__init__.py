@@ -58,8 +58,9 @@ def _find_run_corpus(meta: dict[str, Any], path: Path, corpus: str | None, log: 
     if name in catalogue() and find_corpus(name) is not None:
         return resolve_corpus(name, log)
     looked = ", ".join(str(d) for d in [Path(name).resolve(), corpora_dir().resolve(), *mirror_dirs()])
+    fetch = f"`charrnn corpus get {name}`, or " if name in catalogue() else ""
     raise CorpusError(
-        f"{path}: cannot find its training corpus {name!r} (looked in {looked}); give it with --corpus PATH"
+        f"{path}: cannot find its training corpus {name!r} (looked in {looked}); {fetch}give it with --corpus PATH"
     )
 
 
