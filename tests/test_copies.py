@@ -88,7 +88,11 @@ def test_fresh_samples_by_default_and_a_table(cli, prose_run):
     assert all(t["chars"] == 80 for t in texts)
     result = cli("copies", prose_run, "--corpus", corpus, "--samples", "2", "--length", "50")
     assert result.exit_code == 0, result.stderr
-    assert "drawing 2 samples of 50 characters" in result.stderr
+    assert "drawing 2 samples of 50 characters (--temp 0.8, --seed 0)" in result.stderr
+    greedy = _texts(
+        cli("copies", prose_run, "--corpus", corpus, "--samples", "2", "--length", "50", "--temp", "0", "--json")
+    )
+    assert greedy[0] == {**greedy[1], "source": "sample 1"}  # --temp reaches the sampler: greedy draws agree
     assert result.stdout.splitlines()[0].split()[:3] == ["text", "chars", "longest"]
     assert result.stdout.splitlines()[-1].startswith("all")
 
@@ -165,6 +169,7 @@ def test_user_errors_are_one_line(cli, prose_run, tmp_path):
         (("copies", prose_run, text, "--corpus", corpus, "--min-span", "0"), "--min-span must be at least 1"),
         (("copies", prose_run, tmp_path / "missing.txt", "--corpus", corpus), "not found"),
         (("copies", prose_run, "--corpus", corpus, "--samples", "0"), "--samples and --length"),
+        (("copies", prose_run, "--corpus", corpus, "--temp", "-1"), "--temp must be a number >= 0"),
         (("sample", prose_run, "--max-copy", "-1"), "--max-copy must be 0 or more"),
         (("sample", prose_run, "--max-copy", "5", "--beam", "2"), "--max-copy redraws random samples"),
         (("sample", prose_run, "--corpus", corpus), "give --max-copy N"),

@@ -34,6 +34,7 @@ def copies(
     samples: Annotated[int, typer.Option(help="Without TEXT: samples to draw.")] = DEFAULT_SAMPLES,
     length: Annotated[int, typer.Option(help="Without TEXT: characters per sample.")] = DEFAULT_LENGTH,
     seed: Annotated[int, typer.Option(help="Without TEXT: seed of the samples.")] = 0,
+    temperature: Annotated[float, typer.Option("--temp", help="Without TEXT: temperature of the samples.")] = 0.8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON on stdout.")] = False,
 ) -> None:
     """Memorisation: the longest span of each text copied verbatim from the run's training text, and where from.
@@ -51,8 +52,11 @@ def copies(
     if texts:
         pieces = [(_read(t), "stdin" if str(t) == "-" else str(t)) for t in texts]
     else:
-        stderr.print(f"drawing {samples} samples of {length:,} characters (--seed {seed})", markup=False)
-        pieces = [(s, f"sample {k + 1}") for k, s in enumerate(_draw(loaded, samples, length, seed))]
+        stderr.print(
+            f"drawing {samples} samples of {length:,} characters (--temp {temperature}, --seed {seed})", markup=False
+        )
+        drawn = _draw(loaded, samples, length, seed, temperature)
+        pieces = [(s, f"sample {k + 1}") for k, s in enumerate(drawn)]
     found = [find_copies(index, text, source=source, min_span=min_span) for text, source in pieces]
     if as_json:
         print(json.dumps({"texts": [f.to_dict() for f in found]}, indent=2))
@@ -68,13 +72,13 @@ def _read(path: Path) -> str:
     return read_text_file(path, "text")
 
 
-def _draw(loaded, count: int, length: int, seed: int) -> list[str]:
+def _draw(loaded, count: int, length: int, seed: int, temperature: float) -> list[str]:
     import torch
 
     from ..config import SampleConfig
     from ..sample import generate
 
-    cfg = SampleConfig(length=length)
+    cfg = SampleConfig(length=length, temperature=temperature)  # checks the values
     generator = torch.Generator().manual_seed(seed)
     return ["".join(generate(loaded.model, loaded.tokenizer, cfg, generator=generator)) for _ in range(count)]
 
