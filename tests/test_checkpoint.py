@@ -19,7 +19,7 @@ from charrnn.errors import CheckpointError
 from charrnn.model import RNNLanguageModel
 from charrnn.sample import generate
 from charrnn.tensorfile import LAST
-from charrnn.training.run import train
+from charrnn.training.run import Limits, RunRequest, train
 
 # Written by charrnn 0.1.0 (checkpoint format 1) before checkpoint.py took over the layout: a run of
 # 3 steps of a 2-layer LSTM (embed 2, hidden 4, dropout 0.2) on TINY_TEXT with seq_len 8, batch 2,
@@ -67,7 +67,7 @@ def test_a_checkpoint_written_before_the_layout_moved_still_samples(old_run, old
 
 def test_a_run_written_before_the_layout_moved_resumes_where_it_stopped(old_run, tmp_path):
     corpus = CorpusBytes("tiny", "tiny", TINY_TEXT.encode())
-    resumed = train(corpus, ModelConfig(), TrainConfig(), old_run, resume=True, limits={"steps": 5})
+    resumed = train(corpus, ModelConfig(), TrainConfig(), old_run, RunRequest(resume=True, limits=Limits(steps=5)))
     # The reference: the same run, uninterrupted, from step 0 on this CPU, with the old file's settings.
     saved = RunCheckpoint(old_run / LAST)
     straight = train(corpus, saved.model_config(), saved.train_config({"steps": 5}), tmp_path / "straight")

@@ -276,9 +276,9 @@ def test_abc_check_of_any_tunes(documents, midi, bars, share, as_json):
 @pytest.fixture(scope="module")
 def bpe_run(tmp_path_factory) -> Path:
     """A 2-step GRU with a small bpe vocabulary."""
-    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.config import ModelConfig, TokenizerConfig, TrainConfig
     from charrnn.data.tokens import CorpusBytes
-    from charrnn.training.run import train
+    from charrnn.training.run import RunRequest, train
 
     root = tmp_path_factory.mktemp("bpe")
     model = ModelConfig(cell="gru", embed_size=8, hidden_size=16, num_layers=1)
@@ -290,8 +290,7 @@ def bpe_run(tmp_path_factory) -> Path:
             model,
             cfg,
             root / "run",
-            tokenizer_kind="bpe",
-            vocab_size=320,
+            RunRequest(tokenizer=TokenizerConfig("bpe", 320)),
         )
     return root / "run"
 

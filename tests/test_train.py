@@ -11,7 +11,7 @@ from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import ConfigError
 from charrnn.training.reporting import Reporter
-from charrnn.training.run import train
+from charrnn.training.run import RunHooks, RunRequest, train
 
 MODEL = ModelConfig(embed_size=8, hidden_size=32, num_layers=1)
 FAST = dict(seq_len=16, batch_size=4, precision="fp32", eval_every=10, patience=None, warmup_steps=5)
@@ -34,7 +34,11 @@ class Collect(Reporter):
 def test_loss_decreases_and_metrics_are_written(tiny_corpus, tmp_path):
     seen = Collect()
     result = train(
-        read_corpus_bytes(tiny_corpus), MODEL, TrainConfig(steps=60, lr=3e-2, **FAST), tmp_path / "run", reporter=seen
+        read_corpus_bytes(tiny_corpus),
+        MODEL,
+        TrainConfig(steps=60, lr=3e-2, **FAST),
+        tmp_path / "run",
+        hooks=RunHooks(seen),
     )
     assert result.steps == 60 and result.stopped_because == "reached --steps 60"
     assert sum(seen.losses[-10:]) / 10 < sum(seen.losses[:10]) / 10 - 0.7
@@ -56,7 +60,7 @@ def test_default_limit_is_ten_epochs(tmp_path):
     small.write_text("the quick brown fox jumps over the lazy dog\n" * 16)
     seen = Collect()
     cfg = TrainConfig(**{**FAST, "eval_every": 1000})
-    result = train(read_corpus_bytes(small), MODEL, cfg, tmp_path / "run", reporter=seen)
+    result = train(read_corpus_bytes(small), MODEL, cfg, tmp_path / "run", hooks=RunHooks(seen))
     assert seen.info.total_steps == 10 * seen.info.windows_per_epoch == result.steps
     assert "10 epochs" in result.stopped_because
 
@@ -68,7 +72,7 @@ def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
     with pytest.raises(ConfigError, match="--resume"):
         train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run")
     assert (tmp_path / "run" / "best.safetensors").read_bytes() == before
-    train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run", force=True)
+    train(read_corpus_bytes(tiny_corpus), MODEL, cfg, tmp_path / "run", RunRequest(force=True))
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1.5h", 5400), ("45", 45), ("2 min", 120)])
@@ -95,7 +99,20 @@ def test_a_run_without_a_step_or_far_below_its_speed_ends_with_a_warning(cli, ti
     monkeypatch.setattr(SlowRunWatch, "SLOW_STRETCH_SECONDS", 0.0)
     monkeypatch.setattr(SlowRunWatch, "MIN_STEP_FLOPS", 0.0)
     cached_speed(1e18)
-    args = ["--steps", "3", "--hidden", "16", "--layers", "1", "--precision", "fp32", "--device", "cpu", "--out", "slow"]
+    args = [
+        "--steps",
+        "3",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--out",
+        "slow",
+    ]
     slow = cli("train", tiny_corpus, *args)
     assert slow.exit_code == 0, slow.output
     assert slow.stderr.count("warning: training runs at") == 2  # as it happened, and again under the summary

@@ -81,7 +81,7 @@ def charrnn_row(corpus: str, path: Path, cfg: TrainConfig, model_cfg: ModelConfi
     """`train()` for `cfg.time_budget`; model_cfg None means no size flags: sized for the budget,
     as `charrnn train CORPUS --time-budget T` does."""
     from ..checkpoint import load_checkpoint
-    from ..training.run import train
+    from ..training.run import RunHooks, RunRequest, train
 
     listener = _NotesListener()
     with tempfile.TemporaryDirectory() as run_dir:
@@ -90,8 +90,8 @@ def charrnn_row(corpus: str, path: Path, cfg: TrainConfig, model_cfg: ModelConfi
             model_cfg or ModelConfig(),
             cfg,
             Path(run_dir) / "run",
-            reporter=listener,
-            size_for_budget=model_cfg is None,
+            RunRequest(size_for_budget=model_cfg is None),
+            RunHooks(reporter=listener),
         )
         tensors, meta = load_checkpoint(result.last_path)
     shape = ModelConfig.from_dict(meta["model"])

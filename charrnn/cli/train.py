@@ -6,25 +6,38 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..errors import CharRNNError, Interrupted
-from ..training.reporting import Reporter
+from ..training.reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult
+
+if TYPE_CHECKING:  # the training package imports torch: not for `charrnn --help`
+    from ..data.tokens import CorpusBytes
+    from ..training.run import RunHooks, RunRequest
 from .application import app, hms, stderr
-from .options import EXCLUDE, INCLUDE, THREADS, choices, default, opt
+from .options import EXCLUDE, INCLUDE, THREADS, Choice, choices, default, opt
 
 M, T, K = ModelConfig, TrainConfig, TokenizerConfig
-Cell = choices(M, "cell", "Cell")
-Optimizer = choices(T, "optimizer", "Optimizer")
-Device = choices(T, "device", "Device")
-Precision = choices(T, "precision", "Precision")
-ValSplit = choices(T, "val_split", "ValSplit")
 PLOT_SECONDS = 3.0  # drawing bpc.png (matplotlib's import included): left out when a --time-budget has no room
-TokenizerKind = choices(K, "kind", "TokenizerKind")
+if TYPE_CHECKING:  # Typer reads the enums built from config.py; mypy sees a Choice (see options.Choice)
+    Cell = Choice
+    Optimizer = Choice
+    Device = Choice
+    Precision = Choice
+    ValSplit = Choice
+    TokenizerKind = Choice
+else:
+    Cell = choices(M, "cell", "Cell")
+    Optimizer = choices(T, "optimizer", "Optimizer")
+    Device = choices(T, "device", "Device")
+    Precision = choices(T, "precision", "Precision")
+    ValSplit = choices(T, "val_split", "ValSplit")
+    TokenizerKind = choices(K, "kind", "TokenizerKind")
 
 
 # ----------------------------------------------------------------------------- train
@@ -99,15 +112,11 @@ def train(
     from ..data.corpora import resolve_corpus
     from ..runtime import set_cpu_threads
     from ..training.distributed import DistContext
+    from ..training.run import Limits, RunHooks, RunRequest
 
     set_cpu_threads(threads)
-    if resume and init_from is not None:
-        raise CharRNNError(
-            "--resume and --init-from exclude each other: resume continues a run, init-from starts a new one"
-        )
     budget = parse_duration(time_budget) if time_budget is not None else None
-    limits = {"steps": steps, "epochs": epochs, "time_budget": budget, "patience": patience, "eval_every": eval_every}
-    given = {k: v for k, v in limits.items() if v is not None}
+    limits = Limits(steps, epochs, budget, patience, eval_every)
     train_cfg = TrainConfig(
         seq_len=seq_len,
         batch_size=batch_size,
@@ -123,11 +132,20 @@ def train(
         device=device.value,
         precision=precision.value,
         sample_every=sample_every,
-        **given,
     )
+    train_cfg = limits.applied_to(train_cfg)
     model_cfg = _model_config(cell.value, embed_size, hidden_size, num_layers, dropout, tie_weights)
-    if save_every is not None and save_every < 1:
-        raise CharRNNError(f"--save-every must be at least 1 (got {save_every})")
+    request = RunRequest(
+        tokenizer=TokenizerConfig(tokenizer.value, vocab_size),
+        encoding=encoding,
+        resume=resume,
+        init_from=init_from,
+        force=force,
+        limits=limits,
+        save_every=save_every,
+        size_for_budget=hidden_size is None and num_layers is None,
+        started=started,
+    )  # checked as it is made: --resume with --init-from, --save-every 0
     dist = DistContext.from_env(device.value)
     reporter = _reporter(dist.is_main, tensorboard)
     with dist.running():
@@ -135,15 +153,14 @@ def train(
             corpus, log=reporter.on_message, encoding=encoding, include=include or (), exclude=exclude or ()
         )
         run_dir = out if out is not None else Path("checkpoints") / data.name
-        run = dict(tokenizer_kind=tokenizer.value, vocab_size=vocab_size, encoding=encoding, resume=resume)
-        run.update(init_from=init_from, force=force, limits=given, save_every=save_every, started=started)
-        run.update(size_for_budget=hidden_size is None and num_layers is None)
-        result = _run(corpus, data, model_cfg, train_cfg, run_dir, reporter, dist, run)
+        result = _run(corpus, data, model_cfg, train_cfg, run_dir, request, RunHooks(reporter, dist=dist))
     if dist.is_main:
         _print_result(result, result.time_budget)
 
 
-def _model_config(cell: str, embed: int, hidden: int | None, layers: int | None, dropout: float, tie: bool):
+def _model_config(
+    cell: str, embed: int, hidden: int | None, layers: int | None, dropout: float, tie: bool
+) -> ModelConfig:
     """The architecture asked for; a size not given is the default (a --time-budget run may pick it later)."""
     return ModelConfig(
         cell=cell,
@@ -165,14 +182,23 @@ def _reporter(is_main: bool, tensorboard: Path | None) -> Reporter:
     return reporter
 
 
-def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, dist, run: dict[str, Any]):
+def _run(
+    corpus: str,
+    data: CorpusBytes,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+    request: RunRequest,
+    hooks: RunHooks,
+) -> TrainResult:
     """The training under signal handling: an interrupted run ends in one line that says how to resume."""
     from ..runtime import stop_on_signals
     from ..training.run import train as run_training
 
+    dist, reporter = hooks.dist, hooks.reporter
     with stop_on_signals() as stop, dist.failures_as_errors():
         try:
-            return run_training(data, model_cfg, train_cfg, run_dir, reporter=reporter, stop=stop, dist=dist, **run)
+            return run_training(data, model_cfg, train_cfg, run_dir, request, replace(hooks, stop=stop))
         except Interrupted as exc:
             reporter.close()
             if not dist.is_main:  # every rank stopped at the same step; rank 0 says so, once
@@ -186,7 +212,7 @@ def _run(corpus, data, model_cfg, train_cfg, run_dir: Path, reporter: Reporter, 
             reporter.close()
 
 
-def _print_result(result, time_budget: float | None) -> None:
+def _print_result(result: TrainResult, time_budget: float | None) -> None:
     stderr.print(
         f"done ({result.stopped_because}{'; see the warning below' if result.warning else ''}) "
         f"after {result.steps} steps in {hms(result.elapsed)}: "
@@ -219,7 +245,7 @@ def _write_plot(run_dir: Path) -> None:
 class _TrainReporter(Reporter):
     """Rich progress bar on a terminal, plain lines otherwise (logs, CI, pipes)."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.live = sys.stderr.isatty() and not quiet
         self.progress: Any = None
@@ -228,7 +254,7 @@ class _TrainReporter(Reporter):
         self.last_val = "-"
         self.last_plain = 0.0
 
-    def on_start(self, info) -> None:
+    def on_start(self, info: RunInfo) -> None:
         self.info = info
         if self.quiet:
             return
@@ -265,7 +291,7 @@ class _TrainReporter(Reporter):
             self.progress.start()
             self.task = self.progress.add_task("train", total=1000, step=info.start_step, loss="-", val="-", speed="-")
 
-    def on_step(self, r) -> None:
+    def on_step(self, r: StepReport) -> None:
         if self.progress is not None:
             done = 1000 * r.progress if r.progress is not None else 0
             self.progress.update(
@@ -284,7 +310,7 @@ class _TrainReporter(Reporter):
                 flush=True,
             )
 
-    def on_eval(self, r) -> None:
+    def on_eval(self, r: EvalReport) -> None:
         self.last_val = f"{r.val_bpc:.3f} bpc {r.val_loss:.3f}/token"
         line = (
             f"step {r.step} | epoch {r.epoch:.2f} | train {r.train_loss:.4f} | val {r.val_loss:.4f} nats/token "

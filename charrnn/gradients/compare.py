@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError, TrainingDiverged
 from . import DEFAULT_MAX_K, DEFAULT_WINDOWS, RunFlow, run_gradient_flow
+
+if TYPE_CHECKING:
+    from ..training.reporting import Reporter
 
 COMPARE_CELLS = ("rnn", "rnn-relu", "gru", "lstm")
 COMPARE_DIR = Path("gradients-compare")
@@ -41,7 +44,7 @@ def compare_cells(
     settings: CompareSettings | None = None,
     *,
     force: bool = False,
-    reporter_for: Callable[[str], object] | None = None,
+    reporter_for: Callable[[str], Reporter] | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[RunFlow]:
     """Train each of COMPARE_CELLS on `corpus` (a path or a ready corpus name) into out_dir/<cell>,
@@ -49,7 +52,7 @@ def compare_cells(
     from ..checkpoint import BEST
     from ..data.corpora import resolve_corpus
     from ..runtime import set_cpu_threads
-    from ..training.run import train
+    from ..training.run import RunHooks, RunRequest, train
 
     settings = settings or CompareSettings()
     if settings.max_k < 1:
@@ -62,9 +65,9 @@ def compare_cells(
         train_cfg = TrainConfig(time_budget=settings.time_budget, seed=settings.seed, device=settings.device)
         run_dir = out_dir / cell
         log(f"training {cell} ({settings.layers}x{settings.hidden}) for {settings.time_budget:g}s into {run_dir}")
-        reporter = reporter_for(cell) if reporter_for is not None else None
+        hooks = RunHooks(reporter=reporter_for(cell)) if reporter_for is not None else None
         try:
-            result = train(data, model_cfg, train_cfg, run_dir, force=force, reporter=reporter)  # type: ignore[arg-type]
+            result = train(data, model_cfg, train_cfg, run_dir, RunRequest(force=force), hooks)
             checkpoint = result.best_path
         except TrainingDiverged as exc:  # the lesson includes the cell that blew up: its best point is drawn
             checkpoint = run_dir / BEST

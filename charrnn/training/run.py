@@ -9,16 +9,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checkpoint import LAST, RunCheckpoint, resolve_checkpoint
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
-from ..errors import CheckpointError, ConfigError
+from ..errors import CharRNNError, CheckpointError, ConfigError
 from ..model import RNNLanguageModel
 from ..runtime import StopFlag
 from ..tokenizers.char import CharTokenizer
@@ -28,57 +28,91 @@ from .reporting import Reporter, TrainResult
 from .rundir import prepare_run_dir, remove_if_empty
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The limits a command gave (None: not given): all that a resumed run may change."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None  # seconds
+    patience: int | None = None
+    eval_every: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The limits given, by TrainConfig field name."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    def applied_to(self, cfg: TrainConfig) -> TrainConfig:
+        """`cfg` with the limits given; a limit not given keeps cfg's (the default, or a resumed run's)."""
+        return replace(cfg, **self.given())
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """How a run starts, beyond the model and training settings: fresh (a tokenizer fitted to
+    the corpus), resumed, or fine-tuned from `init_from`; what else the command asked for."""
+
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    encoding: str = "utf-8"
+    resume: bool = False
+    init_from: Path | None = None
+    force: bool = False
+    limits: Limits = Limits()  # on resume, the settings saved in last.safetensors with these changed
+    save_every: int | None = None  # also write last.safetensors every N steps
+    size_for_budget: bool = False  # a fresh run with a --time-budget picks its size (training.sizing)
+    started: float | None = None  # when the command started: a --time-budget counts from there
+
+    def __post_init__(self) -> None:
+        if self.resume and self.init_from is not None:
+            raise CharRNNError(
+                "--resume and --init-from exclude each other: resume continues a run, init-from starts a new one"
+            )
+        if self.save_every is not None and self.save_every < 1:
+            raise CharRNNError(f"--save-every must be at least 1 (got {self.save_every})")
+
+
+@dataclass
+class RunHooks:
+    """Who hears the run (reporter), who can stop it (a signal's flag), and its processes."""
+
+    reporter: Reporter = field(default_factory=Reporter)
+    stop: StopFlag = field(default_factory=StopFlag)
+    dist: DistContext = field(default_factory=DistContext)
+
+
 def train(
     corpus: CorpusBytes,
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     run_dir: Path,
-    *,
-    tokenizer_kind: str = "char",
-    vocab_size: int | None = None,
-    encoding: str = "utf-8",
-    resume: bool = False,
-    init_from: Path | None = None,
-    force: bool = False,
-    limits: dict[str, Any] | None = None,
-    reporter: Reporter | None = None,
-    stop: StopFlag | None = None,
-    save_every: int | None = None,
-    dist: DistContext | None = None,
-    started: float | None = None,
-    size_for_budget: bool = False,
+    request: RunRequest = RunRequest(),
+    hooks: RunHooks | None = None,
 ) -> TrainResult:
-    """Train a model on `corpus` into `run_dir` (fresh, resumed, or fine-tuned from `init_from`).
-
-    On resume the model, tokenizer and training settings come from `last.safetensors`; only
-    the limits in `limits` (steps, epochs, time_budget, patience, eval_every) may change.
-    `size_for_budget`: a fresh single-process run with a time budget picks its hidden size and
-    layers for that budget (charrnn.training.sizing); the CLI asks for it when no size flag is given.
-    """
-    reporter = reporter or Reporter()
-    dist = dist or DistContext()
+    """Train a model on `corpus` into `run_dir`: fresh, resumed or fine-tuned, as `request` says."""
+    hooks = hooks or RunHooks()
     run_dir = Path(run_dir)
-    created, lock = prepare_run_dir(run_dir, resume=resume, force=force) if dist.is_main else ([], None)
-    dist.barrier()
+    created, lock = (
+        prepare_run_dir(run_dir, resume=request.resume, force=request.force) if hooks.dist.is_main else ([], None)
+    )
+    hooks.dist.barrier()
     try:
-        kwargs = dict(dist=dist, reporter=reporter, stop=stop, save_every=save_every, started=started)
-        if resume:
-            trainer = _resumed(corpus, run_dir, limits or {}, encoding, tie=model_cfg.tie_weights, **kwargs)
-        elif init_from is not None:
-            trainer = _fine_tuned(corpus, model_cfg, train_cfg, run_dir, init_from, encoding, **kwargs)
+        if request.resume:
+            trainer = _resumed(corpus, run_dir, request, hooks, tie=model_cfg.tie_weights)
+        elif request.init_from is not None:
+            trainer = _fine_tuned(corpus, model_cfg, train_cfg, run_dir, request, hooks)
         else:
             data = load_tokens(
                 corpus,
-                tokenizer_kind=tokenizer_kind,
-                vocab_size=vocab_size,
+                tokenizer_kind=request.tokenizer.kind,
+                vocab_size=request.tokenizer.vocab_size,
                 val_frac=train_cfg.val_frac,
                 val_split=train_cfg.val_split,
-                encoding=encoding,
+                encoding=request.encoding,
             )
             size_note = None
-            if size_for_budget and train_cfg.time_budget and not dist.active:
+            if request.size_for_budget and train_cfg.time_budget and not hooks.dist.active:
                 model_cfg, size_note = _sized_for_budget(model_cfg, train_cfg, data)
-            trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
+            trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks)
             trainer.notes += [size_note] if size_note else []
         return trainer.run()
     except BaseException:
@@ -99,21 +133,29 @@ def _sized_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, data: Toke
 
 
 def _trainer(
-    data: TokenData, model_cfg: ModelConfig, train_cfg: TrainConfig, run_dir: Path, *, resume: bool, **kwargs: Any
+    data: TokenData, model_cfg: ModelConfig, train_cfg: TrainConfig, run_dir: Path, request: RunRequest, hooks: RunHooks
 ) -> Trainer:
     """A Trainer for `data`, once every process has checked it holds the same run as the others."""
-    dist: DistContext = kwargs["dist"]
     model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
     settings = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "corpus_sha256": data.digest}
-    dist.check_same({**settings, "tokenizer": data.tokenizer.fingerprint(), "resume": resume, "run_dir": str(run_dir)})
-    return Trainer(data, model_cfg, train_cfg, run_dir, **kwargs)
+    same = {**settings, "tokenizer": data.tokenizer.fingerprint(), "resume": request.resume, "run_dir": str(run_dir)}
+    hooks.dist.check_same(same)
+    return Trainer(
+        data,
+        model_cfg,
+        train_cfg,
+        run_dir,
+        dist=hooks.dist,
+        reporter=hooks.reporter,
+        stop=hooks.stop,
+        save_every=request.save_every,
+        started=request.started,
+    )
 
 
-def _resumed(
-    corpus: CorpusBytes, run_dir: Path, limits: dict[str, Any], encoding: str, tie: bool = False, **kwargs: Any
-) -> Trainer:
-    """The run in `run_dir` where last.safetensors left it; only `limits` change (`tie`: the
-    user asked for --tie-weights, which an untied run cannot become)."""
+def _resumed(corpus: CorpusBytes, run_dir: Path, request: RunRequest, hooks: RunHooks, tie: bool) -> Trainer:
+    """The run in `run_dir` where last.safetensors left it; only the request's limits change
+    (`tie`: the user asked for --tie-weights, which an untied run cannot become)."""
     checkpoint = RunCheckpoint(run_dir / LAST)
     model_cfg = checkpoint.model_config()
     if tie and not model_cfg.tie_weights:
@@ -121,16 +163,16 @@ def _resumed(
             f"--tie-weights: the run in {run_dir} has an output layer of its own and --resume keeps its "
             "architecture (drop --tie-weights, or start a new run)"
         )
-    train_cfg = checkpoint.train_config(limits)
+    train_cfg = checkpoint.train_config(request.limits.given())
     data = load_tokens(
         corpus,
         val_frac=train_cfg.val_frac,
         val_split=train_cfg.val_split,
-        encoding=encoding,
+        encoding=request.encoding,
         tokenizer=checkpoint.tokenizer(),
     )
-    train_cfg, batch_note = _per_rank_batch(train_cfg, checkpoint.world_size, kwargs["dist"])
-    trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=True, **kwargs)
+    train_cfg, batch_note = _per_rank_batch(train_cfg, checkpoint.world_size, hooks.dist)
+    trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks)
     trainer.notes += [batch_note] if batch_note else []
     saved_digest = checkpoint.meta.get("corpus_sha256")
     if saved_digest and saved_digest != data.digest:
@@ -167,12 +209,12 @@ def _fine_tuned(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     run_dir: Path,
-    init_from: Path,
-    encoding: str,
-    **kwargs: Any,
+    request: RunRequest,
+    hooks: RunHooks,
 ) -> Trainer:
     """A new run on `corpus` from the weights and tokenizer of `init_from` (a run directory
     means its best checkpoint); the architecture is the checkpoint's, the dropout the one asked for."""
+    init_from = request.init_from
     checkpoint = RunCheckpoint(resolve_checkpoint(init_from))
     tokenizer = checkpoint.tokenizer()
     if model_cfg.tie_weights and not checkpoint.model_config().tie_weights:
@@ -182,16 +224,20 @@ def _fine_tuned(
         )
     model_cfg = replace(checkpoint.model_config(), dropout=model_cfg.dropout)
     if isinstance(tokenizer, CharTokenizer):  # a char vocabulary grows to cover the new corpus
-        tokenizer, added = tokenizer.extend(decode_corpus(corpus, encoding))
-        kwargs["reporter"].on_message(
+        tokenizer, added = tokenizer.extend(decode_corpus(corpus, request.encoding))
+        hooks.reporter.on_message(
             f"--init-from: vocabulary extended by {added} new character{'s' if added != 1 else ''}"
             if added
             else "--init-from: the new corpus uses no new characters"
         )
     data = load_tokens(
-        corpus, val_frac=train_cfg.val_frac, val_split=train_cfg.val_split, encoding=encoding, tokenizer=tokenizer
+        corpus,
+        val_frac=train_cfg.val_frac,
+        val_split=train_cfg.val_split,
+        encoding=request.encoding,
+        tokenizer=tokenizer,
     )
-    trainer = _trainer(data, model_cfg, train_cfg, run_dir, resume=False, **kwargs)
+    trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks)
     _load_grown_weights(trainer.model, checkpoint.weights())
     return trainer
 

@@ -81,12 +81,12 @@ def single(corpus: Path, out: str, steps: int, resume: bool = False) -> Path:
     """FLAGS in one process with the whole batch (4 streams), through the library: no CLI start-up."""
     from charrnn.config import ModelConfig, TrainConfig
     from charrnn.data.tokens import read_corpus_bytes
-    from charrnn.training.run import train
+    from charrnn.training.run import Limits, RunRequest, train
 
     model = ModelConfig(embed_size=16, hidden_size=32, num_layers=1, dropout=0.0)
     cfg = TrainConfig(seq_len=16, batch_size=4, lr=0.01, warmup_steps=0, seed=3, eval_every=3, steps=steps)
     cfg = replace(cfg, device="cpu", precision="fp32")
-    train(read_corpus_bytes(corpus), model, cfg, Path(out), resume=resume, limits={"steps": steps})
+    train(read_corpus_bytes(corpus), model, cfg, Path(out), RunRequest(resume=resume, limits=Limits(steps=steps)))
     return Path(out) / "last.safetensors"
 
 

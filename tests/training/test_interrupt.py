@@ -25,7 +25,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import CorpusBytes
 from charrnn.training.loop import Trainer
-from charrnn.training.run import train
+from charrnn.training.run import Limits, RunRequest, train
 
 pytestmark = pytest.mark.serial  # real processes timed against each other: run alone (Makefile)
 
@@ -156,7 +156,7 @@ from pathlib import Path
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.tokens import read_corpus_bytes
 from charrnn.training.reporting import Reporter
-from charrnn.training.run import train
+from charrnn.training.run import RunHooks, RunRequest, train
 
 import safetensors.torch, torch
 torch.set_num_threads(1)  # one thread: nothing of OpenMP's pool to break in the forked children
@@ -192,8 +192,8 @@ for round_ in range(kills):
             model = ModelConfig(cell="lstm", embed_size=8, hidden_size=24, num_layers=1)
             cfg = TrainConfig(seq_len=16, batch_size=4, steps=10**6, eval_every=4, patience=None,
                               device="cpu", precision="fp32")
-            train(read_corpus_bytes(corpus_path), model, cfg, run_dir, resume=resume, force=not resume,
-                  save_every=1, reporter=Log())
+            request = RunRequest(resume=resume, force=not resume, save_every=1)
+            train(read_corpus_bytes(corpus_path), model, cfg, run_dir, request, RunHooks(reporter=Log()))
         finally:
             os._exit(3)
     when, deadline = rng.random(), time.monotonic() + 60
@@ -259,7 +259,8 @@ def test_kill_9_never_breaks_the_checkpoint(tmp_path, tiny_corpus):
 
     # The run resumes after all that, and the resume clears temporaries left by saves killed mid-write.
     corpus = CorpusBytes("tiny", str(tiny_corpus), tiny_corpus.read_bytes())
-    result = train(corpus, ModelConfig(), TrainConfig(), run_dir, resume=True, limits={"steps": disk_step + 2})
+    request = RunRequest(resume=True, limits=Limits(steps=disk_step + 2))
+    result = train(corpus, ModelConfig(), TrainConfig(), run_dir, request)
     assert result.steps == disk_step + 2
     assert list(run_dir.glob(".*.tmp")) == []
 

@@ -20,7 +20,7 @@ from charrnn.data.tokens import CorpusBytes
 from charrnn.errors import Interrupted
 from charrnn.runtime import StopFlag
 from charrnn.training.reporting import Reporter
-from charrnn.training.run import train
+from charrnn.training.run import Limits, RunHooks, RunRequest, train
 
 TOTAL, EVAL_EVERY = 16, 5
 
@@ -77,21 +77,20 @@ def test_stop_and_resume_is_bit_identical(tmp_path, cell, precision, stop_at):
     model_cfg, train_cfg = _configs(cell, precision)
 
     straight = Recorder()
-    train(corpus, model_cfg, train_cfg, tmp_path / "straight", reporter=straight)
+    train(corpus, model_cfg, train_cfg, tmp_path / "straight", hooks=RunHooks(reporter=straight))
 
     stop = StopFlag()
     first = Recorder(stop, stop_at)
     with pytest.raises(Interrupted) as info:
-        train(corpus, model_cfg, train_cfg, tmp_path / "split", reporter=first, stop=stop)
+        train(corpus, model_cfg, train_cfg, tmp_path / "split", hooks=RunHooks(reporter=first, stop=stop))
     assert info.value.exit_code == 130
     _, meta = load_checkpoint(tmp_path / "split" / "last.safetensors")
     stopped_at = meta["step"]
     assert stopped_at in (stop_at, stop_at + 1) and f"step {stopped_at}" in str(info.value)
     second = Recorder()
     # The settings given here are ignored on resume (they come from the checkpoint), except limits.
-    result = train(
-        corpus, ModelConfig(), TrainConfig(), tmp_path / "split", resume=True, reporter=second, limits={"steps": TOTAL}
-    )
+    request = RunRequest(resume=True, limits=Limits(steps=TOTAL))
+    result = train(corpus, ModelConfig(), TrainConfig(), tmp_path / "split", request, RunHooks(reporter=second))
 
     assert result.steps == TOTAL
     assert len(first.losses) == stopped_at
