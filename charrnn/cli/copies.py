@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..errors import ConfigError
 from .application import app, chosen_checkpoint, stderr
 from .options import CheckpointArg
+
+if TYPE_CHECKING:  # torch comes with these: not for `charrnn --help`
+    import torch
+
+    from ..checkpoint import LoadedModel
+    from ..config import SampleConfig
+    from ..copies.index import TextCopies
 
 DEFAULT_SAMPLES = 20
 DEFAULT_LENGTH = 1000
@@ -72,7 +79,7 @@ def _read(path: Path) -> str:
     return read_text_file(path, "text")
 
 
-def _draw(loaded, count: int, length: int, seed: int, temperature: float) -> list[str]:
+def _draw(loaded: LoadedModel, count: int, length: int, seed: int, temperature: float) -> list[str]:
     import torch
 
     from ..config import SampleConfig
@@ -83,7 +90,7 @@ def _draw(loaded, count: int, length: int, seed: int, temperature: float) -> lis
     return ["".join(generate(loaded.model, loaded.tokenizer, cfg, generator=generator)) for _ in range(count)]
 
 
-def _where(found) -> str:
+def _where(found: TextCopies) -> str:
     at = found.longest_at
     if at is None:
         return "-"
@@ -92,7 +99,7 @@ def _where(found) -> str:
     return f"offset {at.offset:,}, line {at.line:,}"
 
 
-def _print_table(found, min_span: int) -> None:
+def _print_table(found: list[TextCopies], min_span: int) -> None:
     width = max(len("text"), *(len(f.source) for f in found))
     print(f"{'text':<{width}} {'chars':>8} {'longest':>8} {f'copied (>={min_span})':>15}  longest from")
     for f in found:
@@ -112,7 +119,9 @@ MAX_COPY_HELP = (
 CORPUS_HELP = "With --max-copy: the run's corpus (file, directory or ready corpus name), when not found by name."
 
 
-def check_max_copy_options(max_copy, beam, docs, tunes, corpus) -> None:
+def check_max_copy_options(
+    max_copy: int | None, beam: int | None, docs: int | None, tunes: int | None, corpus: str | None
+) -> None:
     from ..copies import check_max_copy
 
     if max_copy is None:
@@ -126,7 +135,14 @@ def check_max_copy_options(max_copy, beam, docs, tunes, corpus) -> None:
         raise ConfigError("--max-copy works on --num-samples samples, not yet with --docs or --tunes")
 
 
-def write_capped_samples(loaded, cfg, prime: str, generator, max_copy: int, corpus: str | None) -> None:
+def write_capped_samples(
+    loaded: LoadedModel,
+    cfg: SampleConfig,
+    prime: str,
+    generator: torch.Generator,
+    max_copy: int,
+    corpus: str | None,
+) -> None:
     """`sample --max-copy N`: each sample drawn whole, checked against the training text, printed
     when it copies at most N characters; how many were redrawn, and why, on stderr."""
     from ..copies import CappedDraw, draw_capped, run_index

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -15,6 +16,11 @@ from .application import app, chosen_checkpoint, stderr
 from .beam import BEAM_HELP, LENGTH_PENALTY_HELP, check_beam_options, write_beam
 from .copies import CORPUS_HELP, MAX_COPY_HELP, check_max_copy_options, write_capped_samples
 from .options import CheckpointArg, default, opt
+
+if TYPE_CHECKING:  # torch comes with these: not for `charrnn --help`
+    import torch
+
+    from ..checkpoint import LoadedModel
 
 S = SampleConfig
 
@@ -127,7 +133,7 @@ def sample(
     _write_samples(loaded, cfg, prime, generator)
 
 
-def _write_samples(loaded, cfg, prime: str, generator) -> None:
+def _write_samples(loaded: LoadedModel, cfg: SampleConfig, prime: str, generator: torch.Generator) -> None:
     """cfg.num_samples samples on stdout, streamed, a blank line apart; each headed on stderr."""
     from ..sample import generate
 
@@ -157,11 +163,13 @@ def _unescape(text: str) -> str:
         raise CharRNNError(f"--stop {text!r}: bad backslash escape ({exc.reason})") from None
 
 
-def _check_document_options(docs, tunes, prime: str, stop, num_samples: int) -> None:
+def _check_document_options(
+    docs: int | None, tunes: int | None, prime: str, stop: str | None, num_samples: int
+) -> None:
     if docs is not None and tunes is not None:
         raise CharRNNError("give --docs or --tunes, not both")
     name = "--tunes" if tunes is not None else "--docs"
-    if (tunes if tunes is not None else docs) < 1:
+    if (tunes if tunes is not None else docs or 0) < 1:
         raise CharRNNError(f"{name} must be at least 1")
     if prime or stop is not None or num_samples != 1:
         raise CharRNNError(
@@ -170,14 +178,14 @@ def _check_document_options(docs, tunes, prime: str, stop, num_samples: int) -> 
         )
 
 
-def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None) -> None:
-    from collections import Counter
-
+def _write_documents(
+    loaded: LoadedModel, cfg: SampleConfig, generator: torch.Generator, docs: int | None, tunes: int | None
+) -> None:
     from ..sample import generate_documents
 
-    count = tunes if tunes is not None else docs
+    count = tunes if tunes is not None else docs or 0
     what = "tunes" if tunes is not None else "documents"
-    written, dropped = 0, Counter()
+    written, dropped = 0, Counter[str]()
     for doc in generate_documents(
         loaded.model,
         loaded.tokenizer,
@@ -204,7 +212,7 @@ def _write_documents(loaded, cfg, generator, docs: int | None, tunes: int | None
         raise CharRNNError(f"the model wrote only {written} complete {what} of {count} asked: {why}")
 
 
-def _why_short(loaded, cfg, what: str, written: int, dropped) -> str:
+def _why_short(loaded: LoadedModel, cfg: SampleConfig, what: str, written: int, dropped: Counter[str]) -> str:
     """The true cause of too few documents, from the vocabulary and what the sampler dropped."""
     from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START
 
