@@ -94,7 +94,9 @@ def beam_search(
         model.train(was_training)
 
 
-def _search(model, tokenizer, width, length, prime, stop, alpha) -> list[Hypothesis]:
+def _search(
+    model: RNNLanguageModel, tokenizer: Tokenizer, width: int, length: int, prime: str, stop: str | None, alpha: float
+) -> list[Hypothesis]:
     device = model.head.weight.device
     context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)
     logits, state = model(context)
@@ -133,13 +135,13 @@ def _search(model, tokenizer, width, length, prime, stop, alpha) -> list[Hypothe
     return sorted(ended, key=lambda h: -h.score)[:width]
 
 
-def _settled(ended: list[Hypothesis], kept: list, alpha: float) -> bool:
+def _settled(ended: list[Hypothesis], kept: list[tuple[Any, int, float]], alpha: float) -> bool:
     """No live hypothesis can still beat the best ended one: without a length penalty a text's
     log-probability only falls as it grows."""
     return alpha == 0 and bool(ended) and max(h.score for h in ended) >= max(v for _, _, v in kept)
 
 
-def _extend(parent: _Live, token: int, length: int, stop: str | None):
+def _extend(parent: _Live, token: int, length: int, stop: str | None) -> _Live | tuple[str, bool]:
     """The parent extended by `token`: a new _Live, or (text, stopped) where it ends."""
     decoder = copy.deepcopy(parent.decoder, _shared(parent.decoder))  # siblings each go on from it
     piece = decoder.feed(token)[: length - parent.produced]

@@ -9,9 +9,12 @@ machine has free, naming what they would need, instead of allocating until the m
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs (tanh, relu) have 1
 FLOAT_BYTES = 4  # parameters, gradients and optimiser state are fp32 whatever the precision
@@ -31,7 +34,7 @@ def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int,
 
 def parameter_shapes(
     cell: str, vocab: int, embed: int, hidden: int, layers: int, tied: bool = False
-) -> Iterator[tuple[str, tuple]]:
+) -> Iterator[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every weight, in the model's state_dict naming (tied: no "head.weight",
     the embedding's alias). Check the count first: this walks the layers."""
     gates = GATES.get(cell, 1) * hidden
@@ -48,7 +51,7 @@ def parameter_shapes(
     yield "head.bias", (vocab,)
 
 
-def weights_mismatch(sizes: tuple, weights: dict) -> str | None:
+def weights_mismatch(sizes: tuple[Any, ...], weights: dict[str, torch.Tensor]) -> str | None:
     """What is wrong with `weights` (name -> tensor) for a model of `sizes` (cell, vocab, embed,
     hidden, layers[, tied]), or None. The count first: absurd sizes in crafted metadata cost nothing."""
     have, want = sum(t.numel() for t in weights.values()), parameter_count(*sizes)

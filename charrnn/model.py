@@ -8,7 +8,7 @@ called for a single step is an order of magnitude slower on CPU.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -88,8 +88,8 @@ class RNNLanguageModel(nn.Module):
         self.head = nn.Linear(embed_size if self.proj is not None else hidden_size, vocab_size)
         if tie_weights:
             self.head.weight = self.embedding.weight
-            self.register_state_dict_post_hook(_drop_tied_alias)
-            self.register_load_state_dict_pre_hook(_restore_tied_alias)
+            self.register_state_dict_post_hook(_drop_tied_alias)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            self.register_load_state_dict_pre_hook(_restore_tied_alias)  # type: ignore[no-untyped-call]  # as above
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -126,14 +126,17 @@ class RNNLanguageModel(nn.Module):
         """The top layer's states (..., H) -> logits (..., V): dropout, the projection of a tied
         model whose widths differ, the output layer."""
         out = self.dropout(out)
-        return self.head(self.proj(out) if self.proj is not None else out)
+        logits: torch.Tensor = self.head(self.proj(out) if self.proj is not None else out)
+        return logits
 
 
-def _drop_tied_alias(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+def _drop_tied_alias(
+    module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, local_metadata: dict[str, Any]
+) -> None:
     state_dict.pop(prefix + "head.weight", None)
 
 
-def _restore_tied_alias(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+def _restore_tied_alias(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
     if prefix + "embedding.weight" in state_dict:
         state_dict.setdefault(prefix + "head.weight", state_dict[prefix + "embedding.weight"])
 
@@ -169,7 +172,7 @@ class FastStepper:
         self.cell = model.cell
         self.num_layers = model.num_layers
         self.hidden_size = model.hidden_size
-        rnn = model.rnn
+        rnn: Any = model.rnn  # nn.LSTM/GRU/RNN: their weight_ih_l0... attributes are made at run time
         with torch.no_grad():
             w_ih0 = rnn.weight_ih_l0.float()
             b_ih0, b_hh0 = rnn.bias_ih_l0.float(), rnn.bias_hh_l0.float()
@@ -222,7 +225,8 @@ class FastStepper:
     def _step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         if self.cell == "lstm":
             h_all, c_all = state
-            hs, cs = [], []
+            hs: list[torch.Tensor] = []
+            cs: list[torch.Tensor] = []
             gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
             for layer in range(self.num_layers):
                 if layer > 0:

@@ -29,7 +29,14 @@ def test_info_describes_the_checkpoint(cli, run):
     info = json.loads(result.stdout)
     model = load_model(run / "last.safetensors").model
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["architecture"] == {"cell": "lstm", "layers": 1, "hidden": 32, "embed": 16, "dropout": 0.2, "tied": False}
+    assert info["architecture"] == {
+        "cell": "lstm",
+        "layers": 1,
+        "hidden": 32,
+        "embed": 16,
+        "dropout": 0.2,
+        "tied": False,
+    }
     assert info["tokenizer"] == "char" and info["vocab_size"] == len(set(TINY_TEXT))
     assert info["corpus"] == "tiny" and info["step"] == 20 and info["resumable"] is True
     assert info["best_val_bpc"] == pytest.approx(min(r["val_bpc"] for r in metrics(run)))
@@ -87,6 +94,11 @@ def test_info_on_a_run_says_it_resumes_from_its_last_file(cli, run):
     result = cli("info", run)  # describes best.safetensors, which is weights only
     assert result.exit_code == 0, result.stderr
     line = [row for row in result.stdout.splitlines() if row.startswith("resumable:")][0]
-    assert line.endswith(f"yes: --resume continues from {run / 'last.safetensors'} at step {last_step} (this file is weights only)")
+    assert line.endswith(
+        f"yes: --resume continues from {run / 'last.safetensors'} at step {last_step} (this file is weights only)"
+    )
     info = json.loads(cli("info", run / "best.safetensors", "--json").stdout)
-    assert info["resumable"] is False and info["resumes_from"] == {"path": str(run / "last.safetensors"), "step": last_step}
+    assert info["resumable"] is False and info["resumes_from"] == {
+        "path": str(run / "last.safetensors"),
+        "step": last_step,
+    }

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import CharRNNError
 from .application import stderr
+
+if TYPE_CHECKING:  # torch comes with these: not for `charrnn --help`
+    from ..beam import Hypothesis
+    from ..checkpoint import LoadedModel
+    from ..config import SampleConfig
 
 BEAM_HELP = (
     "Beam search with K hypotheses: print the most likely continuation (K=1 is --temp 0) and its "
@@ -17,7 +23,14 @@ LENGTH_PENALTY_HELP = (
 )
 
 
-def check_beam_options(beam: int | None, length_penalty: float | None, drawn: dict, docs, valid_only, midi) -> None:
+def check_beam_options(
+    beam: int | None,
+    length_penalty: float | None,
+    drawn: dict[str, bool],
+    docs: int | None,
+    valid_only: bool,
+    midi: object,
+) -> None:
     """One line for options a beam search cannot honour. `drawn`: flag -> True when the
     sampling option was given a value other than its default."""
     if beam is None:
@@ -37,7 +50,7 @@ def check_beam_options(beam: int | None, length_penalty: float | None, drawn: di
         )
 
 
-def write_beam(loaded, cfg, prime: str, width: int, alpha: float, tunes: int | None) -> None:
+def write_beam(loaded: LoadedModel, cfg: SampleConfig, prime: str, width: int, alpha: float, tunes: int | None) -> None:
     """The best continuation (or the `tunes` best tunes) on stdout; log-probabilities on stderr."""
     from ..beam import beam_search
 
@@ -54,7 +67,7 @@ def write_beam(loaded, cfg, prime: str, width: int, alpha: float, tunes: int | N
     _report(best, width, alpha)
 
 
-def _report(best, width: int, alpha: float) -> None:
+def _report(best: Hypothesis, width: int, alpha: float) -> None:
     nats = best.logprob
     how = "ended at --stop" if best.stopped else "ended at --length"
     penalty = f"; score {best.score:.4f} with --length-penalty {alpha:g}" if alpha else ""
@@ -69,7 +82,7 @@ def _count(n: int, what: str) -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
-def _write_beam_tunes(loaded, cfg, width: int, alpha: float, tunes: int) -> None:
+def _write_beam_tunes(loaded: LoadedModel, cfg: SampleConfig, width: int, alpha: float, tunes: int) -> None:
     """The `tunes` best complete tunes a beam of `width` finds after a blank line and "X:"."""
     from ..beam import beam_search
     from ..sample import _renumber

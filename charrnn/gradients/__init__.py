@@ -173,7 +173,7 @@ def model_gradient_norms(model: Any, ids: torch.Tensor, max_k: int, warmup: int)
             step,
             state,
             inputs,
-            lambda out: F.cross_entropy(model.head(out), target, reduction="sum"),
+            lambda out: F.cross_entropy(model.output(out), target, reduction="sum"),
             lambda layers: [hidden_part(s) for s in layers],
         )
 
