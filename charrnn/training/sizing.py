@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..atomic import write_atomic
 from ..config import ModelConfig, TrainConfig
 from ..data.tokens import cache_dir
-from ..footprint import parameter_count
+from ..footprint import GATES, parameter_count
 from ..model import RNNLanguageModel
 from ..runtime import autocast_for, resolve_device, resolve_precision
 
@@ -46,7 +46,6 @@ TARGET_SLOPE = 2 / 3
 MAX_PARAMETERS_PER_CHAR = 4.0
 # Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
 CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
-GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs have 1 (parameter_count: footprint)
 
 PROBE_SECONDS = 2.0
 PROBE_SHAPE = (384, 2, 32, 64)  # hidden, layers, batch, seq_len: a mid-sized training step
