@@ -239,12 +239,13 @@ class SampleConfig:
 class ServeConfig:
     """Where `charrnn serve` listens and how much work it takes on at once."""
 
-    host: str = "127.0.0.1"  # loopback: only this computer can connect
-    port: int = 8000  # 0 = any free port
-    workers: int = 8  # generations that run at once, each on its own thread
-    queue: int = 8  # generations that may wait for a worker; beyond that, 503
-    max_models: int = 4  # models kept loaded (least recently used leaves first)
-    max_length: int = 10_000  # characters one request may generate
+    # loopback by default: only this computer can connect
+    host: str = option("127.0.0.1", "Address to listen on; anything but loopback lets others in.")
+    port: int = option(8000, "Port to listen on (0 = any free port).")
+    workers: int = option(8, "Generations that run at once.")  # each on its own thread
+    queue: int = option(8, "Generations that may wait; beyond that the server answers 503.")
+    max_models: int = option(4, "Models kept loaded in memory.")  # the least recently used leaves first
+    max_length: int = option(10_000, "Most characters one request may generate.")
 
     def __post_init__(self) -> None:
         _require(bool(self.host.strip()), "--host must not be empty")

@@ -9,8 +9,9 @@ import typer
 
 from ..config import ServeConfig
 from .application import app, stderr
+from .options import default, opt
 
-_D = ServeConfig()
+S = ServeConfig
 
 
 @app.command()
@@ -19,16 +20,12 @@ def serve(
         Optional[Path],
         typer.Argument(help="A directory of runs, one run directory, or one checkpoint [default: ./checkpoints]."),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback lets others in.")] = _D.host,
-    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = _D.port,
-    workers: Annotated[int, typer.Option(help="Generations that run at once.")] = _D.workers,
-    queue: Annotated[
-        int, typer.Option(help="Generations that may wait; beyond that the server answers 503.")
-    ] = _D.queue,
-    max_models: Annotated[int, typer.Option("--max-models", help="Models kept loaded in memory.")] = _D.max_models,
-    max_length: Annotated[
-        int, typer.Option("--max-length", help="Most characters one request may generate.")
-    ] = _D.max_length,
+    host: Annotated[str, opt(S, "host")] = default(S, "host"),
+    port: Annotated[int, opt(S, "port")] = default(S, "port"),
+    workers: Annotated[int, opt(S, "workers")] = default(S, "workers"),
+    queue: Annotated[int, opt(S, "queue")] = default(S, "queue"),
+    max_models: Annotated[int, opt(S, "max_models")] = default(S, "max_models"),
+    max_length: Annotated[int, opt(S, "max_length")] = default(S, "max_length"),
 ) -> None:
     """A local web page and HTTP API to sample from trained models and hear their tunes (needs charrnn[serve])."""
     cfg = ServeConfig(host=host, port=port, workers=workers, queue=queue, max_models=max_models, max_length=max_length)
