@@ -44,6 +44,7 @@ def choose_next(
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         # Drop a token when the tokens ranked above it already reach top_p (the top one stays).
         drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= top_p
+        drop[..., 0] = False  # a top_p below float32's smallest (1e-238) reads as 0: it would drop all
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

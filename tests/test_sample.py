@@ -148,3 +148,10 @@ def test_choose_next_respects_top_k_and_top_p():
     assert set(choose_next(logits, 1.0, top_p=0.5, generator=gen).tolist()) == {0}
     assert set(choose_next(logits, 1.0, top_p=0.8, generator=gen).tolist()) == {0, 1}
     assert choose_next(logits, 0.0).unique().tolist() == [0]
+
+
+def test_a_top_p_too_small_for_float32_still_keeps_the_most_likely_token():
+    logits = torch.tensor([[0.5, 3.0, 1.0], [2.0, 0.0, -1.0]])
+    for top_p in (6.5e-238, 1e-50, 1e-9):
+        chosen = choose_next(logits, 1.0, top_p=top_p, generator=torch.Generator().manual_seed(0))
+        assert chosen.tolist() == [1, 0]  # nothing but the top token is left to draw
