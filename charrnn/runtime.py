@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -117,3 +118,19 @@ def autocast_for(device: torch.device, precision: str) -> AbstractContextManager
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run executes and in what arithmetic: decided once, before anything is sized or built."""
+
+    device: torch.device
+    precision: str  # fp32, bf16 or fp16
+    precision_reason: str  # for the user: why that precision
+
+    @classmethod
+    def decide(cls, device: str, precision: str, given: torch.device | None = None) -> "Placement":
+        """--device, then --precision for that device; `given`: the device a launcher assigned."""
+        target = given if given is not None else resolve_device(device)
+        chosen, why = resolve_precision(precision, target)
+        return cls(target, chosen, why)

@@ -24,7 +24,7 @@ from ..errors import CorpusError, Interrupted
 from ..evaluation import LN2, evaluate_ids
 from ..footprint import check_fits, training_bytes
 from ..model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
-from ..runtime import StopFlag, autocast_for, resolve_device, resolve_precision
+from ..runtime import Placement, StopFlag, autocast_for
 from .distributed import DistContext
 from .meters import LossReadback, SlowRunWatch, SpeedMeter
 from .optimization import RunLimits, build_optimizer, lr_at
@@ -54,10 +54,9 @@ class Trainer:
         stop: StopFlag | None = None,
         save_every: int | None = None,
         started: float | None = None,
+        placement: Placement | None = None,
     ):
-        self.dist = dist or DistContext()
-        self.reporter = reporter or Reporter()
-        self.stop = stop or StopFlag()
+        self.dist, self.reporter, self.stop = dist or DistContext(), reporter or Reporter(), stop or StopFlag()
         self.data = data
         self.run_dir = Path(run_dir)
         self.save_every = save_every
@@ -68,9 +67,9 @@ class Trainer:
             data.train, self.cfg.batch_size, self.cfg.seq_len, self.dist.rank, self.dist.world_size
         )
         self.limits = RunLimits(self.cfg, self.batcher.windows_per_epoch)
-        self.device = resolve_device(self.cfg.device) if self.dist.device is None else self.dist.device
+        where = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)  # made directly
+        self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
-        self.precision, self.precision_reason = resolve_precision(self.cfg.precision, self.device)
         _check_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
         torch.manual_seed(self.cfg.seed)
         self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)

@@ -20,7 +20,7 @@ from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
 from ..errors import CharRNNError, CheckpointError, ConfigError
 from ..model import RNNLanguageModel
-from ..runtime import StopFlag
+from ..runtime import Placement, StopFlag
 from ..tokenizers.char import CharTokenizer
 from .distributed import DistContext
 from .loop import Trainer
@@ -100,7 +100,8 @@ def train(
             trainer = _resumed(corpus, run_dir, request, hooks, tie=model_cfg.tie_weights)
         elif request.init_from is not None:
             trainer = _fine_tuned(corpus, model_cfg, train_cfg, run_dir, request, hooks)
-        else:
+        else:  # in this order: device and precision, the data, the size for a budget, the model
+            placement = Placement.decide(train_cfg.device, train_cfg.precision, hooks.dist.device)
             data = load_tokens(
                 corpus,
                 tokenizer_kind=request.tokenizer.kind,
@@ -111,8 +112,8 @@ def train(
             )
             size_note = None
             if request.size_for_budget and train_cfg.time_budget and not hooks.dist.active:
-                model_cfg, size_note = _sized_for_budget(model_cfg, train_cfg, data)
-            trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks)
+                model_cfg, size_note = _sized_for_budget(model_cfg, train_cfg, data, placement)
+            trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks, placement)
             trainer.notes += [size_note] if size_note else []
         return trainer.run()
     except BaseException:
@@ -125,17 +126,26 @@ def train(
             lock.release()  # idempotent
 
 
-def _sized_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData) -> tuple[ModelConfig, str]:
+def _sized_for_budget(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, placement: Placement
+) -> tuple[ModelConfig, str]:
     from .sizing import size_for_budget
 
-    choice = size_for_budget(model_cfg, train_cfg, data.train_chars, data.tokenizer.vocab_size)
+    choice = size_for_budget(model_cfg, train_cfg, data.train_chars, data.tokenizer.vocab_size, placement)
     return replace(model_cfg, hidden_size=choice.hidden_size, num_layers=choice.num_layers), f"size: {choice.reason}"
 
 
 def _trainer(
-    data: TokenData, model_cfg: ModelConfig, train_cfg: TrainConfig, run_dir: Path, request: RunRequest, hooks: RunHooks
+    data: TokenData,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+    request: RunRequest,
+    hooks: RunHooks,
+    placement: Placement | None = None,
 ) -> Trainer:
-    """A Trainer for `data`, once every process has checked it holds the same run as the others."""
+    """A Trainer for `data`, once every process has checked it holds the same run as the others.
+    `placement`: the device and precision decided before the data (else from train_cfg, now)."""
     model_cfg = replace(model_cfg, vocab_size=data.tokenizer.vocab_size)
     settings = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "corpus_sha256": data.digest}
     same = {**settings, "tokenizer": data.tokenizer.fingerprint(), "resume": request.resume, "run_dir": str(run_dir)}
@@ -150,6 +160,7 @@ def _trainer(
         stop=hooks.stop,
         save_every=request.save_every,
         started=request.started,
+        placement=placement or Placement.decide(train_cfg.device, train_cfg.precision, hooks.dist.device),
     )
 
 

@@ -34,7 +34,7 @@ from ..config import ModelConfig, TrainConfig
 from ..data.tokens import cache_dir
 from ..footprint import GATES, parameter_count
 from ..model import RNNLanguageModel
-from ..runtime import autocast_for, resolve_device, resolve_precision
+from ..runtime import Placement, autocast_for
 
 # Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
 # training up (5 minutes of one 57 GFLOP/s core), more below it, as (SMALL_COMPUTE / compute)
@@ -255,12 +255,13 @@ def cached_tokens_per_sec(model_cfg: ModelConfig, device: torch.device, precisio
     return max(p["flops"] for p in probes) / per_token
 
 
-def size_for_budget(model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int) -> SizeChoice:
+def size_for_budget(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, train_chars: int, vocab: int, placement: Placement
+) -> SizeChoice:
     """The choice for a fresh run with --time-budget and no size flags: this machine's training
     speed (the best recent probe, cached) at the run's device and precision, the corpus size, the budget."""
-    device = resolve_device(train_cfg.device)
-    precision, _ = resolve_precision(train_cfg.precision, device)
-    speed = machine_flops_per_sec(device, precision)
+    precision = placement.precision
+    speed = machine_flops_per_sec(placement.device, precision)
     choice = choose_size(
         budget_seconds=train_cfg.time_budget or 0.0,
         flops_per_sec=speed.flops_per_sec,

@@ -10,6 +10,8 @@ import pytest
 from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import ConfigError
+from charrnn.training import run as run_module
+from charrnn.training import sizing
 from charrnn.training.reporting import Reporter
 from charrnn.training.run import RunHooks, RunRequest, train
 
@@ -132,3 +134,27 @@ def test_threads_are_honoured_and_checked(cli, tiny_corpus):
     absurd = cli("train", tiny_corpus, "--threads", "100000")
     assert absurd.exit_code == 2 and "--threads must be between 1 and" in absurd.stderr  # a usage error
     assert absurd.stderr.count("\n") == 1
+
+
+def test_device_and_precision_are_decided_once_before_the_data_and_the_size(
+    tiny_corpus, tmp_path, cached_speed, monkeypatch
+):
+    from charrnn import runtime
+
+    order, real = [], runtime.resolve_precision
+    monkeypatch.setattr(runtime, "resolve_precision", lambda *a: order.append("precision") or real(*a))
+    monkeypatch.setattr(run_module, "load_tokens", _recording(run_module.load_tokens, order, "data"))
+    monkeypatch.setattr(sizing, "choose_size", _recording(sizing.choose_size, order, "size"))
+    cached_speed(1e9)
+    cfg = TrainConfig(time_budget=0.5, precision="fp32", device="cpu", seq_len=16, batch_size=4)
+    request = RunRequest(size_for_budget=True)
+    train(read_corpus_bytes(tiny_corpus), ModelConfig(embed_size=8), cfg, tmp_path / "run", request)
+    assert order == ["precision", "data", "size"]  # once each, in that order; the Trainer decides nothing again
+
+
+def _recording(function, order, name):
+    def recorded(*args, **kwargs):
+        order.append(name)
+        return function(*args, **kwargs)
+
+    return recorded
