@@ -181,7 +181,7 @@ def _check_document_options(
 def _write_documents(
     loaded: LoadedModel, cfg: SampleConfig, generator: torch.Generator, docs: int | None, tunes: int | None
 ) -> None:
-    from ..sample import generate_documents
+    from ..sample import DROPPED_TOO_LONG, generate_documents
 
     count = tunes if tunes is not None else docs or 0
     what = "tunes" if tunes is not None else "documents"
@@ -200,8 +200,6 @@ def _write_documents(
         sys.stdout.write(("\n" if written else "") + doc + "\n")
         sys.stdout.flush()
         written += 1
-    from ..sample import DROPPED_TOO_LONG
-
     if dropped[DROPPED_TOO_LONG]:  # never printed: say so, they are what --length cost
         stderr.print(
             f"note: left out {dropped[DROPPED_TOO_LONG]} unfinished {what[:-1]}(s) (no end within --length {cfg.length})",

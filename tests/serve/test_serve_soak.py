@@ -16,23 +16,15 @@ pytest.importorskip("starlette", reason="charrnn serve needs the [serve] extra (
 pytestmark = pytest.mark.serial  # a real server process under load from many threads: run alone (Makefile)
 
 
+def _soak(run, requests: int, clients: int, warmup: int, rss_tolerance: str) -> subprocess.CompletedProcess:
+    """The soak script on `run`, without its latency target (no timing in tests)."""
+    cmd = [sys.executable, str(REPO / "scripts" / "soak_serve.py"), str(run), "--requests", str(requests)]
+    cmd += ["--clients", str(clients), "--warmup", str(warmup), "--latency", "0", "--rss-tolerance", rss_tolerance]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
 def test_the_server_survives_a_small_soak(tiny_run):
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "soak_serve.py"),
-        str(tiny_run),
-        "--requests",
-        "300",
-        "--clients",
-        "8",
-        "--warmup",
-        "100",
-        "--latency",
-        "0",
-        "--rss-tolerance",
-        "0.5",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = _soak(tiny_run, requests=300, clients=8, warmup=100, rss_tolerance="0.5")
     assert result.returncode == 0, result.stdout + result.stderr
     classes = dict(re.findall(r"(\dxx) (\d+)", re.search(r"by status class: (.*)", result.stdout).group(1)))
     assert set(classes) <= {"2xx", "4xx", "5xx"}, result.stdout
@@ -42,21 +34,6 @@ def test_the_server_survives_a_small_soak(tiny_run):
 
 def test_the_soak_fails_loudly_when_a_target_is_missed(tiny_run):
     """The same soak with a memory allowance no server meets: exit 1 and the missed target named."""
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "soak_serve.py"),
-        str(tiny_run),
-        "--requests",
-        "120",
-        "--clients",
-        "4",
-        "--warmup",
-        "20",
-        "--latency",
-        "0",
-        "--rss-tolerance",
-        "-1",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = _soak(tiny_run, requests=120, clients=4, warmup=20, rss_tolerance="-1")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "MISSED: memory changed by" in result.stderr
