@@ -32,6 +32,13 @@ def parameter_count(cell: str, vocab: int, embed: int, hidden: int, layers: int,
     return vocab * embed + first + rest + output + vocab
 
 
+def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
+    """Matmul FLOPs of one training token: forward 2*in*out per weight, backward twice that."""
+    gates = GATES.get(cell, 1)
+    forward = sum(2 * ((embed if layer == 0 else hidden) + hidden) * gates * hidden for layer in range(layers))
+    return 3.0 * (forward + 2 * hidden * vocab)
+
+
 def parameter_shapes(
     cell: str, vocab: int, embed: int, hidden: int, layers: int, tied: bool = False
 ) -> Iterator[tuple[str, tuple[int, ...]]]:

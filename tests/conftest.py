@@ -255,7 +255,8 @@ def cached_speed():
     torch's thread count now), written by charrnn's own cache, so no speed probe runs in the test."""
     import torch
 
-    from charrnn.training.sizing import SETTLED_PROBES, machine_flops_per_sec
+    from charrnn.probes.cache import SETTLED_PROBES
+    from charrnn.training.sizing import machine_flops_per_sec
 
     def write(flops: float) -> None:
         for _ in range(SETTLED_PROBES):

@@ -22,9 +22,9 @@ from typing import Callable
 import torch
 
 from ..data.corpora import find_corpus
+from ..footprint import training_flops_per_token
 from ..model import ONE_THREAD_MAX_STREAMS
 from ..runtime import cpu_has_fast_bf16, resolve_device
-from ..training.sizing import training_flops_per_token
 from .datapath import bench_data, generate_corpus
 from .quality import bench_quality_rows
 from .results import (

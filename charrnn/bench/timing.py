@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..probes.cache import cpu_model
 from ..runtime import resolve_precision
-from ..training.sizing import cpu_model
 from .results import Machine
 
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from ..config import ModelConfig, TrainConfig
 from ..data.corpora import find_corpus
 from ..data.tokens import StreamBatcher, TokenData
+from ..footprint import training_flops_per_token
 from ..tokenizers.char import CharTokenizer
 from ..training.loop import Trainer
-from ..training.sizing import training_flops_per_token
 from .results import BenchPlan, PrecisionQuality, PrecisionShape, TrainSpeed
 from .timing import _timed
 

@@ -11,8 +11,9 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingDiverged
+from ..footprint import training_flops_per_token
 from .reporting import Reporter
-from .sizing import cached_tokens_per_sec, training_flops_per_token
+from .sizing import cached_tokens_per_sec
 
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.

@@ -18,9 +18,6 @@ character a model only memorises the text.
 
 from __future__ import annotations
 
-import json
-import math
-import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,11 +26,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..atomic import write_atomic
 from ..config import ModelConfig, TrainConfig
-from ..data.tokens import cache_dir
-from ..footprint import GATES, parameter_count
+from ..footprint import parameter_count, training_flops_per_token
 from ..model import RNNLanguageModel
+from ..probes.cache import SETTLED_PROBES, ProbeCache, machine_key
 from ..runtime import Placement, autocast_for
 
 # Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
@@ -57,13 +53,6 @@ class SizeChoice:
     hidden_size: int
     num_layers: int
     reason: str  # one line for the user
-
-
-def training_flops_per_token(cell: str, embed: int, hidden: int, layers: int, vocab: int) -> float:
-    """Matmul FLOPs of one training token: forward 2*in*out per weight, backward twice that."""
-    gates = GATES.get(cell, 1)
-    forward = sum(2 * ((embed if layer == 0 else hidden) + hidden) * gates * hidden for layer in range(layers))
-    return 3.0 * (forward + 2 * hidden * vocab)
 
 
 def tokens_per_parameter_target(compute: float) -> float:
@@ -154,59 +143,14 @@ def measure_flops_per_sec(
     return steps * batch * seq_len * training_flops_per_token("lstm", 64, hidden, layers, PROBE_VOCAB) / elapsed
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def speed_key(device: torch.device, precision: str) -> str:
     """What the measured speed depends on: the processor, threads, torch, precision."""
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-    return f"{device.type}|{where}|threads={torch.get_num_threads()}|torch={torch.__version__}|{precision}"
+    return f"{machine_key(device, threads=torch.get_num_threads())}|{precision}"
 
 
-def speed_cache_path() -> Path:
-    """Next to the token-id cache: $CHARRNN_CACHE, else ~/.cache/charrnn (XDG_CACHE_HOME honoured)."""
-    return cache_dir().parent / "speed.json"
-
-
-# A probe taken while the machine is busy (a build, a second training) reads a fraction of its
-# speed, and a cache that kept it would size every later run too small. So the cache keeps a
-# few recent probes per key and answers with the fastest: a busy probe is outvoted by the next
-# quiet one, and nothing older than a month (another kernel, another power plan) counts.
-SETTLED_PROBES = 3  # probes (one per budgeted run) before the cache answers without probing
-KEPT_PROBES = 5
-PROBE_MAX_AGE = 30 * 24 * 3600.0  # seconds
-
-
-def _read_speeds(path: Path, now: float) -> dict[str, list[dict[str, float]]]:
-    """The cached probes per key, recent and well-formed ones only; a missing, unreadable or
-    damaged file is an empty cache (an entry in the old one-number format counts as stale)."""
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(entries, dict):
-        return {}
-    speeds = {}
-    for key, entry in entries.items():
-        probes = entry.get("probes") if isinstance(entry, dict) else None
-        if not isinstance(key, str) or not isinstance(probes, list):
-            continue
-        speeds[key] = [
-            {"flops": float(p["flops"]), "at": float(p["at"])}
-            for p in probes
-            if isinstance(p, dict)
-            and all(isinstance(p.get(k), (int, float)) and math.isfinite(p[k]) for k in ("flops", "at"))
-            and p["flops"] > 0
-            and now - PROBE_MAX_AGE <= p["at"] <= now + 60
-        ][-KEPT_PROBES:]
-    return speeds
+def speed_cache(path: Path | None = None, now: Callable[[], float] = time.time) -> ProbeCache:
+    """speed.json next to the token-id cache: the recent probes per key (probes.cache)."""
+    return ProbeCache("speed", ("flops",), path, now)
 
 
 @dataclass(frozen=True)
@@ -226,27 +170,18 @@ def machine_flops_per_sec(
 ) -> MachineSpeed:
     """Training FLOP/s here: the best of the recent probes, probing (and caching) once more
     while there are fewer than SETTLED_PROBES of them."""
-    path = path or speed_cache_path()
-    key, when = speed_key(device, precision), now()
-    speeds = _read_speeds(path, when)
-    probes = speeds.get(key, [])
+    cache, key = speed_cache(path, now), speed_key(device, precision)
+    probes = cache.recent(key)
     probed_now = len(probes) < SETTLED_PROBES
     if probed_now:
-        probes = [*probes, {"flops": measure(device, precision), "at": when}][-KEPT_PROBES:]
-        speeds[key] = probes
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            document = {k: {"probes": v} for k, v in speeds.items()}
-            write_atomic(path, json.dumps(document, indent=1).encode(), durable=False)
-        except OSError:
-            pass  # a read-only cache only costs the next run the same few seconds
+        probes = cache.add(key, {"flops": measure(device, precision)})
     return MachineSpeed(max(p["flops"] for p in probes), len(probes), probed_now)
 
 
 def cached_tokens_per_sec(model_cfg: ModelConfig, device: torch.device, precision: str) -> float | None:
     """This machine's training speed for `model_cfg` from the speed cache, in tokens/s (the best
     recent probe over the model's FLOPs per token); None when nothing is cached. Never probes."""
-    probes = _read_speeds(speed_cache_path(), time.time()).get(speed_key(device, precision), [])
+    probes = speed_cache().recent(speed_key(device, precision))
     if not probes:
         return None
     per_token = training_flops_per_token(

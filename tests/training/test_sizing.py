@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
+from charrnn.probes.cache import PROBE_MAX_AGE, SETTLED_PROBES
 from charrnn.training import sizing
 from charrnn.training.sizing import (
-    PROBE_MAX_AGE,
-    SETTLED_PROBES,
     choose_size,
     machine_flops_per_sec,
     parameter_count,
