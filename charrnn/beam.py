@@ -26,8 +26,8 @@ from typing import Any, Optional
 import torch
 
 from .errors import ConfigError
-from .model import FastStepper, RNNLanguageModel, map_state
-from .sample import _context_ids
+from .model import RNNLanguageModel, map_state
+from .sample import _context_ids, tuned_stepper
 from .tokenizers.char import Tokenizer
 
 # Wider beams cost K times the time and memory of --temp 0 and rarely change the text.
@@ -107,7 +107,7 @@ def _search(
     ended: list[Hypothesis] = []
     if length == 0:
         return [Hypothesis("", (), 0.0, 0.0, False)]
-    stepper = FastStepper(model)
+    stepper = tuned_stepper(model, streams=width)
     while live and len(ended) < width:
         logp = torch.log_softmax(logits.double(), dim=-1)  # (B, V); float64 keeps argmax's order
         total = (scores[:, None] + logp).flatten()

@@ -35,13 +35,6 @@ def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: HiddenState) ->
     return fn(state)
 
 
-# A step of a few streams is a handful of small matrix-vector products: a second CPU thread
-# saves little on an idle machine, and on a busy one (training in the next terminal) every op
-# waits for a thread that is not running: measured 20-60x slower on 2 busy cores. Up to this
-# many streams `FastStepper.step` runs on one thread; more streams keep torch's thread count.
-ONE_THREAD_MAX_STREAMS = 4
-
-
 class RNNLanguageModel(nn.Module):
     """Many-to-many next-token model; a loss at every position of every window."""
 
@@ -165,22 +158,35 @@ class FastStepper:
     - each later layer does one matmul over [x, h] with the input and recurrent weights
       stacked, instead of two;
     - weights are transposed and contiguous once, here, not at every step.
+    - the LSTM's gate blocks are reordered (i, f, o, g): one sigmoid and one tanh per layer;
     Per step that is one small matmul per layer plus the head: memory-bandwidth bound.
+
+    How many threads a step runs on is measured, not assumed (`probes.threads.tune_stepper`
+    sets `threads` for the number of streams the caller runs); without a measurement, torch's count.
     """
 
     def __init__(self, model: RNNLanguageModel):
         self.cell = model.cell
         self.num_layers = model.num_layers
         self.hidden_size = model.hidden_size
+        self.threads: int | None = None  # intra-op threads for a step (measured); None: torch's count
         rnn: Any = model.rnn  # nn.LSTM/GRU/RNN: their weight_ih_l0... attributes are made at run time
+
+        def weight(name: str) -> torch.Tensor:  # LSTM gates (i, f, g, o) -> (i, f, o, g): rows are gates
+            w: torch.Tensor = getattr(rnn, name).float()
+            if self.cell != "lstm":
+                return w
+            i, f, g, o = w.chunk(4, dim=0)
+            return torch.cat([i, f, o, g], dim=0)
+
         with torch.no_grad():
-            w_ih0 = rnn.weight_ih_l0.float()
-            b_ih0, b_hh0 = rnn.bias_ih_l0.float(), rnn.bias_hh_l0.float()
+            w_ih0 = weight("weight_ih_l0")
+            b_ih0, b_hh0 = weight("bias_ih_l0"), weight("bias_hh_l0")
             table = model.embedding.weight.float() @ w_ih0.t() + b_ih0  # (V, G*H)
             if self.cell != "gru":  # GRU keeps b_hh apart: its n-gate multiplies it by r
                 table = table + b_hh0
             self.input_table = table.contiguous()
-            self.w_hh0 = rnn.weight_hh_l0.float().t().contiguous()  # (H, G*H)
+            self.w_hh0 = weight("weight_hh_l0").t().contiguous()  # (H, G*H)
             self.b_hh0 = b_hh0.contiguous()
             # Later layers: [x, h] @ W (2H, G*H); GRU needs the h part separately for its n gate.
             self.w_cat: list[torch.Tensor] = []
@@ -190,10 +196,8 @@ class FastStepper:
             self.b_hh: list[torch.Tensor] = []
             self.b_sum: list[torch.Tensor] = []
             for layer in range(1, self.num_layers):
-                w_ih = getattr(rnn, f"weight_ih_l{layer}").float()
-                w_hh = getattr(rnn, f"weight_hh_l{layer}").float()
-                b_ih = getattr(rnn, f"bias_ih_l{layer}").float()
-                b_hh = getattr(rnn, f"bias_hh_l{layer}").float()
+                w_ih, w_hh = weight(f"weight_ih_l{layer}"), weight(f"weight_hh_l{layer}")
+                b_ih, b_hh = weight(f"bias_ih_l{layer}"), weight(f"bias_hh_l{layer}")
                 self.w_cat.append(torch.cat([w_ih, w_hh], dim=1).t().contiguous())
                 self.w_ih.append(w_ih.t().contiguous())
                 self.w_hh.append(w_hh.t().contiguous())
@@ -212,29 +216,36 @@ class FastStepper:
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
-        """tokens (B,) int64 -> logits (B, V), new state (fresh tensors)."""
-        threads = torch.get_num_threads()
-        if threads == 1 or tokens.shape[0] > ONE_THREAD_MAX_STREAMS or tokens.is_cuda:
-            return self._step(tokens, state)
-        torch.set_num_threads(1)  # costs well under a microsecond each way
+        """tokens (B,) int64 -> logits (B, V), new state (fresh tensors), on `threads` threads."""
+        threads, wanted = torch.get_num_threads(), self.threads
+        if wanted is None or wanted == threads:
+            return self.compute(tokens, state)
+        torch.set_num_threads(wanted)  # costs well under a microsecond each way
         try:
-            return self._step(tokens, state)
+            return self.compute(tokens, state)
         finally:
             torch.set_num_threads(threads)
 
-    def _step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
+    def weights_device(self) -> torch.device:
+        return self.w_hh0.device
+
+    def compute(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
+        """`step` on the threads torch has now."""
         if self.cell == "lstm":
             h_all, c_all = state
             hs: list[torch.Tensor] = []
             cs: list[torch.Tensor] = []
-            gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)
+            size = self.hidden_size
+            gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)  # (B, 4H): i, f, o, g
             for layer in range(self.num_layers):
                 if layer > 0:
-                    x = torch.cat([hs[-1], h_all[layer]], dim=1)
+                    x = torch.cat([hs[-1], h_all[layer]], dim=1)  # (B, 2H)
                     gates = torch.addmm(self.b_sum[layer - 1], x, self.w_cat[layer - 1])
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
-                hs.append(torch.sigmoid(o) * torch.tanh(c))
+                ifo = torch.sigmoid(gates[:, : 3 * size])
+                c = torch.addcmul(
+                    ifo[:, size : 2 * size] * c_all[layer], ifo[:, :size], torch.tanh(gates[:, 3 * size :])
+                )
+                hs.append(ifo[:, 2 * size :] * torch.tanh(c))
                 cs.append(c)
             top = hs[-1]
             new_state: HiddenState = (torch.stack(hs), torch.stack(cs))

@@ -15,6 +15,7 @@ import torch
 from .config import SampleConfig
 from .errors import ConfigError
 from .model import FastStepper, HiddenState, RNNLanguageModel
+from .probes.threads import tune_stepper
 from .tokenizers.char import Tokenizer, show_chars
 
 
@@ -112,7 +113,7 @@ def _generate(
     context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)  # (1, T)
     logits, state = model(context)  # prime through the fused module
     logits = logits[:, -1]  # (1, V)
-    stepper = FastStepper(model) if fast else None
+    stepper = tuned_stepper(model, streams=1) if fast else None
     decoder = tokenizer.stream_decoder()
     produced = 0
     # A stop string may begin inside the prime, but must end in new text: keep len(stop) - 1 chars.
@@ -137,6 +138,14 @@ def _generate(
     rest = decoder.flush()[: length - produced]
     if rest:
         yield rest
+
+
+def tuned_stepper(model: RNNLanguageModel, streams: int) -> FastStepper:
+    """The single-step path for `streams` streams at a time, on the thread count measured fastest
+    for it on this machine now (one or all: it depends on the CPU and on how busy it is)."""
+    stepper = FastStepper(model)
+    tune_stepper(stepper, streams)
+    return stepper
 
 
 def _advance(

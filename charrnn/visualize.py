@@ -28,7 +28,7 @@ import torch
 from .checkpoint import LoadedModel
 from .errors import ConfigError, CorpusError
 from .evaluation import LN2, start_context
-from .model import FastStepper
+from .sample import tuned_stepper
 from .tokenizers.char import Tokenizer
 
 TOP_GUESSES = 5
@@ -95,7 +95,7 @@ def analyze(loaded: LoadedModel, text: str, *, layer: int | None = None, max_cha
         model.cpu()  # only when needed: .cpu() rebuilds an RNN's flat weights, which a model shared
         # between threads (charrnn serve) may be reading at that moment
     model.eval()
-    stepper = FastStepper(model)
+    stepper = tuned_stepper(model, streams=1)
     state = stepper.init_state(1)
     context = start_context(tokenizer)
     logits, state = stepper.step(torch.tensor([0 if context is None else context]), state)

@@ -71,12 +71,13 @@ def test_fast_stepper_matches_fused_module(cell, layers):
     torch.testing.assert_close(torch.stack(steps, dim=1), reference, atol=1e-5, rtol=1e-5)
 
 
-def test_few_streams_step_on_one_thread_and_restore_the_count(monkeypatch):
+def test_a_step_runs_on_the_measured_thread_count_and_restores_torchs(monkeypatch):
     torch.set_num_threads(2)
     seen = []
     stepper = FastStepper(RNNLanguageModel("lstm", 23, 6, 20, 2, dropout=0.0).eval())
-    inner = stepper._step
-    monkeypatch.setattr(stepper, "_step", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
-    for streams in (1, 4, 5):
-        stepper.step(torch.zeros(streams, dtype=torch.long), stepper.init_state(streams))
-    assert seen == [1, 1, 2] and torch.get_num_threads() == 2
+    inner = stepper.compute
+    monkeypatch.setattr(stepper, "compute", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    for threads in (None, 1, 2, 3):
+        stepper.threads = threads
+        stepper.step(torch.zeros(2, dtype=torch.long), stepper.init_state(2))
+    assert seen == [2, 1, 2, 3] and torch.get_num_threads() == 2

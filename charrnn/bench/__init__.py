@@ -23,7 +23,7 @@ import torch
 
 from ..data.corpora import find_corpus
 from ..footprint import training_flops_per_token
-from ..model import ONE_THREAD_MAX_STREAMS
+from ..probes.threads import thread_counts
 from ..runtime import cpu_has_fast_bf16, resolve_device
 from .datapath import bench_data, generate_corpus
 from .quality import bench_quality_rows
@@ -36,9 +36,10 @@ from .results import (
     PrecisionShape,
     QualityRow,
     SampleSpeed,
+    SamplingFloor,
     TrainSpeed,
 )
-from .sampling import bench_sampling, stepper_weight_bytes
+from .sampling import bench_floor, bench_sampling, stepper_weight_bytes
 from .scan_cell import scan_rows
 from .timing import machine_info, measure_matmul_peak, measure_read_bandwidth
 from .training import (
@@ -61,6 +62,7 @@ __all__ = [
     "QualityRow",
     "ReferenceLoop",
     "SampleSpeed",
+    "SamplingFloor",
     "TrainSpeed",
     "_synthetic_tokens",
     "bench_bf16_shape",
@@ -114,13 +116,12 @@ def run_bench(
         report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
         cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
         report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
+        counts: tuple[int | None, ...] = thread_counts() if plan.sample_each_thread_count else (None,)
         for cell, hidden in plan.sample_models:
-            thread_counts = [torch.get_num_threads()]
-            if plan.sample_one_thread_too and thread_counts[0] > 1:
-                thread_counts.append(1)
             for streams in plan.sample_streams:
-                for threads in thread_counts if streams > ONE_THREAD_MAX_STREAMS else thread_counts[:1]:
-                    progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {threads} thread(s)")
+                for threads in counts:
+                    on = f"{threads} thread(s)" if threads else "the measured thread count"
+                    progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {on}")
                     report.sampling.append(
                         bench_sampling(
                             cell,
@@ -133,6 +134,10 @@ def run_bench(
                             threads=threads,
                         )
                     )
+        if plan.floor_model:
+            cell, hidden, layers = plan.floor_model
+            progress(f"sampling {cell} {layers}x{hidden} through sample.generate, next to its matmuls alone")
+            report.sampling_floor = bench_floor(cell, hidden, layers, 2 * plan.sample_seconds)
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
         report.data = bench_data(plan.data_mb, workdir, plan.data_hidden, plan.data_source, plan.data_budget_seconds)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..model import ONE_THREAD_MAX_STREAMS
-
 
 @dataclass
 class Machine:
@@ -66,6 +64,18 @@ class SampleSpeed:
 
 
 @dataclass
+class SamplingFloor:
+    """One stream through `sample.generate` next to the step's matmuls alone (its floor)."""
+
+    cell: str
+    hidden: int
+    layers: int
+    floor_steps_per_sec: dict[int, float]  # threads -> the step's matmuls per second
+    sampler_chars_per_sec: float  # sample.generate, start-up excluded, on the threads it measured
+    ratio: float  # sampler over the best floor: the target is >= 0.8
+
+
+@dataclass
 class DataPath:
     corpus_mb: float
     encode_seconds: float  # decode + fit + encode + cache write, first run
@@ -120,6 +130,7 @@ class BenchReport:
     training: list[TrainSpeed] = field(default_factory=list)
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
+    sampling_floor: SamplingFloor | None = None
     data: DataPath | None = None
     quality_rows: list[QualityRow] = field(default_factory=list)
     precision_quality: PrecisionQuality | None = None
@@ -145,10 +156,10 @@ class BenchPlan:
     precision_steps: int = 300  # fp32 vs bf16 validation loss at equal steps; 0 skips
     sample_models: tuple[tuple[str, int], ...] = (("lstm", 256), ("lstm", 512), ("gru", 256), ("gru", 512))
     sample_streams: tuple[int, ...] = (1, 32)
-    # Also sample many streams on one thread (few streams always run on one, see model.py): two
-    # threads of a busy machine wait on each other at every op (measured: 32 streams 5-10x slower).
-    sample_one_thread_too: bool = True
+    # Each (model, streams) on one thread and on all (else: on the count the sampler measures fastest).
+    sample_each_thread_count: bool = True
     sample_seconds: float = 2.0
+    floor_model: tuple[str, int, int] | None = ("lstm", 512, 2)  # sample.generate against its matmuls
     data_mb: float = 100.0
     data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
     data_source: str = "python-stdlib"  # or "generated"
@@ -180,9 +191,10 @@ class BenchPlan:
             "scan": corpora * sum(self.scan_budgets) * (len(self.scan_models) + 2),
             "data": self.data_budget_seconds,
         }
-        many = [s for s in self.sample_streams if s > ONE_THREAD_MAX_STREAMS]
-        per_model = len(self.sample_streams) + (len(many) if self.sample_one_thread_too and threads > 1 else 0)
-        runs["sampling"] = len(self.sample_models) * per_model * self.sample_seconds
+        counts = 2 if self.sample_each_thread_count and threads > 1 else 1
+        per_model = len(self.sample_streams) * counts
+        floor = 2 * self.sample_seconds if self.floor_model else 0.0
+        runs["sampling"] = len(self.sample_models) * per_model * self.sample_seconds + floor
         return {name: seconds for name, seconds in runs.items() if name in sections and seconds > 0}
 
     @classmethod

@@ -1,16 +1,20 @@
-"""Sampling speed of the fast single-step path next to its bandwidth and compute limits."""
+"""Sampling speed of the fast single-step path next to its bandwidth and compute limits, and
+the sampler through `sample.generate` (what `charrnn sample` runs) next to the matrix-vector
+floor: the same matmuls a step needs, alone, on one thread and on all."""
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable
 
 import torch
 
-from ..model import ONE_THREAD_MAX_STREAMS, FastStepper, RNNLanguageModel
-from ..sample import choose_next
-from .results import SampleSpeed
+from ..config import SampleConfig
+from ..model import FastStepper, RNNLanguageModel
+from ..probes.threads import thread_counts, time_thread_counts, tune_stepper
+from ..sample import choose_next, generate
+from ..tokenizers.char import CharTokenizer
+from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB
 
 
@@ -22,6 +26,11 @@ def stepper_weight_bytes(stepper: FastStepper) -> int:
         later = stepper.w_cat
     tensors = [stepper.w_hh0, *later, stepper.w_head]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _model(cell: str, hidden: int, layers: int) -> RNNLanguageModel:
+    torch.manual_seed(0)
+    return RNNLanguageModel(cell, VOCAB, 64, hidden, layers, dropout=0.0).eval()
 
 
 @torch.inference_mode()
@@ -36,50 +45,82 @@ def bench_sampling(
     temperature: float = 0.8,
     threads: int | None = None,
 ) -> SampleSpeed:
-    """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once,
-    on `threads` intra-op threads (default: torch's)."""
-    with _intra_op_threads(threads):
-        torch.manual_seed(0)
-        model = RNNLanguageModel(cell, VOCAB, 64, hidden, layers, dropout=0.0).eval()
-        stepper = FastStepper(model)
-        generator = torch.Generator().manual_seed(0)
-        hidden_state = stepper.init_state(streams)
-        token = torch.zeros(streams, dtype=torch.long)
-        for _ in range(20):  # warm-up
-            logits, hidden_state = stepper.step(token, hidden_state)
-            token = choose_next(logits, temperature, generator=generator)
-        steps, start = 0, time.perf_counter()
-        deadline = start + seconds
-        while True:
-            for _ in range(25):
-                logits, hidden_state = stepper.step(token, hidden_state)  # (B, V)
-                token = choose_next(logits, temperature, generator=generator)  # (B,)
-                int(token[0])  # what streaming output costs: the token reaches Python every step
-            steps += 25
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        weight_bytes = stepper_weight_bytes(stepper)
-        return SampleSpeed(
-            cell=cell,
-            hidden=hidden,
-            layers=layers,
-            streams=streams,
-            chars_per_sec=steps * streams / (now - start),
-            threads=1 if streams <= ONE_THREAD_MAX_STREAMS else torch.get_num_threads(),  # what step() ran on
-            weight_bytes=weight_bytes,
-            limit_chars_per_sec=streams * bandwidth / weight_bytes,
-            compute_limit_chars_per_sec=peak / (2 * weight_bytes / 4) if peak else None,
-        )
-
-
-@contextmanager
-def _intra_op_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `threads` (None: left as they are), restored afterwards."""
-    before = torch.get_num_threads()
+    """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once, on
+    `threads` intra-op threads (default: the count `probes.threads.tune_stepper` measures fastest)."""
+    stepper = FastStepper(_model(cell, hidden, layers))
     if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        stepper.threads = threads
+    else:
+        tune_stepper(stepper, streams)
+    generator = torch.Generator().manual_seed(0)
+    hidden_state = stepper.init_state(streams)
+    token = torch.zeros(streams, dtype=torch.long)
+    for _ in range(20):  # warm-up
+        logits, hidden_state = stepper.step(token, hidden_state)
+        token = choose_next(logits, temperature, generator=generator)
+    steps, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(25):
+            logits, hidden_state = stepper.step(token, hidden_state)  # (B, V)
+            token = choose_next(logits, temperature, generator=generator)  # (B,)
+            int(token[0])  # what streaming output costs: the token reaches Python every step
+        steps += 25
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+    weight_bytes = stepper_weight_bytes(stepper)
+    return SampleSpeed(
+        cell=cell,
+        hidden=hidden,
+        layers=layers,
+        streams=streams,
+        chars_per_sec=steps * streams / (now - start),
+        threads=stepper.threads or torch.get_num_threads(),  # what step() ran on
+        weight_bytes=weight_bytes,
+        limit_chars_per_sec=streams * bandwidth / weight_bytes,
+        compute_limit_chars_per_sec=peak / (2 * weight_bytes / 4) if peak else None,
+    )
+
+
+def step_matmuls(stepper: FastStepper, streams: int = 1) -> Callable[[], object]:
+    """The matrix products of one `FastStepper.step` and nothing else (no gates, no draw): the
+    floor a step cannot go below on this machine."""
+    h = torch.zeros(streams, stepper.hidden_size)
+    if stepper.cell == "gru":
+        pairs = [(h, stepper.w_hh0), *[(h, w) for w in stepper.w_ih + stepper.w_hh]]
+    else:
+        pairs = [(h, stepper.w_hh0), *[(torch.zeros(streams, 2 * stepper.hidden_size), w) for w in stepper.w_cat]]
+    pairs.append((h, stepper.w_head))
+    return lambda: [torch.mm(x, w) for x, w in pairs]
+
+
+@torch.inference_mode()
+def bench_floor(cell: str, hidden: int, layers: int, seconds: float, length: int = 0) -> SamplingFloor:
+    """One stream through `sample.generate` (the prime and start-up excluded), and the step's
+    matmuls alone on each thread count, timed in the same call: the sampler's share of the floor."""
+    model = _model(cell, hidden, layers)
+    stepper = FastStepper(model)
+    matmuls = step_matmuls(stepper)
+    rounds = 3
+    per_round = max(0.05, seconds / (2 * rounds * len(thread_counts())))
+    probe = time_thread_counts(matmuls, thread_counts(), rounds=1, repeats=20)
+    repeats = max(1, int(per_round / min(t.seconds for t in probe)))
+    floors = time_thread_counts(matmuls, thread_counts(), rounds=rounds, repeats=repeats)
+    tokenizer = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
+    length = length or max(1000, int(seconds / 2 / min(t.seconds for t in floors)))
+    config = SampleConfig(length=length, temperature=0.8)
+    pieces = generate(model, tokenizer, config, prime=" ", generator=torch.Generator().manual_seed(0))
+    next(pieces), next(pieces)  # the prime, then the first character: set-up (the prime, the thread probe) done
+    began = time.perf_counter()
+    produced = sum(len(piece) for piece in pieces)
+    sampler = produced / (time.perf_counter() - began)
+    best = max(1 / t.seconds for t in floors)
+    return SamplingFloor(
+        cell=cell,
+        hidden=hidden,
+        layers=layers,
+        floor_steps_per_sec={t.threads: 1 / t.seconds for t in floors},
+        sampler_chars_per_sec=sampler,
+        ratio=sampler / best,
+    )

@@ -15,7 +15,7 @@ from .options import Choice, choices
 if TYPE_CHECKING:  # Typer reads the enum built from config.py; mypy sees a Choice (see options.Choice)
     from rich.table import Table
 
-    from ..bench import BenchPlan, BenchReport, DataPath, QualityRow
+    from ..bench import BenchPlan, BenchReport, DataPath, QualityRow, SamplingFloor
 
     Device = Choice
 else:
@@ -164,6 +164,8 @@ def _print_report(report: BenchReport) -> None:
         stdout.print(_bf16_table(report))
     if report.sampling:
         stdout.print(_sampling_table(report))
+    if report.sampling_floor:
+        stdout.print(_floor_table(report.sampling_floor))
     if report.data is not None:
         stdout.print(_data_table(report.data))
     _print_quality(report)
@@ -239,6 +241,18 @@ def _sampling_table(report: BenchReport) -> Table:
     table.caption = (
         "weights: " + ", ".join(weights) + "; weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
     )
+    return table
+
+
+def _floor_table(f: SamplingFloor) -> Table:
+    counts = sorted(f.floor_steps_per_sec)
+    table = _table(
+        f"Sampling next to its floor: one stream of a {f.cell} {f.layers}x{f.hidden} through sample.generate",
+        (*(f"floor, {n} thread{'s' if n > 1 else ''}" for n in counts), "sampler", "of the best floor"),
+    )
+    floors = [f"{f.floor_steps_per_sec[n]:,.0f} steps/s" for n in counts]
+    table.add_row(*floors, _rate(f.sampler_chars_per_sec), f"{f.ratio:.2f} (target >= 0.8)")
+    table.caption = "floor: the step's matrix products alone, timed in the same run; start-up excluded"
     return table
 
 

@@ -15,6 +15,7 @@ from conftest import needs_native_bf16
 from charrnn import bench as bench_mod
 from charrnn.bench import BenchPlan
 from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.probes.threads import thread_counts
 from charrnn.runtime import cpu_has_fast_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,6 +30,7 @@ TINY_PLAN = BenchPlan(
     sample_models=(("lstm", 16), ("gru", 16)),
     sample_streams=(1, 3),
     sample_seconds=0.05,
+    floor_model=("lstm", 16, 2),
     data_mb=0.05,
     data_hidden=16,
     data_source="generated",
@@ -81,7 +83,14 @@ def test_bench_sampling_runs_on_the_threads_asked_and_restores_them():
     result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9, threads=1)
     assert result.threads == 1 and torch.get_num_threads() == 2
     result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9)
-    assert result.threads == 2
+    assert result.threads == 1 and torch.get_num_threads() == 2  # measured: a step this small is all overhead
+
+
+def test_the_floor_row_times_generate_against_the_steps_matmuls_on_each_thread_count():
+    floor = bench_mod.bench_floor("lstm", 16, 2, seconds=0.05, length=200)
+    assert set(floor.floor_steps_per_sec) == set(thread_counts())
+    assert floor.sampler_chars_per_sec > 0
+    assert floor.ratio == pytest.approx(floor.sampler_chars_per_sec / max(floor.floor_steps_per_sec.values()))
 
 
 def test_bench_sampling_reports_the_bandwidth_limit():
@@ -119,7 +128,9 @@ def test_cli_bench_json_has_every_section(cli, monkeypatch):
     bf16 = cpu_has_fast_bf16()
     assert [t["precision"] for t in report["training"]] == (["fp32", "bf16"] if bf16 else ["fp32"])
     assert {(s["cell"], s["streams"]) for s in report["sampling"]} == {("lstm", 1), ("lstm", 3), ("gru", 1), ("gru", 3)}
-    assert {s["threads"] for s in report["sampling"]} == {1}  # the tests run on one thread
+    rows = [(s["cell"], s["streams"], s["threads"]) for s in report["sampling"]]
+    assert len(rows) == len(set(rows)) == 4 * len(thread_counts())  # each on one thread and on all
+    assert report["sampling_floor"]["ratio"] > 0
     data = report["data"]
     assert data["cached"] is True and data["ids_dtype"] == "uint8"
     assert data["peak_rss_mb"] >= data["baseline_rss_mb"] > 0
@@ -152,6 +163,7 @@ def test_the_bench_says_how_long_it_takes_before_it_starts(cli, monkeypatch):
     # The full plan: two corpora x (60 s + 5 min) x (reference + defaults), the data run's budget, sampling.
     full = BenchPlan.full().fixed_seconds(("training", "sampling", "data", "quality"), threads=2)
     assert full["quality"] == 2 * 360 * 2 and full["data"] == BenchPlan.full().data_budget_seconds
-    assert full["sampling"] == 4 * 3 * BenchPlan.full().sample_seconds  # 1 and 32 streams, 32 on one thread too
+    # 4 models x (1 and 32 streams) x (one thread and two), and the floor row's two budgets
+    assert full["sampling"] == (4 * 2 * 2 + 2) * BenchPlan.full().sample_seconds
     grid_alone = BenchPlan.full().fixed_seconds(("grid",), threads=1)["grid"]
     assert grid_alone == 2 * 60 * (len(BenchPlan.full().grid_sizes) + 2)  # its own reference and no-flags rows

@@ -1,0 +1,228 @@
+"""How many threads a piece of work runs fastest on here: timed on this machine, never assumed.
+
+One thread or all of them is not a property of the work alone. A sampling step of a 2x512 LSTM
+(three matrix-vector products) runs fastest on one thread on some CPUs and on two on others;
+beside a busy neighbour, two threads spin against the neighbour's for the same cores and a
+training step can take five times as long as on one. So:
+
+- `time_thread_counts` runs the same work at each count in alternating rounds (a burst of the
+  neighbour's work then hurts every count alike) and `fastest` picks from the medians;
+- `tune_stepper` does that for the sampler, for each number of streams it is asked to run;
+- `ThreadTuner` does it for training with the run's own steps (no work is thrown away): a short
+  probe at the start (or the cached answer), and again whenever the steps grow slower by half
+  for several steps in a row, or when the machine may have gone quiet again.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+from .cache import ProbeCache, usable_cores
+
+if TYPE_CHECKING:
+    from ..model import FastStepper, HiddenState
+
+# A step whose matmuls do less than this is mostly Python and dispatch overhead: threads, and
+# bf16, cannot change its speed, and timing it would only add noise (and nondeterminism).
+OVERHEAD_BOUND_STEP_FLOPS = 1e9
+
+
+@dataclass(frozen=True)
+class ThreadTiming:
+    threads: int
+    seconds: float  # median seconds of one unit of work on that many threads
+
+
+def thread_counts() -> tuple[int, ...]:
+    """The counts worth comparing: one thread, and one per usable core."""
+    cores = usable_cores()
+    return (1, cores) if cores > 1 else (1,)
+
+
+def fastest(timings: Sequence[ThreadTiming]) -> ThreadTiming:
+    """The count with the smallest median time; on a tie, fewer threads (they leave cores free)."""
+    return min(timings, key=lambda t: (t.seconds, t.threads))
+
+
+def speedup_note(timings: Sequence[ThreadTiming]) -> str:
+    """ "2 threads, 1.6x faster than 1 (median step 41 ms against 66 ms)", or the one count timed."""
+    best = fastest(timings)
+    others = [t for t in timings if t is not best]
+    if not others:
+        return f"{_threads(best.threads)} (the only count here)"
+    other = min(others, key=lambda t: t.seconds)
+    return (
+        f"{_threads(best.threads)}, {other.seconds / best.seconds:.2f}x faster than {other.threads} "
+        f"(median {_ms(best.seconds)} against {_ms(other.seconds)})"
+    )
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
+
+
+def time_thread_counts(
+    work: Callable[[], object],
+    counts: Sequence[int],
+    *,
+    rounds: int = 3,
+    repeats: int = 1,
+    set_threads: Callable[[int], None] = torch.set_num_threads,
+) -> list[ThreadTiming]:
+    """`work` run `repeats` times per round at each count, rounds alternating between counts;
+    the median round per count, per call of `work`. torch's thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    samples: dict[int, list[float]] = {n: [] for n in counts}
+    try:
+        for _ in range(rounds):
+            for n in counts:
+                set_threads(n)
+                began = time.perf_counter()
+                for _ in range(repeats):
+                    work()
+                samples[n].append((time.perf_counter() - began) / repeats)
+    finally:
+        set_threads(before)
+    return [ThreadTiming(n, statistics.median(s)) for n, s in samples.items()]
+
+
+# ----------------------------------------------------------------------------- sampling
+
+# A sampling probe takes about this long in all: 3 rounds at each count of ~10 ms of steps. It
+# is not cached: whether a neighbour is busy is a property of this moment, and the probe costs
+# less than loading torch.
+STEPPER_ROUND_SECONDS = 0.01
+# A step shorter than this is dispatch overhead: a second thread can only add its wake-up.
+STEP_WORTH_THREADS_SECONDS = 1e-4
+
+
+@torch.inference_mode()
+def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | None = None) -> list[ThreadTiming]:
+    """Time `stepper.step` for `streams` streams at each thread count and have it use the
+    fastest from now on (`stepper.threads`). Tens of milliseconds."""
+    counts = tuple(counts or thread_counts())
+    if stepper.weights_device().type != "cpu" or len(counts) < 2:
+        stepper.threads = torch.get_num_threads()
+        return []
+    tokens = torch.zeros(streams, dtype=torch.long)
+    state: list[HiddenState] = [stepper.init_state(streams)]
+
+    def step() -> None:
+        state[0] = stepper.compute(tokens, state[0])[1]
+
+    once = time_thread_counts(step, (1,), rounds=2)[0]  # the second round: warmed up
+    if once.seconds < STEP_WORTH_THREADS_SECONDS:
+        stepper.threads = 1
+        return [once]
+    repeats = max(1, min(200, int(STEPPER_ROUND_SECONDS / once.seconds)))
+    timings = time_thread_counts(step, counts, repeats=repeats)
+    stepper.threads = fastest(timings).threads
+    return timings
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TunerSettings:
+    probe_steps: int = 3  # steps at each count per probe, alternating
+    slow_factor: float = 1.5  # a step this much slower than the chosen count's probe is slow...
+    slow_steps: int = 5  # ...and this many slow steps in a row re-probe
+    revisit_seconds: float = 30.0  # away from the quiet machine's choice, probe again this often
+
+
+class ThreadTuner:
+    """Chooses the training step's thread count from the run's own steps.
+
+    The loop calls `before_step()` (which sets the count for the next step) and
+    `after_step(seconds)`; a decision comes back as one line for the user. It starts from the
+    cached choice of earlier runs on this machine when there is one (the fastest time seen per
+    count: a probe taken on a busy machine never binds), else probes with the first steps."""
+
+    def __init__(
+        self,
+        cache: ProbeCache | None,
+        key: str,
+        counts: Sequence[int] | None = None,
+        settings: TunerSettings = TunerSettings(),
+        set_threads: Callable[[int], None] = torch.set_num_threads,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.cache, self.key, self.settings = cache, key, settings
+        self.counts = tuple(counts or thread_counts())
+        self.set_threads, self.clock = set_threads, clock
+        self.preferred = self._cached_choice()  # the quiet machine's choice, when known
+        self.current = self.preferred or self.counts[-1]
+        self.schedule: list[int] = [] if self.preferred else self._probe_schedule()
+        self.samples: dict[int, list[float]] = {}
+        self.baseline: float | None = None
+        self.slow = 0
+        self.last_probe = clock()
+        self.warmed = False
+        self.probes = 0
+
+    def before_step(self) -> None:
+        self.set_threads(self.schedule[0] if self.schedule and self.warmed else self.current)
+
+    def after_step(self, seconds: float) -> str | None:
+        if not self.warmed:  # the first step pays for allocation and kernel selection
+            self.warmed = True
+            return None
+        if self.schedule:
+            count = self.schedule.pop(0)
+            self.samples.setdefault(count, []).append(seconds)
+            return None if self.schedule else self._decide()
+        assert self.baseline is not None or self.preferred is not None
+        if self.baseline is None:
+            self.baseline = seconds  # from the cache: the first timed step sets the pace
+            return None
+        self.slow = self.slow + 1 if seconds > self.settings.slow_factor * self.baseline else 0
+        away = self.current != self.preferred and self.clock() - self.last_probe > self.settings.revisit_seconds
+        if self.slow >= self.settings.slow_steps or away:
+            self.schedule = self._probe_schedule()
+            self.samples.clear()
+        return None
+
+    def _probe_schedule(self) -> list[int]:
+        return [n for _ in range(self.settings.probe_steps) for n in self.counts]
+
+    def _decide(self) -> str:
+        timings = [ThreadTiming(n, statistics.median(s)) for n, s in self.samples.items()]
+        best = fastest(timings)
+        first = self.probes == 0
+        self.probes += 1
+        changed = best.threads != self.current
+        self.current, self.baseline, self.slow, self.last_probe = best.threads, best.seconds, 0, self.clock()
+        if first and self.cache is not None:
+            self.cache.add(self.key, {f"t{t.threads}": t.seconds for t in timings})
+            self.preferred = self._cached_choice() or best.threads
+        if self.preferred is None:
+            self.preferred = best.threads
+        note = speedup_note(timings)
+        if first:
+            return f"threads: {note}, measured on this run's first steps (--threads N to choose)"
+        verb = "now" if changed else "still"
+        return f"threads: {verb} {note}: the steps had slowed, the machine is busier or quieter than before"
+
+    def _cached_choice(self) -> int | None:
+        if self.cache is None:
+            return None
+        probes = self.cache.recent(self.key)
+        if len(probes) < 3:
+            return None
+        fastest_seen = [ThreadTiming(n, min(p.get(f"t{n}", float("inf")) for p in probes)) for n in self.counts]
+        return fastest(fastest_seen).threads
+
+
+def threads_cache() -> ProbeCache:
+    """threads.json next to the token cache; each probe holds the median step time per count ("t1", "t2")."""
+    return ProbeCache("threads", ())
