@@ -7,6 +7,8 @@ module per step instead: slower, and the reference the fast path is tested again
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import replace
 from typing import Callable, Generator, Iterator
 
@@ -140,11 +142,22 @@ def _generate(
         yield rest
 
 
+# A measured thread count is reused for this long per model and stream count (charrnn serve
+# samples the same model for every request); how busy the machine is changes on that scale.
+TUNED_FOR_SECONDS = 30.0
+_tuned: weakref.WeakKeyDictionary[RNNLanguageModel, dict[int, tuple[int | None, float]]] = weakref.WeakKeyDictionary()
+
+
 def tuned_stepper(model: RNNLanguageModel, streams: int) -> FastStepper:
     """The single-step path for `streams` streams at a time, on the thread count measured fastest
     for it on this machine now (one or all: it depends on the CPU and on how busy it is)."""
     stepper = FastStepper(model)
-    tune_stepper(stepper, streams)
+    known = _tuned.setdefault(model, {}).get(streams)
+    if known is not None and time.monotonic() - known[1] < TUNED_FOR_SECONDS:
+        stepper.threads = known[0]
+    else:
+        tune_stepper(stepper, streams)
+        _tuned[model][streams] = (stepper.threads, time.monotonic())
     return stepper
 
 
