@@ -9,5 +9,4 @@ the next run need not time it again.
 - `threads`: how many threads a piece of work runs fastest on (sampling steps, training steps),
   and a tuner that re-chooses when a run's steps slow down because the machine got busy.
 - `precision`: fp32 against bf16 (fp16 on GPUs without bf16) for a run's own shape.
-- `floor`: the matrix-vector floor of a sampling step, the speed sampling is judged against.
 """
