@@ -6,7 +6,7 @@ import os
 import signal
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -81,36 +81,38 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AVX-512 BF16 / AMX (x86) or the ARM BF16 extension: where bf16 matmuls run natively."""
+def cpu_can_run_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU: AVX-512 (emulated where the CPU has no
+    AVX-512 BF16 or AMX), or ARM BF16. Whether they are faster than fp32 is measured
+    (probes.precision), never read from this."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
-    """(precision, why) for the device: auto = bf16 where the hardware runs it natively,
-    fp16 with loss scaling on GPUs without bf16, fp32 otherwise."""
+AutoPrecision = Callable[[torch.device], tuple[str, str]]  # device -> (precision, why): --precision auto
+
+
+def resolve_precision(requested: str, device: torch.device, auto: AutoPrecision | None = None) -> tuple[str, str]:
+    """(precision, why) for the device. auto: what `auto` measures (probes.precision for a
+    training run); without it, fp32 on a CPU and bf16 (else fp16 with loss scaling) on a GPU."""
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            return ("bf16", "the GPU supports bf16") if bf16 else ("fp16", "the GPU lacks bf16: fp16 with loss scaling")
         if requested == "bf16" and not bf16:
             raise ConfigError("--precision bf16: this GPU does not support bf16 (use fp16 or auto)")
-        return requested, "as asked"
-    if requested == "fp16":
+    if requested == "fp16" and device.type != "cuda":
         raise ConfigError(f"--precision fp16 needs a CUDA GPU (this run is on {device.type}); use bf16 or fp32")
-    if requested == "auto":
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return "bf16", "this CPU runs bf16 natively"
-        return "fp32", f"no native bf16 on this {device.type}"
-    if requested == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+    if requested == "bf16" and device.type == "cpu" and not cpu_can_run_bf16():
         # oneDNN's bf16 LSTM needs AVX-512 (or ARM BF16): elsewhere it fails deep inside the first step.
-        raise ConfigError(
-            "--precision bf16: this CPU has no native bf16 (AVX-512 BF16, AMX or ARM BF16); use fp32 or auto"
-        )
-    return requested, "as asked"
+        raise ConfigError("--precision bf16: this CPU has no bf16 kernels (they need AVX-512 or ARM BF16); use fp32")
+    if requested != "auto":
+        return requested, "as asked"
+    if auto is not None:
+        return auto(device)
+    if device.type == "cuda":
+        return ("bf16", "the GPU supports bf16") if bf16 else ("fp16", "the GPU lacks bf16: fp16 with loss scaling")
+    return "fp32", "not measured for this use: fp32"
 
 
 def autocast_for(device: torch.device, precision: str) -> AbstractContextManager[None]:
@@ -129,8 +131,11 @@ class Placement:
     precision_reason: str  # for the user: why that precision
 
     @classmethod
-    def decide(cls, device: str, precision: str, given: torch.device | None = None) -> "Placement":
-        """--device, then --precision for that device; `given`: the device a launcher assigned."""
+    def decide(
+        cls, device: str, precision: str, given: torch.device | None = None, auto: AutoPrecision | None = None
+    ) -> "Placement":
+        """--device, then --precision for that device (`auto`: how --precision auto measures it);
+        `given`: the device a launcher assigned."""
         target = given if given is not None else resolve_device(device)
-        chosen, why = resolve_precision(precision, target)
+        chosen, why = resolve_precision(precision, target, auto)
         return cls(target, chosen, why)

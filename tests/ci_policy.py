@@ -1,7 +1,7 @@
 """What CI may skip: pytest hooks that conftest.py takes in (also usable as `-p ci_policy`).
 
 In CI (`CI` set, as .ci/run sets it) a test may skip only for what the machine lacks by nature:
-a GPU, a CPU with native bf16, the corpus mirror. A skip for want of setup (Chromium, an extra,
+a GPU, a CPU with bf16 kernels, the corpus mirror. A skip for want of setup (Chromium, an extra,
 a build tool: what .ci/run and `make test` install) fails there instead, naming what is missing.
 Outside CI every skip stays a skip that says why.
 """
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-SKIPS_ALLOWED_IN_CI = ("needs a CUDA GPU", "no native bf16", "tinyshakespeare not available", "no corpus mirror")
+SKIPS_ALLOWED_IN_CI = ("needs a CUDA GPU", "no bf16 kernels", "tinyshakespeare not available", "no corpus mirror")
 
 
 def in_ci() -> bool:

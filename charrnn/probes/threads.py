@@ -119,7 +119,7 @@ def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | Non
     def step() -> None:
         state[0] = stepper.compute(tokens, state[0])[1]
 
-    once = time_thread_counts(step, (1,), rounds=2)[0]  # the second round: warmed up
+    once = time_thread_counts(step, (1,), rounds=3, repeats=3)[0]  # the median round: warmed up
     if once.seconds < STEP_WORTH_THREADS_SECONDS:
         stepper.threads = 1
         return [once]

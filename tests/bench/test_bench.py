@@ -16,7 +16,7 @@ from charrnn import bench as bench_mod
 from charrnn.bench import BenchPlan
 from charrnn.model import FastStepper, RNNLanguageModel
 from charrnn.probes.threads import thread_counts
-from charrnn.runtime import cpu_has_fast_bf16
+from charrnn.runtime import cpu_can_run_bf16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,7 +125,7 @@ def test_cli_bench_json_has_every_section(cli, monkeypatch):
     report = json.loads(result.stdout)
     assert report["quick"] is True
     assert report["machine"]["auto_precision"] in ("fp32", "bf16")
-    bf16 = cpu_has_fast_bf16()
+    bf16 = cpu_can_run_bf16()
     assert [t["precision"] for t in report["training"]] == (["fp32", "bf16"] if bf16 else ["fp32"])
     assert {(s["cell"], s["streams"]) for s in report["sampling"]} == {("lstm", 1), ("lstm", 3), ("gru", 1), ("gru", 3)}
     rows = [(s["cell"], s["streams"], s["threads"]) for s in report["sampling"]]

@@ -1,0 +1,116 @@
+"""probes/threads.py: the thread choice from timings, the sampler's probe, and the training
+tuner (its probe with the run's own steps, the cache, the re-probe when steps slow down)."""
+
+from __future__ import annotations
+
+import torch
+
+from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.probes import threads as threads_mod
+from charrnn.probes.cache import ProbeCache
+from charrnn.probes.threads import ThreadTiming, ThreadTuner, TunerSettings, fastest, speedup_note, tune_stepper
+
+
+def test_the_fastest_median_wins_and_a_tie_goes_to_fewer_threads():
+    assert fastest([ThreadTiming(1, 0.3), ThreadTiming(2, 0.2)]).threads == 2
+    assert fastest([ThreadTiming(1, 0.2), ThreadTiming(2, 0.2)]).threads == 1
+    note = speedup_note([ThreadTiming(1, 0.066), ThreadTiming(2, 0.041)])
+    assert note.startswith("2 threads, 1.61x faster than 1 (median 41 ms against 66 ms)")
+
+
+def test_timing_alternates_counts_and_restores_torchs():
+    torch.set_num_threads(2)
+    seen: list[int] = []
+    timings = threads_mod.time_thread_counts(lambda: seen.append(torch.get_num_threads()), (1, 2), rounds=3)
+    assert seen == [1, 2, 1, 2, 1, 2] and torch.get_num_threads() == 2
+    assert [t.threads for t in timings] == [1, 2]
+
+
+def test_the_sampler_takes_the_count_it_measured_fastest(monkeypatch):
+    stepper = FastStepper(RNNLanguageModel("lstm", 20, 8, 16, 2, dropout=0.0).eval())
+    monkeypatch.setattr(threads_mod, "STEP_WORTH_THREADS_SECONDS", 0.0)  # probe even this tiny step
+    fake = [ThreadTiming(1, 3e-4), ThreadTiming(2, 1e-4)]
+    monkeypatch.setattr(
+        threads_mod, "time_thread_counts", lambda work, counts, **kw: fake if len(counts) > 1 else fake[:1]
+    )
+    assert tune_stepper(stepper, streams=4, counts=(1, 2)) == fake and stepper.threads == 2
+
+
+def test_a_tiny_sampling_step_stays_on_one_thread_without_probing():
+    stepper = FastStepper(RNNLanguageModel("gru", 20, 8, 16, 1, dropout=0.0).eval())
+    [once] = tune_stepper(stepper, streams=1, counts=(1, 2))
+    assert stepper.threads == 1 and once.threads == 1 and once.seconds < threads_mod.STEP_WORTH_THREADS_SECONDS
+
+
+class Threads:
+    """The thread count the tuner sets, recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self, n: int) -> None:
+        self.now = n
+
+
+def run_steps(tuner: ThreadTuner, threads: Threads, seconds_on: dict[int, float], steps: int) -> list[str]:
+    notes = []
+    for _ in range(steps):
+        tuner.before_step()
+        note = tuner.after_step(seconds_on[threads.now])
+        notes += [note] if note else []
+    return notes
+
+
+def tuner(tmp_path, threads: Threads, clock=lambda: 0.0) -> ThreadTuner:
+    cache = ProbeCache("threads", (), tmp_path / "threads.json")
+    return ThreadTuner(cache, "key", counts=(1, 2), set_threads=threads, clock=clock)
+
+
+def test_the_first_steps_probe_each_count_and_the_faster_is_kept(tmp_path):
+    threads = Threads()
+    t = tuner(tmp_path, threads)
+    notes = run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=1 + 6 + 3)
+    assert t.current == 2 and threads.now == 2
+    assert len(notes) == 1 and notes[0].startswith("threads: 2 threads, 1.67x faster than 1")
+
+
+def test_a_run_that_slows_by_half_for_several_steps_reprobes_and_moves(tmp_path):
+    threads = Threads()
+    t = tuner(tmp_path, threads)
+    run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=1 + 6 + 2)
+    assert t.current == 2
+    busy = {1: 0.12, 2: 0.30}  # a neighbour now spins on both cores: two threads wait on each other
+    notes = run_steps(t, threads, busy, steps=TunerSettings().slow_steps + 6 + 1)
+    assert t.current == 1 and threads.now == 1
+    assert notes and notes[-1].startswith("threads: now 1 thread, 2.50x faster than 2")
+
+
+def test_a_few_slow_steps_do_not_reprobe(tmp_path):
+    threads = Threads()
+    t = tuner(tmp_path, threads)
+    run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=10)
+    for seconds in [0.2] * (TunerSettings().slow_steps - 1) + [0.06]:
+        t.before_step()
+        t.after_step(seconds)
+    assert t.schedule == [] and t.current == 2
+
+
+def test_away_from_the_quiet_choice_it_looks_again_after_a_while(tmp_path):
+    threads, now = Threads(), [0.0]
+    t = tuner(tmp_path, threads, clock=lambda: now[0])
+    run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=7)  # quiet: 2 threads preferred
+    run_steps(t, threads, {1: 0.12, 2: 0.30}, steps=12)  # busy: moved to one
+    assert t.current == 1
+    now[0] = TunerSettings().revisit_seconds + 100
+    notes = run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=1 + 6)  # quiet again
+    assert t.current == 2 and "now 2 threads" in notes[-1]
+
+
+def test_settled_cache_answers_without_probing_and_a_busy_probe_never_binds(tmp_path):
+    cache = ProbeCache("threads", (), tmp_path / "threads.json")
+    for t1, t2 in [(0.10, 0.06), (0.12, 0.40), (0.11, 0.07)]:  # the second probe was taken on a busy machine
+        cache.add("key", {"t1": t1, "t2": t2})
+    threads = Threads()
+    t = ThreadTuner(cache, "key", counts=(1, 2), set_threads=threads)
+    assert t.schedule == [] and t.current == 2
+    assert run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=5) == [] and threads.now == 2
