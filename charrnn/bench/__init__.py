@@ -47,6 +47,7 @@ from .training import (
     ReferenceLoop,
     _synthetic_tokens,
     bench_bf16_shape,
+    bench_precision_probe,
     bench_precision_quality,
     bench_training,
 )
@@ -101,6 +102,12 @@ def run_bench(
     # bf16 on a CPU without native support fails inside oneDNN: time only what this machine runs.
     bf16_here = dev.type != "cpu" or cpu_can_run_bf16()
     if "training" in sections:
+        progress("precision probe (fp32 vs bf16 at the bench's shape)")
+        report.precision_probe = bench_precision_probe(plan, dev)
+        probe = report.precision_probe
+        report.machine.auto_precision, report.machine.auto_reason = (
+            (probe.choice, probe.reason) if probe else ("fp32", f"this {dev.type} has no bf16 kernels in this torch")
+        )
         for precision in plan.precisions:
             if dev.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not bf16_here)):
                 continue

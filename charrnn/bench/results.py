@@ -13,8 +13,9 @@ class Machine:
     cpu: str
     threads: int
     device: str
-    auto_precision: str  # what --precision auto picks here
-    auto_reason: str
+    cpu_flags: str = ""  # the ones speed depends on: avx2, avx512f, avx512_bf16, amx_bf16, ...
+    auto_precision: str = ""  # what --precision auto picks here for the bench's shape (measured)
+    auto_reason: str = ""
 
 
 @dataclass
@@ -36,6 +37,19 @@ class PrecisionShape:
     fp32_chars_per_sec: float
     bf16_chars_per_sec: float
     speedup: float  # bf16 / fp32
+
+
+@dataclass
+class PrecisionProbe:
+    """What `--precision auto` measures for the bench's training shape, probed afresh."""
+
+    candidate: str  # bf16, or fp16 on a GPU without bf16
+    fp32_step_seconds: float
+    candidate_step_seconds: float
+    speedup: float  # fp32 time over the candidate's
+    loss_ratio: float  # the candidate's loss over fp32's, same weights and batch
+    choice: str
+    reason: str
 
 
 @dataclass
@@ -128,6 +142,7 @@ class BenchReport:
     read_bandwidth: float = 0.0  # bytes/s
     cpu_matmul_peak: float = 0.0  # fp32 FLOP/s on the CPU, where sampling runs
     training: list[TrainSpeed] = field(default_factory=list)
+    precision_probe: PrecisionProbe | None = None
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
     sampling_floor: SamplingFloor | None = None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import platform
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..probes.cache import cpu_model
-from ..runtime import resolve_precision
 from .results import Machine
 
 
@@ -27,8 +27,22 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "bf16", "asimd", "sve")
+
+
+def cpu_flags() -> str:
+    """The CPU features speed depends on, as /proc/cpuinfo names them ("" where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(flag for flag in SPEED_FLAGS if flag in have)
+    except OSError:
+        pass
+    return ""
+
+
 def machine_info(device: torch.device) -> Machine:
-    precision, reason = resolve_precision("auto", device)
     cpu = cpu_model()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return Machine(
@@ -37,8 +51,7 @@ def machine_info(device: torch.device) -> Machine:
         cpu=cpu,
         threads=torch.get_num_threads(),
         device=f"{device.type} ({name})",
-        auto_precision=precision,
-        auto_reason=reason,
+        cpu_flags=cpu_flags(),
     )
 
 

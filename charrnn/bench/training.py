@@ -17,9 +17,11 @@ from ..config import ModelConfig, TrainConfig
 from ..data.corpora import find_corpus
 from ..data.tokens import StreamBatcher, TokenData
 from ..footprint import training_flops_per_token
+from ..probes.precision import StepShape, decide, measure_precisions
+from ..runtime import cpu_can_run_bf16
 from ..tokenizers.char import CharTokenizer
 from ..training.loop import Trainer
-from .results import BenchPlan, PrecisionQuality, PrecisionShape, TrainSpeed
+from .results import BenchPlan, PrecisionProbe, PrecisionQuality, PrecisionShape, TrainSpeed
 from .timing import _timed
 
 VOCAB = 65  # tinyshakespeare's character count: the head size every figure assumes
@@ -129,6 +131,28 @@ def _bench_trainer(
         warmup_steps=0 if steps == 10**9 else min(50, steps // 10),
     )
     return Trainer(data, model_cfg, train_cfg, run_dir)
+
+
+def bench_precision_probe(plan: BenchPlan, device: torch.device) -> PrecisionProbe | None:
+    """`--precision auto`'s probe at the bench's training shape, afresh (not from the cache)."""
+    shape = StepShape("lstm", VOCAB, ModelConfig().embed_size, plan.hidden, plan.layers, plan.batch_size, plan.seq_len)
+    if device.type == "cuda":
+        candidate = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif cpu_can_run_bf16():
+        candidate = "bf16"
+    else:
+        return None
+    timing = measure_precisions(device, shape, candidate)
+    choice, reason = decide(timing, "measured just now at the bench's shape")
+    return PrecisionProbe(
+        candidate,
+        timing.fp32_seconds,
+        timing.candidate_seconds,
+        timing.speedup,
+        timing.loss_ratio,
+        choice,
+        reason,
+    )
 
 
 def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: torch.device) -> PrecisionShape:

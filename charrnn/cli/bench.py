@@ -157,7 +157,15 @@ def _print_report(report: BenchReport) -> None:
             f"{' --quick' if report.quick else ''}: {m.device}, {m.threads} threads, torch {m.torch}",
         )
     )
-    stdout.print(Text.assemble("--precision auto picks ", (m.auto_precision, "bold"), f" here ({m.auto_reason})"))
+    stdout.print(f"CPU {m.cpu}; flags: {m.cpu_flags or 'none of those speed depends on'}")
+    if report.precision_probe:
+        p = report.precision_probe
+        stdout.print(
+            f"precision probe: fp32 step {p.fp32_step_seconds * 1e3:.1f} ms, {p.candidate} "
+            f"{p.candidate_step_seconds * 1e3:.1f} ms ({p.speedup:.2f}x), loss ratio {p.loss_ratio:.4f}"
+        )
+    if m.auto_precision:
+        stdout.print(Text.assemble("--precision auto picks ", (m.auto_precision, "bold"), f" here ({m.auto_reason})"))
     if report.training:
         stdout.print(_training_table(report))
     if report.bf16_shapes:
