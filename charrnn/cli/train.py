@@ -105,7 +105,7 @@ def train(
     With no --steps, --epochs or --time-budget a run ends after 10 epochs, or earlier when
     validation stops improving (--patience).
     """
-    from ..training.validation import command_start
+    from ..training.budget import command_start
 
     started = command_start()  # a --time-budget counts from here: the process's start
     from ..config import parse_duration

@@ -25,11 +25,12 @@ from ..evaluation import LN2, evaluate_ids
 from ..footprint import check_fits, training_bytes
 from ..model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
 from ..runtime import Placement, StopFlag, autocast_for
+from .budget import Budget
 from .distributed import DistContext
 from .meters import LossReadback, SlowRunWatch, SpeedMeter
-from .optimization import RunLimits, build_optimizer, lr_at
+from .optimization import build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
-from .validation import BudgetReserve, ValidationSet, validation_set
+from .validation import ValidationSet, validation_set
 
 
 def _check_fits(model: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
@@ -66,7 +67,6 @@ class Trainer:
         self.batcher = StreamBatcher(
             data.train, self.cfg.batch_size, self.cfg.seq_len, self.dist.rank, self.dist.world_size
         )
-        self.limits = RunLimits(self.cfg, self.batcher.windows_per_epoch)
         where = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)  # made directly
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
@@ -79,13 +79,11 @@ class Trainer:
         self.state = RunState()
         self.hidden_state: HiddenState | None = None  # every stream's, carried from window to window
         self.losses = LossReadback(self.cfg, deferred=self.device.type == "cuda")
-        # the run's clock starts with the command (perf_counter() then), so a --time-budget bounds it all
-        self.started = time.perf_counter() if started is None else started
-        self._session_start = self.started
         self.val_set = validation_set(
             data.val, data.val_chars, data.tokenizer, self.cfg.val_tokens, self.cfg.seq_len, self.cfg.eval_batch_size
         )
-        self.reserve = BudgetReserve(len(self.val_set.ids), len(data.val), self.cfg.time_budget)
+        # The run's clock starts with the command (`started`, a perf_counter() value): a --time-budget bounds it all.
+        self.budget = Budget(self.cfg, self.batcher.windows_per_epoch, len(self.val_set.ids), len(data.val), started)
         if self.val_set.scope == "part":
             self.notes.append(
                 f"validating on {len(self.val_set.ids):,} of {len(data.val):,} validation tokens (--val-tokens); "
@@ -111,52 +109,57 @@ class Trainer:
         return self.state.step / self.batcher.windows_per_epoch
 
     def progress(self) -> float | None:
-        return self.limits.progress(self.state.step, self.state.elapsed)
+        return self.budget.progress(self.state.step, self.state.elapsed)
 
     # -- the loop
 
     def run(self) -> TrainResult:
         """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
         self.reporter.on_start(self._run_info())
-        self._session_start = self.started - self.state.elapsed
-        self.reserve.time_part(self.validate, self.val_set, self.cfg.seq_len)  # within a budget
-        self.state.elapsed = self.dist.sync_clock(self._clock())  # setting up counts too
+        self._start_clock()
+        tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
-        tokens_per_step = self.cfg.batch_size * self.cfg.seq_len
-        slow = SlowRunWatch.for_run(self.model_cfg, self.device, self.precision, tokens_per_step, self.reporter)
+        slow = SlowRunWatch.for_run(self.model_cfg, self.device, self.precision, tokens, self.reporter)
         while True:
-            # 1. stop at a limit (--steps, --epochs, --time-budget less what the end of the run takes)
-            stopped = self.limits.reached(self.state.step, self.state.elapsed, self.reserve.seconds())
-            if stopped:
+            # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
+            stopped = self.budget.should_stop(self.state.step, self.state.elapsed)
+            if stopped is not None:
                 break
-            # 2. one optimiser step on the next window of every stream
+            # One optimiser step on the next window of every stream (x, y: (B, T)), timed for the budget.
             began = time.perf_counter()
-            loss = self.step()
-            self.reserve.add_step(time.perf_counter() - began, tokens_per_step)
-            slow.observe(time.perf_counter() - began, tokens_per_step)  # warns once if the machine is busy
-            # 3. all ranks take the same clock and the same signal, so they stop at the same step
-            signum, self.state.elapsed = self.dist.end_of_step(self.stop.signum or 0, self._clock())
-            chars_per_sec = speed.add(self.cfg.batch_size * self.cfg.seq_len * self.dist.world_size)
+            loss = self.step(*self._next_window())
+            self.budget.add_step(time.perf_counter() - began, tokens)
+            slow.observe(time.perf_counter() - began, tokens)  # warns once if the machine is busy
+            # All ranks take the same signal and clock, so that they stop at the same step.
+            signum, self.state.elapsed = self.budget.agree(self.dist, self.stop.signum or 0)
+            chars_per_sec = speed.add(tokens * self.dist.world_size)
             self.reporter.on_step(self._step_report(loss, chars_per_sec))
-            # 4. every --eval-every steps: validate, write the checkpoints, stop if no longer improving
+            # Every --eval-every steps: validate (as much as the budget affords), save, heed --patience.
             if self.state.step % self.cfg.eval_every == 0:
                 self._evaluate_and_save(chars_per_sec)
-                speed.restart()
+                speed.restart()  # validating is not training: the speed counts from here
                 if self.cfg.patience is not None and self.state.bad_evals >= self.cfg.patience:
                     stopped = f"no improvement in {self.state.bad_evals} evaluations (--patience)"
                     break
             elif self.save_every and self.state.step % self.save_every == 0:
                 self.save("last")
-            # 5. a signal (Ctrl-C, SIGTERM): save where the run is, then stop
+            # A signal (Ctrl-C, SIGTERM): save where the run is, then stop.
             if signum:
                 self.save("last")
                 self.dist.barrier()  # no rank leaves before rank 0 has written the checkpoint
                 raise Interrupted(f"interrupted at step {self.state.step}", signum)
-        # 6. a last evaluation, unless the last step just had one
+        # A last evaluation, unless the last step just had one; then the whole split, when it fits.
         if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
             self._evaluate_and_save(speed.chars_per_sec)
         whole, warning = self._validate_whole(), slow.verdict(self.state.elapsed)  # far too slow, or no step
         return replace(self._result(stopped), whole_val_bpc=whole, warning=warning)
+
+    def _start_clock(self) -> None:
+        """The clock goes on from the checkpoint's; within a --time-budget the validation part is
+        timed on its first windows; then every rank counts from the slowest one's clock."""
+        self.budget.resume(self.state.elapsed)
+        self.budget.time_validation(self.validate, self.val_set, self.cfg.seq_len)
+        _, self.state.elapsed = self.budget.agree(self.dist)  # setting up counts too
 
     # -- one optimiser step
 
@@ -218,14 +221,15 @@ class Trainer:
     def _validate_whole(self) -> float | None:
         """The whole validation split scored at the end of a run that validated on a part of it,
         when the estimate from the part's speed fits the run's limits. Returns its bpc."""
-        fits = self.val_set.scope == "part" and self.reserve.whole_fits(self._clock())
+        whole = len(self.data.val)
+        fits = self.val_set.scope == "part" and self.budget.time_for_validation(self.budget.clock(), whole)
         if not self.dist.any_rank(fits):
             return None
         began = time.perf_counter()
         val_loss, val_bpc = self.validate(
             ValidationSet(self.data.val, self.data.val_chars, "whole", self.cfg.eval_batch_size)
         )
-        self.state.elapsed = self.dist.sync_clock(self._clock())
+        self.state.elapsed = self.dist.sync_clock(self.budget.clock())
         report = replace(self._last_report, val_loss=val_loss, val_bpc=val_bpc, val_nats_per_char=val_bpc * LN2)
         report = replace(report, is_best=False, elapsed=self.state.elapsed, eval_seconds=time.perf_counter() - began)
         report = replace(report, val_scope="whole", val_tokens=len(self.data.val))
@@ -239,12 +243,10 @@ class Trainer:
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         began = time.perf_counter()
-        # Within a --time-budget, the part shrinks when it would not fit (a slow machine, a short budget).
-        left = math.inf if self.cfg.time_budget is None else self.cfg.time_budget - self.reserve.after_validation()
-        val_set = self.val_set.within(left - self.state.elapsed, self.reserve.part_seconds())
+        val_set = self.budget.validation_within(self.val_set, self.state.elapsed)  # the part, or what fits
         val_loss, val_bpc = self.validate(val_set)
         eval_seconds = time.perf_counter() - began
-        self.reserve.eval_seconds = eval_seconds * len(self.val_set.ids) / len(val_set.ids)
+        self.budget.validated(eval_seconds, len(val_set.ids))
         state = self.state
         state.last_val_loss, state.last_val_bpc = val_loss, val_bpc
         is_best = val_loss < state.best_val_loss
@@ -257,7 +259,7 @@ class Trainer:
         tokens_per_char = len(self.data.train) / max(self.data.train_chars, 1)
         train_bpc = train_loss * tokens_per_char / LN2 if state.train_loss_count else math.nan
         state.train_loss_sum, state.train_loss_count = 0.0, 0
-        state.elapsed = self.dist.sync_clock(self._clock())  # the same clock on all ranks
+        state.elapsed = self.dist.sync_clock(self.budget.clock())  # the same clock on all ranks
         report = EvalReport(
             step=state.step,
             epoch=self.epoch,
@@ -281,7 +283,7 @@ class Trainer:
         if is_best:
             self.save("best")
         self.save("last")
-        self.reserve.save_seconds = time.perf_counter() - began
+        self.budget.saved(time.perf_counter() - began)
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
@@ -336,9 +338,6 @@ class Trainer:
 
     # -- what the run tells its reporter
 
-    def _clock(self) -> float:
-        return time.perf_counter() - self._session_start
-
     def _identity(self) -> RunIdentity:
         return RunIdentity(
             model=self.model_cfg,
@@ -363,7 +362,7 @@ class Trainer:
             val_tokens=len(self.data.val),
             batch_size=self.cfg.batch_size,
             windows_per_epoch=self.batcher.windows_per_epoch,
-            total_steps=self.limits.total_steps,
+            total_steps=self.budget.total_steps,
             time_budget=self.cfg.time_budget,
             start_step=self.state.step,
             cached=self.data.cached,

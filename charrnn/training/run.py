@@ -192,7 +192,7 @@ def _resumed(corpus: CorpusBytes, run_dir: Path, request: RunRequest, hooks: Run
             f"give the same corpus, or use --init-from to fine-tune on a new one"
         )
     trainer.restore(checkpoint)
-    done = trainer.limits.reached(trainer.state.step, trainer.state.elapsed)
+    done = trainer.budget.should_stop(trainer.state.step, trainer.state.elapsed, keep_for_end=False)
     if done:  # continuing would only evaluate and save again what is already there
         raise ConfigError(
             f"--resume: the run in {run_dir} is at step {trainer.state.step} and has {done}; "
