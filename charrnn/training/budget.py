@@ -7,8 +7,8 @@ that many tokens now stays inside the run's limits).
 A --time-budget bounds the whole run, from the start of the command to its exit: the loop
 stops early enough to leave time for one more step, the final validation and the checkpoints,
 each estimated from its last measured duration (guessed before the first measurement). The
-ranks of a data-parallel run decide on the slowest rank's clock (`agree`), so that every rank
-stops at the same step.
+ranks of a data-parallel run decide on the slowest rank's clock and durations (`agree`), so
+that every rank stops at the same step.
 """
 
 from __future__ import annotations
@@ -66,9 +66,13 @@ class Budget:
         return time.perf_counter() - self._session_start
 
     def agree(self, dist: DistContext, signum: int = 0) -> tuple[int, float]:
-        """One collective: the signal any rank received (0: none), and the slowest rank's clock,
-        which every rank then decides on. Returns (signal, seconds of the run)."""
-        return dist.end_of_step(signum, self.clock())
+        """One collective: the signal any rank received (0: none), and the slowest rank's clock and
+        durations, which every rank then decides on. Returns (signal, seconds of the run)."""
+        signum, (elapsed, step, val, save) = dist.end_of_step(
+            signum, self.clock(), self.step_seconds, _sent(self.eval_seconds), _sent(self.save_seconds)
+        )
+        self.step_seconds, self.eval_seconds, self.save_seconds = step, _received(val), _received(save)
+        return signum, elapsed
 
     # -- stop now?
 
@@ -179,6 +183,14 @@ def _total_steps(cfg: TrainConfig, windows_per_epoch: int) -> int | None:
     if not cfg.has_limit:
         candidates.append(max(1, math.ceil(DEFAULT_MAX_EPOCHS * windows_per_epoch)))
     return min(candidates) if candidates else None
+
+
+def _sent(seconds: float | None) -> float:
+    return -1.0 if seconds is None else seconds  # durations are >= 0: -1 says "not measured"
+
+
+def _received(seconds: float) -> float | None:
+    return None if seconds < 0 else seconds
 
 
 def process_age() -> float:

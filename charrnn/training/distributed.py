@@ -110,12 +110,13 @@ class DistContext:
         t = torch.tensor(value, dtype=torch.float64, device=self.device)
         return float(self.all_reduce_sum(t).item()) / self.world_size
 
-    def end_of_step(self, signum: int, elapsed: float) -> tuple[int, float]:
+    def end_of_step(self, signum: int, *seconds: float) -> tuple[int, list[float]]:
         """One collective per step: the signal any rank received (0: none), so that all stop at
-        this step, and the slowest rank's clock, so that --time-budget and a time-based
-        learning-rate schedule decide the same on every rank (ranks apart would hang)."""
-        signum_max, elapsed_max = self._max([float(signum), elapsed])
-        return int(signum_max), elapsed_max
+        this step, and the largest of each of `seconds` (the slowest rank's clock and durations),
+        so that --time-budget and a time-based learning-rate schedule decide the same on every
+        rank (ranks apart would hang)."""
+        signum_max, *largest = self._max([float(signum), *seconds])
+        return int(signum_max), largest
 
     def sync_clock(self, elapsed: float) -> float:
         """The slowest rank's clock: every rank then counts the same seconds of the run."""

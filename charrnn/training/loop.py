@@ -130,7 +130,7 @@ class Trainer:
             loss = self.step(*self._next_window())
             self.budget.add_step(time.perf_counter() - began, tokens)
             slow.observe(time.perf_counter() - began, tokens)  # warns once if the machine is busy
-            # All ranks take the same signal and clock, so that they stop at the same step.
+            # All ranks take the same signal, clock and durations, so that they stop at the same step.
             signum, self.state.elapsed = self.budget.agree(self.dist, self.stop.signum or 0)
             chars_per_sec = speed.add(tokens * self.dist.world_size)
             self.reporter.on_step(self._step_report(loss, chars_per_sec))
@@ -284,6 +284,7 @@ class Trainer:
             self.save("best")
         self.save("last")
         self.budget.saved(time.perf_counter() - began)
+        self.budget.agree(self.dist)  # every rank's next stop check counts this validation's and saves' time
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)

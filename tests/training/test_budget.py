@@ -68,6 +68,47 @@ def test_without_a_time_budget_a_validation_fits_in_a_share_of_the_run():
     assert budget.validation_within(part, 1e9) is part  # no budget: the part is never cut
 
 
+class AloneRank:
+    """A process alone: its collective answers what it sent, which is kept."""
+
+    def end_of_step(self, signum: int, *seconds: float) -> tuple[int, list[float]]:
+        self.sent = [float(signum), *seconds]
+        return signum, list(seconds)
+
+
+class PairedRank:
+    """One of two processes: its collective answers the largest of each value over both, as gloo does."""
+
+    def __init__(self, other_sent: list[float]):
+        self.other_sent = other_sent
+
+    def end_of_step(self, signum: int, *seconds: float) -> tuple[int, list[float]]:
+        largest = [max(ours, theirs) for ours, theirs in zip([float(signum), *seconds], self.other_sent)]
+        return int(largest[0]), largest[1:]
+
+
+def test_ranks_decide_on_the_slowest_durations_so_they_stop_at_the_same_step():
+    cfg = TrainConfig(time_budget=60)
+    main, other = Budget(cfg, 7, 1_000, 1_000), Budget(cfg, 7, 1_000, 1_000)
+    main.saved(6.0)  # rank 0 writes the checkpoints; the other rank only waits for it
+    other.saved(0.1)
+    main.add_step(0.5, 64)
+    other.add_step(0.7, 64)
+    assert main.reserve_seconds() != other.reserve_seconds()
+    alone_main, alone_other = AloneRank(), AloneRank()
+    main.agree(alone_main)  # what each rank sends
+    other.agree(alone_other)
+    signum, _ = main.agree(PairedRank(alone_other.sent), signum=0)
+    other.agree(PairedRank(alone_main.sent), signum=2)  # a signal on one rank
+    assert signum == 0 and main.save_seconds == other.save_seconds == 6.0
+    assert main.step_seconds == other.step_seconds == 0.7
+    assert main.eval_seconds is None and other.eval_seconds is None  # measured by neither: still a guess
+    assert main.reserve_seconds() == other.reserve_seconds()
+    elapsed = 60 - main.reserve_seconds()
+    assert main.should_stop(3, elapsed) == other.should_stop(3, elapsed) == "reached --time-budget 60s"
+    assert main.should_stop(3, elapsed - 1) is None and other.should_stop(3, elapsed - 1) is None
+
+
 def test_within_a_budget_the_part_is_timed_on_its_first_windows():
     part = validation_set(np.arange(100_000), 100_000, OneCharPerId(), 12_800, seq_len=10, streams=128)
     seen = []
