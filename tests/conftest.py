@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
-import subprocess
-import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -183,27 +184,98 @@ def chromium() -> str:
     pytest.skip("no chromium on PATH: `make browser` sets it up (Debian package chromium)")
 
 
-HEADLESS_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def headless(browser: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run headless Chromium with a throw-away profile and no network of its own."""
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [browser, *HEADLESS_FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+def reaches_beyond_loopback(url: str) -> bool:
+    """Whether a page's request for `url` would leave this machine (the test's own files and
+    data/blob URLs stay; http(s) and ws(s) may reach loopback only)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme not in ("file", "data", "blob", "about") and parts.hostname not in LOOPBACK
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """The system's Chromium, headless, driven by Playwright; launched once per module that uses it.
+    Not once per session: while Playwright's sync driver runs, its event loop counts as running in
+    this thread, so a later test's asyncio.run (tests/serve/test_serve_generation.py) would fail."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs playwright (the [test] extra) to drive Chromium"
+    )
+    with sync_api.sync_playwright() as driver:
+        # executable_path: the system's Chromium, never Playwright's own builds (`playwright install`
+        # fetches them from a CDN). chromium_sandbox=False passes --no-sandbox: Chromium's sandbox
+        # needs user namespaces or a setuid helper and refuses to start as root, as containers and CI
+        # run; the pages opened are the tests' own, loaded from loopback or files.
+        launched = driver.chromium.launch(executable_path=chromium, headless=True, chromium_sandbox=False)
+        yield launched
+        launched.close()
+
+
+class OfflinePages:
+    """open(url) -> a Playwright page at `url`, in its own context, that can reach loopback only:
+    any other request is aborted and kept in `attempted` (the fixture fails the test if any was)."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.attempted: list[str] = []
+        self.contexts: list = []
+
+    def _block(self, route) -> None:
+        self.attempted.append(route.request.url)
+        route.abort("blockedbyclient")
+
+    def _block_socket(self, socket) -> None:
+        self.attempted.append(socket.url)
+        socket.close()  # never connected to its server: Playwright stands in for it
+
+    def open(self, url: str, *, width: int = 1280, height: int = 720, wait_until: str = "load"):
+        context = self.browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
+        self.contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        page.route(reaches_beyond_loopback, self._block)
+        page.route_web_socket(reaches_beyond_loopback, self._block_socket)
+        page.goto(url, wait_until=wait_until)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def pages(browser):
+    """Pages must work offline and load no remote script: each page of the test reaches loopback
+    only, and the test fails if one tried to reach anything else."""
+    opened = OfflinePages(browser)
+    yield opened
+    opened.close()
+    assert not opened.attempted, f"a page tried to reach beyond loopback: {opened.attempted}"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def serve():
+    """serve(folder) -> base URL of a loopback http server for `folder`, stopped after the test."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, TINY_TRAIN, headless, train_tiny_run
+from conftest import TINY_TEXT, TINY_TRAIN, train_tiny_run
 
 SAMPLE_TEXT = 'First Citizen:\nSpeak, "speak" (all).\n\nAll:\nResolved. resolved.\n' * 3
 
@@ -128,15 +128,17 @@ def test_visualize_cuts_long_text_and_drops_unknown(cli, run, tmp_path):
 # ----------------------------------------------------------------------------- a real browser
 
 
-def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
+def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, pages):
     image = pytest.importorskip("matplotlib.image", reason="reading the screenshot needs matplotlib (charrnn[plot])")
     text = tmp_path / "in.txt"
     text.write_text(SAMPLE_TEXT, encoding="utf-8")
-    page = tmp_path / "page.html"
-    assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
+    page_file = tmp_path / "page.html"
+    assert cli("visualize", run, "--text", text, "--out", page_file).exit_code == 0
+    page = pages.open(page_file.as_uri(), width=1200, height=800)
+    # The script built one span per character in each of the two panels.
+    assert page.locator("[data-i]").count() == 2 * len(SAMPLE_TEXT)
     shot = tmp_path / "shot.png"
-    done = headless(chromium, f"--screenshot={shot}", "--window-size=1200,800", page.as_uri())
-    assert shot.exists(), done.stderr[-2000:]
+    page.screenshot(path=shot)
     rgb = image.imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
     assert rgb.shape[:2] == (800, 1200)
     saturation = rgb.max(axis=-1) - rgb.min(axis=-1)
@@ -146,19 +148,21 @@ def test_page_renders_colored_text_in_chromium(cli, run, tmp_path, chromium):
     assert red.sum() > 2000, f"only {red.sum()} reddish pixels: the text was not colored"
     lower = slice(rgb.shape[0] // 2, None)  # the unit panel: activations in red and blue
     assert (red[lower] | blue[lower]).sum() > 1000
-    # The script built one span per character in each of the two panels, and the tooltip of a
-    # character (pinned by #hover=N, as nothing hovers in a headless browser) lists the guesses.
-    dom = headless(chromium, "--dump-dom", page.as_uri() + "#hover=3")
-    assert dom.stdout.count("data-i=") == 2 * len(SAMPLE_TEXT), dom.stderr[-2000:]
-    tip = re.search(r'<div id="tip" style="([^"]*)">(.*?)</div>', dom.stdout, re.S)
-    assert tip and "display: block" in tip.group(1) and "the model guessed" in tip.group(2)
-    assert tip.group(2).count("<tr>") == 5
+    # The mouse over a character of either panel outlines it in both and its tooltip lists the guesses.
+    page.hover('#units [data-i="7"]')
+    assert page.locator('.hover[data-i="7"]').count() == 2
+    assert page.locator("#tip").is_visible() and "the model guessed" in page.locator("#tip").inner_text()
+    # #hover=N pins the tooltip of character N, for screenshots taken with no mouse.
+    pinned = pages.open(page_file.as_uri() + "#hover=3")
+    tip = pinned.locator("#tip")
+    assert tip.evaluate("t => t.style.display") == "block" and "the model guessed" in tip.inner_html()
+    assert tip.inner_html().count("<tr>") == 5
 
 
 ATTACK = "<img src=x onerror=document.body.dataset.pwned=1>"
 
 
-def test_crafted_names_and_text_do_not_run_as_script(cli, tmp_path, chromium):
+def test_crafted_names_and_text_do_not_run_as_script(cli, tmp_path, pages):
     """A run named with a placeholder and a text line that is HTML (both known to the model):
     the page shows them as text, and no script of theirs runs in a real browser."""
     corpus = tmp_path / "attack.txt"
@@ -168,13 +172,14 @@ def test_crafted_names_and_text_do_not_run_as_script(cli, tmp_path, chromium):
     assert trained.exit_code == 0, trained.stderr
     text = tmp_path / "in.txt"
     text.write_text("Speak.\n" + ATTACK + "\n", encoding="utf-8")
-    page = tmp_path / "page.html"
-    assert cli("visualize", run, "--text", text, "--out", page).exit_code == 0
-    assert _page_data(page.read_text(encoding="utf-8"))["text"] == text.read_text(encoding="utf-8")
-    dom = headless(chromium, "--dump-dom", page.as_uri())
-    body = re.search(r"<body[^>]*>", dom.stdout)
-    assert body, dom.stderr[-2000:]
-    assert "pwned" not in body.group(0), body.group(0)
+    page_file = tmp_path / "page.html"
+    assert cli("visualize", run, "--text", text, "--out", page_file).exit_code == 0
+    assert _page_data(page_file.read_text(encoding="utf-8"))["text"] == text.read_text(encoding="utf-8")
+    # networkidle: an <img src=x> the page made would have failed to load, and its onerror run, by then.
+    page = pages.open(page_file.as_uri(), wait_until="networkidle")
+    assert page.evaluate("document.body.getAttributeNames()") == []  # no data-pwned
+    assert page.locator("img").count() == 0
     # The script did run (one span per character in each panel) and the title is text.
-    assert dom.stdout.count("data-i=") == 2 * len(text.read_text(encoding="utf-8"))
-    assert f"<h1>charrnn: {html.escape(run.name, quote=False)}/best.safetensors</h1>" in dom.stdout
+    assert page.locator("[data-i]").count() == 2 * len(text.read_text(encoding="utf-8"))
+    titles = page.locator("h1").evaluate_all("hs => hs.map(h => h.innerHTML)")
+    assert f"charrnn: {html.escape(run.name, quote=False)}/best.safetensors" in titles
