@@ -31,7 +31,8 @@ vendor:
 
 install: $(VENV)/.installed
 
-# Headless Chromium for the page tests of `charrnn visualize` (they skip, saying why, without it).
+# Chromium for the page tests of visualize, export and serve, which Playwright drives headless
+# (they skip, saying why, without it; `playwright install` is never needed).
 # Debian/Ubuntu, as root; does nothing where a chromium is already installed.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
