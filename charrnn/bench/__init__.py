@@ -23,13 +23,16 @@ import torch
 
 from ..data.corpora import find_corpus
 from ..footprint import training_flops_per_token
+from ..probes.cache import usable_cores
 from ..probes.threads import thread_counts
 from ..runtime import cpu_can_run_bf16, resolve_device
 from .datapath import bench_data, generate_corpus
-from .quality import bench_quality_rows
+from .neighbour import bench_busy_neighbour
+from .quality import bench_quality_rows, shape_rows
 from .results import (
     BenchPlan,
     BenchReport,
+    BusyNeighbour,
     DataPath,
     Machine,
     PrecisionQuality,
@@ -56,6 +59,7 @@ __all__ = [
     "VOCAB",
     "BenchPlan",
     "BenchReport",
+    "BusyNeighbour",
     "DataPath",
     "Machine",
     "PrecisionQuality",
@@ -87,7 +91,7 @@ def run_bench(
     plan: BenchPlan,
     *,
     device: str = "auto",
-    sections: tuple[str, ...] = ("training", "sampling", "data", "quality"),  # also "grid", "scan"
+    sections: tuple[str, ...] = ("training", "sampling", "data", "quality"),  # also grid, scan, neighbour
     progress: Callable[[str], None] = lambda _: None,
     workdir: Path | None = None,
 ) -> BenchReport:
@@ -119,32 +123,11 @@ def run_bench(
             progress(f"bf16 vs fp32 at batch {batch_size}, seq {seq_len}")
             report.bf16_shapes.append(bench_bf16_shape(plan, batch_size, seq_len, dev))
     if "sampling" in sections:
-        progress("memory bandwidth")
-        report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
-        cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
-        report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
-        counts: tuple[int | None, ...] = thread_counts() if plan.sample_each_thread_count else (None,)
-        for cell, hidden in plan.sample_models:
-            for streams in plan.sample_streams:
-                for threads in counts:
-                    on = f"{threads} thread(s)" if threads else "the measured thread count"
-                    progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {on}")
-                    report.sampling.append(
-                        bench_sampling(
-                            cell,
-                            hidden,
-                            plan.layers,
-                            streams,
-                            plan.sample_seconds,
-                            report.read_bandwidth,
-                            report.cpu_matmul_peak,
-                            threads=threads,
-                        )
-                    )
-        if plan.floor_model:
-            cell, hidden, layers = plan.floor_model
-            progress(f"sampling {cell} {layers}x{hidden} through sample.generate, next to its matmuls alone")
-            report.sampling_floor = bench_floor(cell, hidden, layers, 2 * plan.sample_seconds)
+        _sampling_rows(report, plan, dev, progress)
+    if "neighbour" in sections:
+        busy = usable_cores()
+        progress(f"training {plan.neighbour_seconds:g} s alone, then beside a {busy}-thread matmul loop")
+        report.busy_neighbour = bench_busy_neighbour(plan, plan.neighbour_seconds, busy)
     if "data" in sections:
         progress(f"data path ({plan.data_mb:g} MB corpus)")
         report.data = bench_data(plan.data_mb, workdir, plan.data_hidden, plan.data_source, plan.data_budget_seconds)
@@ -161,6 +144,36 @@ def run_bench(
     return report
 
 
+def _sampling_rows(report: BenchReport, plan: BenchPlan, dev: torch.device, progress: Callable[[str], None]) -> None:
+    """Sampling at each thread count next to its limits, and the sampler next to its floor."""
+    progress("memory bandwidth")
+    report.read_bandwidth = measure_read_bandwidth(torch.device("cpu"))
+    cpu_peak = report.matmul_peak.get("fp32") if dev.type == "cpu" else None
+    report.cpu_matmul_peak = cpu_peak or measure_matmul_peak(torch.device("cpu"), "fp32")
+    counts: tuple[int | None, ...] = thread_counts() if plan.sample_each_thread_count else (None,)
+    for cell, hidden in plan.sample_models:
+        for streams in plan.sample_streams:
+            for threads in counts:
+                on = f"{threads} thread(s)" if threads else "the measured thread count"
+                progress(f"sampling {cell} {plan.layers}x{hidden}, {streams} stream(s), {on}")
+                report.sampling.append(
+                    bench_sampling(
+                        cell,
+                        hidden,
+                        plan.layers,
+                        streams,
+                        plan.sample_seconds,
+                        report.read_bandwidth,
+                        report.cpu_matmul_peak,
+                        threads=threads,
+                    )
+                )
+    if plan.floor_model:
+        cell, hidden, layers = plan.floor_model
+        progress(f"sampling {cell} {layers}x{hidden} through sample.generate, next to its matmuls alone")
+        report.sampling_floor = bench_floor(cell, hidden, layers, 2 * plan.sample_seconds)
+
+
 def _quality_rows(
     plan: BenchPlan, dev: torch.device, sections: tuple[str, ...], progress: Callable[[str], None]
 ) -> list[QualityRow]:
@@ -171,8 +184,15 @@ def _quality_rows(
     if "grid" in sections:
         # The no-flags row is what the grid judges; it is already there when quality ran too.
         with_defaults = "quality" not in sections or plan.grid_budgets != plan.quality_budgets
+        shapes = plan.grid_batches or plan.grid_windows  # batch x window at the size rule's choice, else sizes
         rows += bench_quality_rows(
-            plan, dev, plan.grid_sizes, plan.grid_budgets, with_defaults=with_defaults, progress=progress
+            plan,
+            dev,
+            () if shapes else plan.grid_sizes,
+            plan.grid_budgets,
+            with_defaults=with_defaults,
+            extra=shape_rows(plan) if shapes else None,
+            progress=progress,
         )
     if "scan" in sections:
         extra = scan_rows(plan, progress)

@@ -188,3 +188,23 @@ def bench_quality_rows(
                 for row in group
             ]
     return rows
+
+
+def shape_rows(plan: BenchPlan) -> Callable[[str, Path, TrainConfig], list[QualityRow]]:
+    """`extra` rows for the batch x window grid: charrnn with no size flags (the size rule's
+    choice) at each --batch-size x --seq-len of the plan, once per seed; the learning rate scaled
+    with the square root of the batch (Adam's rule of thumb) when plan.grid_scale_lr."""
+    base = TrainConfig()
+
+    def rows(corpus: str, path: Path, cfg: TrainConfig) -> list[QualityRow]:
+        out = []
+        for batch in plan.grid_batches or (base.batch_size,):
+            for window in plan.grid_windows or (base.seq_len,):
+                lr = base.lr * (batch / base.batch_size) ** 0.5 if plan.grid_scale_lr else base.lr
+                for seed in range(plan.grid_seeds):
+                    shaped = replace(cfg, batch_size=batch, seq_len=window, lr=lr, seed=base.seed + seed)
+                    label = f"batch {batch} x window {window}, seed {seed + 1}"
+                    out.append(charrnn_row(corpus, path, shaped, None, label))
+        return out
+
+    return rows

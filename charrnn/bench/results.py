@@ -90,6 +90,17 @@ class SamplingFloor:
 
 
 @dataclass
+class BusyNeighbour:
+    """A --time-budget run's steps alone and beside a program busy on every core."""
+
+    seconds: float  # each run's --time-budget
+    neighbour_threads: int
+    quiet_steps: int
+    busy_steps: int
+    kept: float  # busy over quiet: the target is >= 0.5 (a fair share of the cores)
+
+
+@dataclass
 class DataPath:
     corpus_mb: float
     encode_seconds: float  # decode + fit + encode + cache write, first run
@@ -146,6 +157,7 @@ class BenchReport:
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
     sampling_floor: SamplingFloor | None = None
+    busy_neighbour: BusyNeighbour | None = None
     data: DataPath | None = None
     quality_rows: list[QualityRow] = field(default_factory=list)
     precision_quality: PrecisionQuality | None = None
@@ -175,6 +187,9 @@ class BenchPlan:
     sample_each_thread_count: bool = True
     sample_seconds: float = 2.0
     floor_model: tuple[str, int, int] | None = ("lstm", 512, 2)  # sample.generate against its matmuls
+    # `--only neighbour`: a --time-budget run alone and beside a matmul loop on every core
+    neighbour_seconds: float = 60.0
+    neighbour_hidden: int = 256
     data_mb: float = 100.0
     data_hidden: int = 512  # the second run's model: the default 2x512 LSTM
     data_source: str = "python-stdlib"  # or "generated"
@@ -186,6 +201,11 @@ class BenchPlan:
     # `--only grid`: the fixed sizes (hidden, layers) the budget-aware size is judged against
     grid_sizes: tuple[tuple[int, int], ...] = tuple((h, n) for n in (2, 3) for h in (256, 384, 512, 768))
     grid_budgets: tuple[float, ...] = (60.0,)
+    # `--only grid --batches ... --windows ...`: the size rule's choice at each batch x window, per seed
+    grid_batches: tuple[int, ...] = ()
+    grid_windows: tuple[int, ...] = ()
+    grid_seeds: int = 3
+    grid_scale_lr: bool = True
     # `--only scan`: (cell, hidden, layers) of the parallel-scan cells next to the LSTM (bench/scan_cell.py)
     scan_models: tuple[tuple[str, int, int], ...] = (("mingru", 512, 3), ("minlstm", 512, 3))
     scan_budgets: tuple[float, ...] = (60.0, 300.0)
@@ -202,15 +222,22 @@ class BenchPlan:
         runs = {
             "quality": corpora * sum(self.quality_budgets) * 2,  # the reference loop and charrnn's defaults
             # the grid's no-flags row comes from the quality rows when those ran at its budgets
-            "grid": corpora * sum(self.grid_budgets) * (len(self.grid_sizes) + 2 - shared_defaults),
+            "grid": corpora * sum(self.grid_budgets) * (self.grid_runs() + 2 - shared_defaults),
             "scan": corpora * sum(self.scan_budgets) * (len(self.scan_models) + 2),
             "data": self.data_budget_seconds,
+            "neighbour": 2 * self.neighbour_seconds,
         }
         counts = 2 if self.sample_each_thread_count and threads > 1 else 1
         per_model = len(self.sample_streams) * counts
         floor = 2 * self.sample_seconds if self.floor_model else 0.0
         runs["sampling"] = len(self.sample_models) * per_model * self.sample_seconds + floor
         return {name: seconds for name, seconds in runs.items() if name in sections and seconds > 0}
+
+    def grid_runs(self) -> int:
+        """Trainings per corpus and budget of the grid, besides the reference and no-flags rows."""
+        if self.grid_batches or self.grid_windows:
+            return max(len(self.grid_batches), 1) * max(len(self.grid_windows), 1) * self.grid_seeds
+        return len(self.grid_sizes)
 
     @classmethod
     def quick(cls) -> "BenchPlan":
@@ -226,6 +253,7 @@ class BenchPlan:
             grid_sizes=((256, 2), (512, 2)),
             grid_budgets=(15.0,),
             scan_budgets=(15.0,),
+            neighbour_seconds=15.0,
             bf16_shapes=(),
             precision_steps=0,
         )

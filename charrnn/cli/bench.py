@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -10,12 +11,14 @@ import typer
 
 from ..config import TrainConfig
 from .application import app, stderr, stdout
+from .bench_tables import floor_table, neighbour_table, shape_grid_table
+from .bench_tables import new_table as _table
 from .options import Choice, choices
 
 if TYPE_CHECKING:  # Typer reads the enum built from config.py; mypy sees a Choice (see options.Choice)
     from rich.table import Table
 
-    from ..bench import BenchPlan, BenchReport, DataPath, QualityRow, SamplingFloor
+    from ..bench import BenchPlan, BenchReport, DataPath, QualityRow
 
     Device = Choice
 else:
@@ -29,9 +32,10 @@ class Section(str, Enum):
     quality = "quality"
     grid = "grid"
     scan = "scan"
+    neighbour = "neighbour"
 
 
-LONG = (Section.grid, Section.scan)
+LONG = (Section.grid, Section.scan, Section.neighbour)
 
 
 @app.command()
@@ -69,11 +73,26 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    batches: Annotated[
+        Optional[str],
+        typer.Option(
+            "--batches",
+            metavar="N,N,...",
+            help="The grid varies --batch-size instead of the size, e.g. 16,32,64,128 (the size rule picks the size).",
+        ),
+    ] = None,
+    windows: Annotated[
+        Optional[str],
+        typer.Option("--windows", metavar="N,N,...", help="The grid varies --seq-len, e.g. 64,128."),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, max=20, help="Seeds per batch x window cell.")] = 3,
 ) -> None:
     """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
     from ..bench import BenchPlan, run_bench
 
     plan = _with_choices(BenchPlan.quick() if quick else BenchPlan.full(), budget, corpus, size)
+    plan = replace(plan, grid_batches=_counts("--batches", batches), grid_windows=_counts("--windows", windows))
+    plan = replace(plan, grid_seeds=seeds)
     # The size grid (16 trainings per corpus) and the scan-cell trial are long: they run when named.
     sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section if s not in LONG)
     stderr.print(_duration_note(plan, sections), markup=False)
@@ -118,6 +137,18 @@ def _with_choices(
     if sizes:
         plan = dataclasses.replace(plan, grid_sizes=tuple(dict.fromkeys(_grid_size(s) for s in sizes)))
     return plan
+
+
+def _counts(flag: str, text: str | None) -> tuple[int, ...]:
+    """'16,32,64' -> (16, 32, 64); a bad value is a ConfigError naming the flag."""
+    from ..errors import ConfigError
+
+    if not text:
+        return ()
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and 1 <= int(p) <= 4096 for p in parts):
+        raise ConfigError(f"{flag}: cannot read {text!r} as whole numbers from 1 to 4096, e.g. 16,32,64")
+    return tuple(dict.fromkeys(int(p) for p in parts))
 
 
 def _budget(text: str) -> float:
@@ -173,20 +204,15 @@ def _print_report(report: BenchReport) -> None:
     if report.sampling:
         stdout.print(_sampling_table(report))
     if report.sampling_floor:
-        stdout.print(_floor_table(report.sampling_floor))
+        stdout.print(floor_table(report.sampling_floor))
     if report.data is not None:
         stdout.print(_data_table(report.data))
+    if report.busy_neighbour is not None:
+        stdout.print(neighbour_table(report.busy_neighbour))
     _print_quality(report)
+    for grid in shape_grid_table(report.quality_rows):
+        stdout.print(grid)
     stdout.print(f"{report.seconds:.0f}s in all", style="dim")
-
-
-def _table(title: str, columns: tuple[str, ...]) -> Table:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col, justify="right")
-    return table
 
 
 def _training_table(report: BenchReport) -> Table:
@@ -249,18 +275,6 @@ def _sampling_table(report: BenchReport) -> Table:
     table.caption = (
         "weights: " + ", ".join(weights) + "; weights that fit in the CPU cache can beat the (DRAM) bandwidth limit"
     )
-    return table
-
-
-def _floor_table(f: SamplingFloor) -> Table:
-    counts = sorted(f.floor_steps_per_sec)
-    table = _table(
-        f"Sampling next to its floor: one stream of a {f.cell} {f.layers}x{f.hidden} through sample.generate",
-        (*(f"floor, {n} thread{'s' if n > 1 else ''}" for n in counts), "sampler", "of the best floor"),
-    )
-    floors = [f"{f.floor_steps_per_sec[n]:,.0f} steps/s" for n in counts]
-    table.add_row(*floors, _rate(f.sampler_chars_per_sec), f"{f.ratio:.2f} (target >= 0.8)")
-    table.caption = "floor: the step's matrix products alone, timed in the same run; start-up excluded"
     return table
 
 

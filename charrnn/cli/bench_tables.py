@@ -1,0 +1,74 @@
+"""`charrnn bench`'s tables for the measured-choices rows: the sampler next to its floor, the
+busy neighbour, and the batch x window grid summarised over its seeds."""
+
+from __future__ import annotations
+
+import statistics
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..bench import BusyNeighbour, QualityRow, SamplingFloor
+
+
+def new_table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table titled on the left, its columns right-aligned (figures)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right")
+    return table
+
+
+def floor_table(f: SamplingFloor) -> Table:
+    counts = sorted(f.floor_steps_per_sec)
+    table = new_table(
+        f"Sampling next to its floor: one stream of a {f.cell} {f.layers}x{f.hidden} through sample.generate",
+        (*(f"floor, {n} thread{'s' if n > 1 else ''}" for n in counts), "sampler chars/s", "of the best floor"),
+    )
+    floors = [f"{f.floor_steps_per_sec[n]:,.0f} steps/s" for n in counts]
+    table.add_row(*floors, f"{f.sampler_chars_per_sec:,.0f}", f"{f.ratio:.2f} (target >= 0.8)")
+    table.caption = "floor: the step's matrix products alone, timed in the same run; start-up excluded"
+    return table
+
+
+def neighbour_table(n: BusyNeighbour) -> Table:
+    table = new_table(
+        f"Busy neighbour: a {n.seconds:g} s --time-budget run alone, then beside a {n.neighbour_threads}-thread "
+        "matmul loop",
+        ("steps alone", "steps beside it", "kept"),
+    )
+    table.add_row(f"{n.quiet_steps:,}", f"{n.busy_steps:,}", f"{n.kept:.2f} (target >= 0.5)")
+    return table
+
+
+def shape_grid_table(rows: list[QualityRow]) -> list[Table]:
+    """The batch x window rows, one table per corpus and budget, one line per cell: the mean over
+    seeds and the seeds' spread."""
+    groups: dict[tuple[str, float], dict[str, list[QualityRow]]] = {}
+    for r in rows:
+        if r.label.startswith("batch ") and not r.skipped:
+            cell = r.label.rsplit(", seed", 1)[0].removeprefix("batch ").replace(" window ", " ")
+            groups.setdefault((r.corpus, r.budget_seconds), {}).setdefault(cell, []).append(r)
+    tables = []
+    for (corpus, budget), cells in groups.items():
+        table = new_table(
+            f"Batch x window, {corpus}, {budget:g}s, at the size rule's choice (spread: best to worst seed)",
+            ("batch x window", "model", "seeds", "steps", "val bpc", "spread", "ratio"),
+        )
+        for cell, group in cells.items():
+            bpcs = [r.val_bpc for r in group]
+            ratios = [r.ratio for r in group if r.ratio is not None]
+            table.add_row(
+                cell,
+                ", ".join(sorted({f"{r.num_layers}x{r.hidden_size}" for r in group})),
+                str(len(group)),
+                f"{statistics.mean(r.steps for r in group):,.0f}",
+                f"{statistics.mean(bpcs):.3f}",
+                f"{max(bpcs) - min(bpcs):.3f}",
+                f"{statistics.mean(ratios):.3f}" if ratios else "-",
+            )
+        tables.append(table)
+    return tables
