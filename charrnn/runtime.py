@@ -129,13 +129,20 @@ class Placement:
     device: torch.device
     precision: str  # fp32, bf16 or fp16
     precision_reason: str  # for the user: why that precision
+    threads: int | None = None  # --threads: a fixed count; None: measured as the run goes (probes.threads)
 
     @classmethod
     def decide(
-        cls, device: str, precision: str, given: torch.device | None = None, auto: AutoPrecision | None = None
+        cls,
+        device: str,
+        precision: str,
+        given: torch.device | None = None,
+        auto: AutoPrecision | None = None,
+        threads: int | None = None,
     ) -> "Placement":
-        """--device, then --precision for that device (`auto`: how --precision auto measures it);
-        `given`: the device a launcher assigned."""
+        """--device, then --precision for that device (`auto`: how --precision auto measures it),
+        on --threads threads; `given`: the device a launcher assigned."""
+        set_cpu_threads(threads)
         target = given if given is not None else resolve_device(device)
         chosen, why = resolve_precision(precision, target, auto)
-        return cls(target, chosen, why)
+        return cls(target, chosen, why, threads)

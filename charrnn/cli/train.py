@@ -145,6 +145,7 @@ def train(
         save_every=save_every,
         size_for_budget=hidden_size is None and num_layers is None,
         started=started,
+        threads=threads,
     )  # checked as it is made: --resume with --init-from, --save-every 0
     dist = DistContext.from_env(device.value)
     reporter = _reporter(dist.is_main, tensorboard)

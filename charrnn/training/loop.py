@@ -27,7 +27,7 @@ from ..model import HiddenState, RNNLanguageModel, detach_state, map_state, stre
 from ..runtime import Placement, StopFlag, autocast_for
 from .budget import Budget
 from .distributed import DistContext
-from .meters import LossReadback, SlowRunWatch, SpeedMeter
+from .meters import LossReadback, SpeedMeter, StepPace
 from .optimization import build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
 from .validation import ValidationSet, validation_set
@@ -67,7 +67,7 @@ class Trainer:
         self.batcher = StreamBatcher(
             data.train, self.cfg.batch_size, self.cfg.seq_len, self.dist.rank, self.dist.world_size
         )
-        where = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)  # made directly
+        where = self.placement = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
         _check_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
@@ -119,17 +119,18 @@ class Trainer:
         self._start_clock()
         tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
-        slow = SlowRunWatch.for_run(self.model_cfg, self.device, self.precision, tokens, self.reporter)
+        pace = StepPace.for_run(self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size)
         while True:
             # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
             stopped = self.budget.should_stop(self.state.step, self.state.elapsed)
             if stopped is not None:
                 break
             # One optimiser step on the next window of every stream (x, y: (B, T)), timed for the budget.
+            pace.before_step()  # the thread count measured fastest (and measuring: the first steps)
             began = time.perf_counter()
             loss = self.step(*self._next_window())
             self.budget.add_step(time.perf_counter() - began, tokens)
-            slow.observe(time.perf_counter() - began, tokens)  # warns once if the machine is busy
+            pace.observe(time.perf_counter() - began, tokens)  # a busy machine: a warning, threads re-measured
             # All ranks take the same signal, clock and durations, so that they stop at the same step.
             signum, self.state.elapsed = self.budget.agree(self.dist, self.stop.signum or 0)
             chars_per_sec = speed.add(tokens * self.dist.world_size)
@@ -151,7 +152,7 @@ class Trainer:
         # A last evaluation, unless the last step just had one; then the whole split, when it fits.
         if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
             self._evaluate_and_save(speed.chars_per_sec)
-        whole, warning = self._validate_whole(), slow.verdict(self.state.elapsed)  # far too slow, or no step
+        whole, warning = self._validate_whole(), pace.slow.verdict(self.state.elapsed)  # far too slow, or no step
         return replace(self._result(stopped), whole_val_bpc=whole, warning=warning)
 
     def _start_clock(self) -> None:

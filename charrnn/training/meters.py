@@ -12,6 +12,9 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingDiverged
 from ..footprint import training_flops_per_token
+from ..probes.cache import machine_key
+from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, ThreadTuner, thread_counts, threads_cache
+from ..runtime import Placement
 from .reporting import Reporter
 from .sizing import cached_tokens_per_sec
 
@@ -130,3 +133,40 @@ class SlowRunWatch:
             f"no training step ran in {elapsed:.0f}s: the budget went to setting up and validating, on a "
             "machine that is busy or slow; stop other programs on these cores, or give a longer --time-budget"
         )
+
+
+class StepPace:
+    """What a training step's time tells the run: whether it is far too slow for this machine (a
+    warning, SlowRunWatch) and how many threads the next step gets (probes.threads.ThreadTuner:
+    measured with the run's own steps, re-measured when they slow down). Validation runs on the
+    count the training steps were last measured fastest on: the same matrix products, forward only."""
+
+    def __init__(self, slow: SlowRunWatch, threads: ThreadTuner | None, say: Callable[[str], None]):
+        self.slow, self.threads, self.say = slow, threads, say
+
+    @classmethod
+    def for_run(
+        cls, model: ModelConfig, placement: Placement, tokens_per_step: int, reporter: Reporter, processes: int
+    ) -> "StepPace":
+        device, precision = placement.device, placement.precision
+        slow = SlowRunWatch.for_run(model, device, precision, tokens_per_step, reporter)
+        sizes = (model.cell, model.embed_size, model.hidden_size, model.num_layers, model.vocab_size)
+        step_flops = training_flops_per_token(*sizes) * tokens_per_step
+        # Measured only where it can matter and nobody chose: a CPU, one process, --threads not
+        # given, a step big enough that threads change its time (a tiny one stays deterministic).
+        tuned = device.type == "cpu" and processes == 1 and placement.threads is None
+        threads = None
+        if tuned and step_flops >= OVERHEAD_BOUND_STEP_FLOPS and len(thread_counts()) > 1:
+            key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
+            threads = ThreadTuner(threads_cache(), f"{key} v{model.vocab_size} t{tokens_per_step}|{precision}")
+        return cls(slow, threads, reporter.on_message)
+
+    def before_step(self) -> None:
+        if self.threads is not None:
+            self.threads.before_step()
+
+    def observe(self, step_seconds: float, tokens: int) -> None:
+        self.slow.observe(step_seconds, tokens)
+        note = self.threads.after_step(step_seconds) if self.threads is not None else None
+        if note:
+            self.say(note)

@@ -61,6 +61,7 @@ class RunRequest:
     save_every: int | None = None  # also write last.safetensors every N steps
     size_for_budget: bool = False  # a fresh run with a --time-budget picks its size (training.sizing)
     started: float | None = None  # when the command started: a --time-budget counts from there
+    threads: int | None = None  # --threads: a fixed count; None: measured (probes.threads)
 
     def __post_init__(self) -> None:
         if self.resume and self.init_from is not None:
@@ -101,7 +102,7 @@ def train(
         elif request.init_from is not None:
             trainer = _fine_tuned(corpus, model_cfg, train_cfg, run_dir, request, hooks)
         else:  # in this order: device and precision, the data, the size for a budget, the model
-            placement = Placement.decide(train_cfg.device, train_cfg.precision, hooks.dist.device)
+            placement = _placement(model_cfg, train_cfg, request, hooks)
             data = load_tokens(
                 corpus,
                 tokenizer_kind=request.tokenizer.kind,
@@ -124,6 +125,32 @@ def train(
     finally:
         if lock is not None:
             lock.release()  # idempotent
+
+
+def _placement(model_cfg: ModelConfig, train_cfg: TrainConfig, request: RunRequest, hooks: RunHooks) -> Placement:
+    """Device, precision and threads: --precision auto times the run's training step in each
+    precision (probes.precision). A fresh run's vocabulary is not known yet: a char corpus's is
+    about 100, a subword one's --vocab-size; a run sized for its budget is timed at the default size."""
+    from ..probes.precision import StepShape, choose_precision
+
+    vocab = model_cfg.vocab_size or (request.tokenizer.vocab_size if request.tokenizer.kind != "char" else 96)
+    shape = StepShape(
+        model_cfg.cell,
+        vocab,
+        model_cfg.embed_size,
+        model_cfg.hidden_size,
+        model_cfg.num_layers,
+        train_cfg.batch_size,
+        train_cfg.seq_len,
+    )
+    return Placement.decide(
+        train_cfg.device,
+        train_cfg.precision,
+        hooks.dist.device,
+        # Every process of a distributed run must train in the same precision: no per-process timing there.
+        auto=None if hooks.dist.active else lambda device: choose_precision(device, shape),
+        threads=request.threads,
+    )
 
 
 def _sized_for_budget(
@@ -160,7 +187,7 @@ def _trainer(
         stop=hooks.stop,
         save_every=request.save_every,
         started=request.started,
-        placement=placement or Placement.decide(train_cfg.device, train_cfg.precision, hooks.dist.device),
+        placement=placement or _placement(model_cfg, train_cfg, request, hooks),
     )
 
 

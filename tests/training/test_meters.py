@@ -79,3 +79,47 @@ def test_a_run_near_its_speed_or_too_small_to_judge_says_nothing():
 def test_a_session_without_a_step_says_so_and_what_to_do():
     watch, _ = _watch(expected=None)
     assert "no training step ran in 31s" in watch.verdict(31.2) and "--time-budget" in watch.verdict(31.2)
+
+
+def _pace(hidden: int, threads: int | None, processes: int = 1):
+    from charrnn.config import ModelConfig
+    from charrnn.runtime import Placement
+    from charrnn.training.meters import StepPace
+    from charrnn.training.reporting import Reporter
+
+    model = ModelConfig(vocab_size=65, hidden_size=hidden, num_layers=2)
+    placement = Placement(torch.device("cpu"), "fp32", "as asked", threads)
+    return StepPace.for_run(model, placement, 32 * 64, Reporter(), processes)
+
+
+def test_threads_are_measured_only_where_nobody_chose_and_they_can_matter(monkeypatch):
+    monkeypatch.setattr("charrnn.training.meters.thread_counts", lambda: (1, 2))
+    assert _pace(512, None).threads is not None  # a 2x512 step: measured
+    assert _pace(512, 2).threads is None  # --threads 2: honoured, never changed
+    assert _pace(512, None, processes=2).threads is None  # every process of a distributed run keeps its count
+    assert _pace(8, None).threads is None  # a step this small is overhead: left alone, deterministic
+    monkeypatch.setattr("charrnn.training.meters.thread_counts", lambda: (1,))
+    assert _pace(512, None).threads is None  # one core: nothing to choose
+
+
+def test_the_pace_sets_threads_before_each_step_and_passes_the_tuners_decision_on():
+    from charrnn.training.meters import SlowRunWatch, StepPace
+
+    class Tuner:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def before_step(self) -> None:
+            self.calls.append("before")
+
+        def after_step(self, seconds: float) -> str | None:
+            self.calls.append(f"after {seconds}")
+            return "threads: 1 thread" if seconds > 1 else None
+
+    heard: list[str] = []
+    tuner = Tuner()
+    pace = StepPace(SlowRunWatch(None, 0.0, heard.append), tuner, heard.append)  # type: ignore[arg-type]
+    for seconds in (0.5, 2.0):
+        pace.before_step()
+        pace.observe(seconds, 100)
+    assert tuner.calls == ["before", "after 0.5", "before", "after 2.0"] and heard == ["threads: 1 thread"]
