@@ -16,6 +16,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from .config import ModelConfig, TrainConfig
+
 GATES = {"lstm": 4, "gru": 3}  # gate blocks per recurrent weight; plain RNNs (tanh, relu) have 1
 FLOAT_BYTES = 4  # parameters, gradients and optimiser state are fp32 whatever the precision
 # Training holds weights, gradients and up to two optimiser moments (AdamW): 4 copies.
@@ -80,6 +82,14 @@ def training_bytes(cell: str, vocab: int, embed: int, hidden: int, layers: int, 
     params = parameter_count(cell, vocab, embed, hidden, layers)
     per_token = embed + layers * hidden * (GATES.get(cell, 1) + 2) + 3 * vocab
     return FLOAT_BYTES * (TRAINING_COPIES * params + batch * seq_len * per_token)
+
+
+def check_training_fits(model: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
+    """ConfigError when training `model` at cfg's batch and window would not fit on `device`."""
+    sizes = (model.cell, model.vocab_size, model.embed_size, model.hidden_size, model.num_layers)
+    need = training_bytes(*sizes, cfg.batch_size, cfg.seq_len)
+    what = f"training a {model.num_layers:,} x {model.hidden_size:,} {model.cell} (embed {model.embed_size:,})"
+    check_fits(need, what, "choose a smaller --hidden, --layers or --embed", device.type, device.index)
 
 
 def available_bytes(device_type: str = "cpu", index: int | None = None) -> int | None:

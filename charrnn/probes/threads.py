@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
@@ -67,6 +68,8 @@ def _threads(n: int) -> str:
 
 
 def _ms(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
     return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
 
 
@@ -93,6 +96,21 @@ def time_thread_counts(
     finally:
         set_threads(before)
     return [ThreadTiming(n, statistics.median(s)) for n, s in samples.items()]
+
+
+@contextmanager
+def on_fastest_threads(work: Callable[[], object], counts: Sequence[int] | None = None) -> Iterator[list[ThreadTiming]]:
+    """Within the block, torch runs on the count `work` runs fastest on (timed first, three
+    alternating rounds); torch's count is restored after. Other probes time their work this way:
+    on a busy machine, all threads can be 100x slower than one, and would measure nothing else."""
+    counts = tuple(counts or thread_counts())
+    before = torch.get_num_threads()
+    timings = time_thread_counts(work, counts) if len(counts) > 1 else []
+    torch.set_num_threads(fastest(timings).threads if timings else before)
+    try:
+        yield timings
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -132,6 +150,9 @@ def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | Non
 # ----------------------------------------------------------------------------- training
 
 
+HOPELESS = 3.0  # a count this many times slower than another is ruled out after one step
+
+
 @dataclass(frozen=True)
 class TunerSettings:
     probe_steps: int = 3  # steps at each count per probe, alternating
@@ -161,7 +182,9 @@ class ThreadTuner:
         self.counts = tuple(counts or thread_counts())
         self.set_threads, self.clock = set_threads, clock
         self.preferred = self._cached_choice()  # the quiet machine's choice, when known
-        self.current = self.preferred or self.counts[-1]
+        # Until measured, one thread: never far from the best, while all of them beside a busy
+        # program can be 100x slower (every op waits for a thread that is not running).
+        self.current = self.preferred or 1
         self.schedule: list[int] = [] if self.preferred else self._probe_schedule()
         self.samples: dict[int, list[float]] = {}
         self.baseline: float | None = None
@@ -169,6 +192,10 @@ class ThreadTuner:
         self.last_probe = clock()
         self.warmed = False
         self.probes = 0
+
+    def settle(self) -> None:
+        """Set the chosen count (or one, until measured) for what runs between steps: validation."""
+        self.set_threads(self.current)
 
     def before_step(self) -> None:
         self.set_threads(self.schedule[0] if self.schedule and self.warmed else self.current)
@@ -180,6 +207,7 @@ class ThreadTuner:
         if self.schedule:
             count = self.schedule.pop(0)
             self.samples.setdefault(count, []).append(seconds)
+            self._drop_hopeless()
             return None if self.schedule else self._decide()
         assert self.baseline is not None or self.preferred is not None
         if self.baseline is None:
@@ -191,6 +219,13 @@ class ThreadTuner:
             self.schedule = self._probe_schedule()
             self.samples.clear()
         return None
+
+    def _drop_hopeless(self) -> None:
+        """A count already HOPELESS times slower than another needs no more steps to be ruled out
+        (beside a busy program, all threads can take seconds a step where one takes milliseconds)."""
+        best = min(min(s) for s in self.samples.values())
+        hopeless = {n for n, s in self.samples.items() if min(s) > HOPELESS * best}
+        self.schedule = [n for n in self.schedule if n not in hopeless]
 
     def _probe_schedule(self) -> list[int]:
         return [n for _ in range(self.settings.probe_steps) for n in self.counts]

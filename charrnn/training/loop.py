@@ -22,7 +22,7 @@ from ..config import ModelConfig, TrainConfig
 from ..data.tokens import StreamBatcher, TokenData, fit_batch_size
 from ..errors import CorpusError, Interrupted
 from ..evaluation import LN2, evaluate_ids
-from ..footprint import check_fits, training_bytes
+from ..footprint import check_training_fits
 from ..model import HiddenState, RNNLanguageModel, detach_state, map_state, stream_count
 from ..runtime import Placement, StopFlag, autocast_for
 from .budget import Budget
@@ -31,13 +31,6 @@ from .meters import LossReadback, SpeedMeter, StepPace
 from .optimization import build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
 from .validation import ValidationSet, validation_set
-
-
-def _check_fits(model: ModelConfig, cfg: TrainConfig, device: torch.device) -> None:
-    sizes = (model.cell, model.vocab_size, model.embed_size, model.hidden_size, model.num_layers)
-    need = training_bytes(*sizes, cfg.batch_size, cfg.seq_len)
-    what = f"training a {model.num_layers:,} x {model.hidden_size:,} {model.cell} (embed {model.embed_size:,})"
-    check_fits(need, what, "choose a smaller --hidden, --layers or --embed", device.type, device.index)
 
 
 class Trainer:
@@ -70,7 +63,7 @@ class Trainer:
         where = self.placement = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
-        _check_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
+        check_training_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
         torch.manual_seed(self.cfg.seed)
         self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
         self.ddp_model = self.dist.wrap(self.model)
@@ -116,10 +109,14 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
         self.reporter.on_start(self._run_info())
-        self._start_clock()
         tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
-        speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         pace = StepPace.for_run(self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size)
+        with pace.threads_for_run():  # one thread until measured: all of them beside a busy program can be 100x slower
+            return self._loop(pace, tokens)
+
+    def _loop(self, pace: StepPace, tokens: int) -> TrainResult:
+        self._start_clock()
+        speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         while True:
             # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
             stopped = self.budget.should_stop(self.state.step, self.state.elapsed)

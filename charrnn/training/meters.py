@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -141,8 +142,11 @@ class StepPace:
     measured with the run's own steps, re-measured when they slow down). Validation runs on the
     count the training steps were last measured fastest on: the same matrix products, forward only."""
 
-    def __init__(self, slow: SlowRunWatch, threads: ThreadTuner | None, say: Callable[[str], None]):
+    def __init__(
+        self, slow: SlowRunWatch, threads: ThreadTuner | None, say: Callable[[str], None], small_on_cpu: bool = False
+    ):
         self.slow, self.threads, self.say = slow, threads, say
+        self.small_on_cpu = small_on_cpu  # a step too small for threads to pay, nobody chose: one thread
 
     @classmethod
     def for_run(
@@ -155,11 +159,26 @@ class StepPace:
         # Measured only where it can matter and nobody chose: a CPU, one process, --threads not
         # given, a step big enough that threads change its time (a tiny one stays deterministic).
         tuned = device.type == "cpu" and processes == 1 and placement.threads is None
-        threads = None
-        if tuned and step_flops >= OVERHEAD_BOUND_STEP_FLOPS and len(thread_counts()) > 1:
+        threads, small = None, tuned and step_flops < OVERHEAD_BOUND_STEP_FLOPS
+        if tuned and not small and len(thread_counts()) > 1:
             key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
             threads = ThreadTuner(threads_cache(), f"{key} v{model.vocab_size} t{tokens_per_step}|{precision}")
-        return cls(slow, threads, reporter.on_message)
+        return cls(slow, threads, reporter.on_message, small)
+
+    @contextmanager
+    def threads_for_run(self) -> Iterator[None]:
+        """The run's thread count from the start (validation comes first): the measured one, or
+        one thread until it is measured, or one for a step too small for threads to pay; --threads
+        and a GPU keep theirs. torch's count is restored afterwards."""
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            self.threads.settle()
+        elif self.small_on_cpu:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def before_step(self) -> None:
         if self.threads is not None:

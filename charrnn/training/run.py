@@ -130,19 +130,18 @@ def train(
 def _placement(model_cfg: ModelConfig, train_cfg: TrainConfig, request: RunRequest, hooks: RunHooks) -> Placement:
     """Device, precision and threads: --precision auto times the run's training step in each
     precision (probes.precision). A fresh run's vocabulary is not known yet: a char corpus's is
-    about 100, a subword one's --vocab-size; a run sized for its budget is timed at the default size."""
+    about 100, a subword one's --vocab-size. A run sized for its budget is timed at the shape
+    whose speed then sizes it (training.sizing.PROBE_SHAPE): both measurements agree."""
     from ..probes.precision import StepShape, choose_precision
+    from .sizing import PROBE_SHAPE
 
     vocab = model_cfg.vocab_size or (request.tokenizer.vocab_size if request.tokenizer.kind != "char" else 96)
-    shape = StepShape(
-        model_cfg.cell,
-        vocab,
-        model_cfg.embed_size,
-        model_cfg.hidden_size,
-        model_cfg.num_layers,
-        train_cfg.batch_size,
-        train_cfg.seq_len,
+    hidden, layers, batch, seq_len = (
+        (model_cfg.hidden_size, model_cfg.num_layers, train_cfg.batch_size, train_cfg.seq_len)
+        if not (request.size_for_budget and train_cfg.time_budget)
+        else PROBE_SHAPE
     )
+    shape = StepShape(model_cfg.cell, vocab, model_cfg.embed_size, hidden, layers, batch, seq_len)
     return Placement.decide(
         train_cfg.device,
         train_cfg.precision,

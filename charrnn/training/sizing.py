@@ -30,6 +30,8 @@ from ..config import ModelConfig, TrainConfig
 from ..footprint import parameter_count, training_flops_per_token
 from ..model import RNNLanguageModel
 from ..probes.cache import SETTLED_PROBES, ProbeCache, machine_key
+from ..probes.precision import fitting_step
+from ..probes.threads import on_fastest_threads
 from ..runtime import Placement, autocast_for
 
 # Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
@@ -124,21 +126,31 @@ def measure_flops_per_sec(
     model = RNNLanguageModel("lstm", PROBE_VOCAB, 64, hidden, layers, dropout=0.0).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-    def step() -> None:
+    def step(batch: int, seq_len: int) -> None:
+        window = tokens[:batch, : seq_len + 1]
         with autocast_for(device, precision):
-            logits, _ = model(tokens[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.float().reshape(-1, PROBE_VOCAB), tokens[:, 1:].reshape(-1))
+            logits, _ = model(window[:, :-1])  # (B, T, V)
+        loss = F.cross_entropy(logits.float().reshape(-1, PROBE_VOCAB), window[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    step()
-    steps, began = 0, time.perf_counter()
-    while steps < 2 or time.perf_counter() - began < seconds:
-        step()
-        steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def timed(batch: int, seq_len: int) -> float:
+        began = time.perf_counter()
+        step(batch, seq_len)
+        return time.perf_counter() - began
+
+    # On the thread count that runs it fastest now, a step of about a fifth of the probe: the
+    # full shape on a usual machine, less on a slow or busy one.
+    with on_fastest_threads(lambda: step(min(batch, 4), min(seq_len, 8))):
+        batch, seq_len = fitting_step(timed, batch, seq_len, seconds / 5)
+        step(batch, seq_len)
+        steps, began = 0, time.perf_counter()
+        while steps < 2 or time.perf_counter() - began < seconds:
+            step(batch, seq_len)
+            steps += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - began
     return steps * batch * seq_len * training_flops_per_token("lstm", 64, hidden, layers, PROBE_VOCAB) / elapsed
 

@@ -74,3 +74,13 @@ def test_the_real_probe_times_both_precisions_on_the_same_batch():
     timing = precision_mod.measure_precisions(CPU, StepShape("lstm", 30, 8, 32, 1, 4, 16), "bf16", seconds=0.05)
     assert timing.fp32_seconds > 0 and timing.candidate_seconds > 0
     assert abs(timing.loss_ratio - 1) < 0.05  # same weights, same batch: bf16 rounds, it does not differ
+
+
+def test_a_probe_step_shrinks_its_window_then_its_batch_to_stay_short():
+    def cost(per_cell: float):
+        return lambda batch, seq_len: per_cell * batch * seq_len
+
+    assert precision_mod.fitting_step(cost(1e-6), 32, 64, seconds=0.1) == (32, 64)  # fast: the run's own shape
+    assert precision_mod.fitting_step(cost(1e-4), 32, 64, seconds=0.1) == (32, 31)  # the window shrinks first
+    assert precision_mod.fitting_step(cost(1e-2), 32, 64, seconds=0.1) == (1, 8)  # then the batch
+    assert precision_mod.fitting_step(cost(1e-3), 32, 64, seconds=0.1) == (12, 8)

@@ -114,3 +114,14 @@ def test_settled_cache_answers_without_probing_and_a_busy_probe_never_binds(tmp_
     t = ThreadTuner(cache, "key", counts=(1, 2), set_threads=threads)
     assert t.schedule == [] and t.current == 2
     assert run_steps(t, threads, {1: 0.10, 2: 0.06}, steps=5) == [] and threads.now == 2
+
+
+def test_a_count_many_times_slower_is_ruled_out_after_one_step(tmp_path):
+    threads = Threads()
+    t = tuner(tmp_path, threads)
+    seen: list[int] = []
+    for _ in range(1 + 4):
+        t.before_step()
+        seen.append(threads.now)
+        t.after_step({1: 0.05, 2: 2.0}[threads.now])
+    assert seen[1:] == [1, 2, 1, 1] and t.current == 1 and t.schedule == []  # one slow step on two threads, not three
