@@ -33,12 +33,16 @@ def choose_next(
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    scaled = logits / temperature
-    if not torch.isfinite(scaled).all():
+    try:
+        return _draw(logits / temperature, top_k, top_p, generator)
+    except RuntimeError:  # no check on the hot path: the draw refuses the inf/NaN an overflow makes
         # A tiny temperature overflows float32 (and rounds to 0 in it). Softmax ignores a shift by
         # the max, after which every value is <= 0 and float64 holds the quotient.
         scaled = (logits - logits.max(dim=-1, keepdim=True).values).double() / temperature
-    logits = scaled
+        return _draw(scaled, top_k, top_p, generator)
+
+
+def _draw(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
