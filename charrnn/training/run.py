@@ -19,6 +19,7 @@ from ..checkpoint import LAST, RunCheckpoint, resolve_checkpoint
 from ..config import ModelConfig, TokenizerConfig, TrainConfig
 from ..data.tokens import CorpusBytes, TokenData, decode_corpus, load_tokens
 from ..errors import CharRNNError, CheckpointError, ConfigError
+from ..footprint import check_training_fits
 from ..model import RNNLanguageModel
 from ..runtime import Placement, StopFlag
 from ..tokenizers.char import CharTokenizer
@@ -142,12 +143,20 @@ def _placement(model_cfg: ModelConfig, train_cfg: TrainConfig, request: RunReque
         else PROBE_SHAPE
     )
     shape = StepShape(model_cfg.cell, vocab, model_cfg.embed_size, hidden, layers, batch, seq_len)
+
+    def measured(device: torch.device) -> tuple[str, str]:
+        # Sizes that cannot be trained here are refused before a probe allocates them.
+        check_training_fits(
+            replace(model_cfg, vocab_size=vocab, hidden_size=hidden, num_layers=layers), train_cfg, device
+        )
+        return choose_precision(device, shape)
+
     return Placement.decide(
         train_cfg.device,
         train_cfg.precision,
         hooks.dist.device,
         # Every process of a distributed run must train in the same precision: no per-process timing there.
-        auto=None if hooks.dist.active else lambda device: choose_precision(device, shape),
+        auto=None if hooks.dist.active else measured,
         threads=request.threads,
     )
 
