@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -83,7 +84,7 @@ def _count(n: int, what: str) -> str:
 
 
 def _write_beam_tunes(loaded: LoadedModel, cfg: SampleConfig, width: int, alpha: float, tunes: int) -> None:
-    """The `tunes` best complete tunes a beam of `width` finds after a blank line and "X:"."""
+    """The `tunes` best distinct complete tunes a beam of `width` finds after a blank line and "X:"."""
     from ..beam import beam_search
     from ..sample import _renumber
 
@@ -96,14 +97,18 @@ def _write_beam_tunes(loaded: LoadedModel, cfg: SampleConfig, width: int, alpha:
     found = beam_search(
         loaded.model, loaded.tokenizer, width, cfg.length, prime="\n\nX:", stop="\n\n", length_penalty=alpha
     )
-    complete = [h for h in found if h.stopped and h.text.strip("\n")][:tunes]
-    for n, hyp in enumerate(complete):
-        tune = _renumber("X:" + hyp.text.rstrip("\n"), "X:", n + 1)
-        sys.stdout.write(("\n" if n else "") + tune + "\n")
+    # A complete tune ended at a blank line and has its K: (key) field, which ends an ABC header;
+    # each tune once: texts that differ only in their X: number are one tune.
+    complete: dict[str, Hypothesis] = {}
+    for hyp in found:
+        if hyp.stopped and re.search(r"^K:", hyp.text, re.M) and len(complete) < tunes:
+            complete.setdefault(_renumber("X:" + hyp.text.rstrip("\n"), "X:", 0), hyp)
+    for n, (tune, hyp) in enumerate(complete.items()):
+        sys.stdout.write(("\n" if n else "") + _renumber(tune, "X:", n + 1) + "\n")
         sys.stdout.flush()
         _report(hyp, width, alpha)
     if len(complete) < tunes:
         raise CharRNNError(
-            f"the beam ended only {len(complete)} complete tunes of {tunes} asked within --length {cfg.length} "
-            "(raise --length or --beam)"
+            f"the beam ended only {len(complete)} distinct complete tune(s) (with a K: line) of {tunes} asked within "
+            f"--length {cfg.length} (raise --length or --beam; --length-penalty favours longer tunes)"
         )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # torch comes with these: not for `charrnn --help`
 
     from ..checkpoint import LoadedModel
     from ..config import SampleConfig
+    from ..copies import CopyLimit
     from ..copies.index import TextCopies
 
 DEFAULT_SAMPLES = 20
@@ -111,17 +112,15 @@ def _print_table(found: list[TextCopies], min_span: int) -> None:
 
 
 MAX_COPY_HELP = (
-    "Redraw any sample that copies more than N characters verbatim from the run's training text "
-    "(at most 10 draws per sample; stderr says how many were redrawn)."
+    "Redraw any sample, tune (--tunes) or document (--docs) that copies more than N characters verbatim "
+    "from the run's training text (at most 10 draws per one asked; stderr says how many were redrawn)."
 )
 
 
 CORPUS_HELP = "With --max-copy: the run's corpus (file, directory or ready corpus name), when not found by name."
 
 
-def check_max_copy_options(
-    max_copy: int | None, beam: int | None, docs: int | None, tunes: int | None, corpus: str | None
-) -> None:
+def check_max_copy_options(max_copy: int | None, beam: int | None, corpus: str | None) -> None:
     from ..copies import check_max_copy
 
     if max_copy is None:
@@ -131,33 +130,31 @@ def check_max_copy_options(
     check_max_copy(max_copy)
     if beam is not None:
         raise ConfigError("--max-copy redraws random samples; --beam draws none (it is deterministic)")
-    if docs is not None or tunes is not None:
-        raise ConfigError("--max-copy works on --num-samples samples, not yet with --docs or --tunes")
+
+
+def copy_limit(loaded: LoadedModel, max_copy: int | None, corpus: str | None) -> CopyLimit | None:
+    """`--max-copy N`: the run's training-text index (built once, cached) and N; None without it."""
+    from ..copies import CopyLimit, run_index
+
+    if max_copy is None:
+        return None
+    return CopyLimit(run_index(loaded, corpus, log=lambda m: stderr.print(m, markup=False)), max_copy)
 
 
 def write_capped_samples(
-    loaded: LoadedModel,
-    cfg: SampleConfig,
-    prime: str,
-    generator: torch.Generator,
-    max_copy: int,
-    corpus: str | None,
+    loaded: LoadedModel, cfg: SampleConfig, prime: str, generator: torch.Generator, limit: CopyLimit
 ) -> None:
     """`sample --max-copy N`: each sample drawn whole, checked against the training text, printed
     when it copies at most N characters; how many were redrawn, and why, on stderr."""
-    from ..copies import CappedDraw, draw_capped, run_index
+    from ..copies import CappedDraw, draw_capped
     from ..errors import CharRNNError
     from ..sample import generate
 
-    index = run_index(loaded, corpus, log=lambda m: stderr.print(m, markup=False))
-    draw = CappedDraw(cfg.num_samples, max_copy, 10 * cfg.num_samples)
+    draw = CappedDraw(cfg.num_samples, limit.max_copy, 10 * cfg.num_samples)
     one = lambda: "".join(generate(loaded.model, loaded.tokenizer, cfg, prime=prime, generator=generator))  # noqa: E731
-    for n, text in enumerate(draw_capped(one, index, draw, skip=len(prime))):
+    for n, text in enumerate(draw_capped(one, limit.index, draw, skip=len(prime))):
         sys.stdout.write(("\n" if n else "") + text + ("" if text.endswith("\n") else "\n"))
         sys.stdout.flush()
     stderr.print(draw.summary(), markup=False)
     if len(draw.kept) < draw.asked:
-        raise CharRNNError(
-            f"only {len(draw.kept)} of {draw.asked} samples copied at most {max_copy} characters "
-            f"in {draw.drawn} drawn: raise --max-copy, or sample hotter (--temp)"
-        )
+        raise CharRNNError(draw.shortfall())

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ..checkpoint import LoadedModel
     from ..config import SampleConfig
+    from ..copies import CopyLimit
     from ..music.check import CheckSummary, TuneCheck
 
 abc_app = typer.Typer(
@@ -135,9 +136,11 @@ def sample_tunes(
     valid_only: bool,
     max_attempts: int | None,
     midi: Optional[Path],
+    limit: CopyLimit | None = None,
 ) -> None:
     """`sample --tunes N` with --valid-only and/or --midi: tunes to stdout as they pass, how the
-    draw went on stderr, MIDI files into `midi`."""
+    draw went on stderr, MIDI files into `midi`. With `limit` (--max-copy), a tune copying more
+    of the training text is rejected like an invalid one."""
     import sys
 
     from ..errors import CharRNNError
@@ -146,7 +149,7 @@ def sample_tunes(
     from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START, generate_documents
 
     bound = check_max_attempts(count, max_attempts) if valid_only else ATTEMPTS_PER_TUNE * count
-    draw = TuneDraw(count, bound)
+    draw = TuneDraw(count, bound, kept_as="valid" if valid_only else "kept")
     # A tune the sampler cut off at --length is unfinished, and the note says so.
     drops = {DROPPED_TOO_LONG: f"unfinished (no end within --length {cfg.length})", DROPPED_WRONG_START: "no X: header"}
     documents = generate_documents(
@@ -160,6 +163,9 @@ def sample_tunes(
         generator=generator,
         on_drop=lambda why: draw.reject(drops[why]),
     )
+    if limit is not None:
+        copied = f"copied more than {limit.max_copy} characters of the training text"
+        documents = limit.filtered(documents, lambda _: draw.reject(copied))
     missing: list[TuneCheck] = []
     for tune in draw_tunes(documents, draw, valid_only=valid_only, render_midi=midi is not None):
         sys.stdout.write(("\n" if len(draw.kept) > 1 else "") + tune.text + "\n")
@@ -168,7 +174,7 @@ def sample_tunes(
             write_midi(midi / tune_file_name(len(draw.kept), tune.check.title), tune.midi)
         elif midi is not None:
             missing.append(tune.check)
-    if valid_only:
+    if valid_only or limit is not None:
         stderr.print(draw.summary(), markup=False)
     if midi is not None:
         _say_midi(len(draw.kept) - len(missing), missing, midi)
@@ -176,7 +182,8 @@ def sample_tunes(
         what = "tunes passed the checker" if valid_only else "complete tunes came out"
         raise CharRNNError(
             f"only {len(draw.kept)} of {count} {what} in {draw.drawn} drawn "
-            f"({'raise --max-attempts, ' if valid_only else ''}train longer, or raise --length above {cfg.length})"
+            f"({'raise --max-attempts, ' if valid_only else ''}{'raise --max-copy, ' if limit else ''}"
+            f"train longer, or raise --length above {cfg.length})"
         )
 
 

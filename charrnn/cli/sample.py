@@ -14,13 +14,14 @@ from ..config import SampleConfig
 from ..errors import CharRNNError
 from .application import app, chosen_checkpoint, stderr
 from .beam import BEAM_HELP, LENGTH_PENALTY_HELP, check_beam_options, write_beam
-from .copies import CORPUS_HELP, MAX_COPY_HELP, check_max_copy_options, write_capped_samples
+from .copies import CORPUS_HELP, MAX_COPY_HELP, check_max_copy_options, copy_limit, write_capped_samples
 from .options import CheckpointArg, default, opt
 
 if TYPE_CHECKING:  # torch comes with these: not for `charrnn --help`
     import torch
 
     from ..checkpoint import LoadedModel
+    from ..copies import CopyLimit
 
 S = SampleConfig
 
@@ -84,15 +85,13 @@ def sample(
         temperature=temperature, top_k=top_k, top_p=top_p, length=length, num_samples=num_samples, seed=seed, stop=stop
     )
 
-    import torch
-
     from ..checkpoint import load_model
     from ..sample import check_prime
 
     drawn = {"--temp": temperature != default(S, "temperature"), "--top-k": top_k != default(S, "top_k")}
     drawn |= {"--top-p": top_p != default(S, "top_p"), "--seed": seed is not None, "--num-samples": num_samples != 1}
     check_beam_options(beam, length_penalty, drawn, docs, valid_only, midi)
-    check_max_copy_options(max_copy, beam, docs, tunes, corpus)
+    check_max_copy_options(max_copy, beam, corpus)
     if docs is not None or tunes is not None:
         _check_document_options(docs, tunes, prime, stop, num_samples)
     if tunes is None and (valid_only or max_attempts is not None or midi is not None):
@@ -112,25 +111,33 @@ def sample(
     if beam is not None:
         write_beam(loaded, cfg, prime, beam, length_penalty or 0.0, tunes)
         return
-    if cfg.seed is None:
-        cfg_seed = random.randrange(2**31)
-        if cfg.temperature > 0:  # greedy text (--temp 0) is the same whatever the seed
-            stderr.print(f"seed {cfg_seed} (pass --seed {cfg_seed} to get this text again)")
-    else:
-        cfg_seed = cfg.seed
-    generator = torch.Generator().manual_seed(cfg_seed)
+    generator = _generator(cfg)
+    limit = copy_limit(loaded, max_copy, corpus)
     if tunes is not None and (valid_only or midi is not None):
         from .music import sample_tunes
 
-        sample_tunes(loaded, cfg, generator, tunes, valid_only, max_attempts, midi)
+        sample_tunes(loaded, cfg, generator, tunes, valid_only, max_attempts, midi, limit)
         return
     if docs is not None or tunes is not None:
-        _write_documents(loaded, cfg, generator, docs, tunes)
+        _write_documents(loaded, cfg, generator, docs, tunes, limit)
         return
-    if max_copy is not None:
-        write_capped_samples(loaded, cfg, prime, generator, max_copy, corpus)
+    if limit is not None:
+        write_capped_samples(loaded, cfg, prime, generator, limit)
         return
     _write_samples(loaded, cfg, prime, generator)
+
+
+def _generator(cfg: SampleConfig) -> torch.Generator:
+    """The draws' generator, seeded by --seed or a seed drawn here (said on stderr, to repeat the text)."""
+    import torch
+
+    if cfg.seed is None:
+        seed = random.randrange(2**31)
+        if cfg.temperature > 0:  # greedy text (--temp 0) is the same whatever the seed
+            stderr.print(f"seed {seed} (pass --seed {seed} to get this text again)")
+    else:
+        seed = cfg.seed
+    return torch.Generator().manual_seed(seed)
 
 
 def _write_samples(loaded: LoadedModel, cfg: SampleConfig, prime: str, generator: torch.Generator) -> None:
@@ -179,33 +186,51 @@ def _check_document_options(
 
 
 def _write_documents(
-    loaded: LoadedModel, cfg: SampleConfig, generator: torch.Generator, docs: int | None, tunes: int | None
+    loaded: LoadedModel,
+    cfg: SampleConfig,
+    generator: torch.Generator,
+    docs: int | None,
+    tunes: int | None,
+    limit: CopyLimit | None = None,
 ) -> None:
-    from ..sample import DROPPED_TOO_LONG, generate_documents
+    """`--docs N` / `--tunes N`: whole documents on stdout as they come (tunes renumbered X:1..N);
+    with `limit` (--max-copy), those copying too much of the training text are redrawn."""
+    from ..copies import CappedDraw, keep_capped
+    from ..sample import DROPPED_TOO_LONG, _renumber, generate_documents
 
     count = tunes if tunes is not None else docs or 0
     what = "tunes" if tunes is not None else "documents"
-    written, dropped = 0, Counter[str]()
-    for doc in generate_documents(
+    dropped = Counter[str]()
+    bound = count * 10  # documents drawn at most, the sampler's drops included (generate_documents' default)
+    documents = generate_documents(
         loaded.model,
         loaded.tokenizer,
-        count,
+        count if limit is None else bound,
         cfg,
         start="X:" if tunes is not None else "",
-        renumber="X:" if tunes is not None else None,
         max_chars=cfg.length,
+        attempts=10 if limit is None else 1,
         generator=generator,
         on_drop=lambda why: dropped.update([why]),
-    ):
-        sys.stdout.write(("\n" if written else "") + doc + "\n")
-        sys.stdout.flush()
+    )
+    draw = CappedDraw(count, limit.max_copy if limit else 0, bound, what)
+    kept = documents if limit is None else keep_capped(documents, limit, draw)
+    written = 0
+    for doc in kept:
         written += 1
+        doc = _renumber(doc, "X:", written) if tunes is not None else doc
+        sys.stdout.write(("\n" if written > 1 else "") + doc + "\n")
+        sys.stdout.flush()
     if dropped[DROPPED_TOO_LONG]:  # never printed: say so, they are what --length cost
         stderr.print(
             f"note: left out {dropped[DROPPED_TOO_LONG]} unfinished {what[:-1]}(s) (no end within --length {cfg.length})",
             markup=False,
         )
+    if limit is not None:
+        stderr.print(draw.summary(), markup=False)
     if written < count:
+        if draw.redrawn:
+            raise CharRNNError(draw.shortfall())
         why = _why_short(loaded, cfg, what, written, dropped)
         raise CharRNNError(f"the model wrote only {written} complete {what} of {count} asked: {why}")
 

@@ -11,10 +11,11 @@ bytes and a .npy file read with allow_pickle=False.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -25,8 +26,10 @@ from .index import CopyIndex, Origin, TextCopies, TrainingText, build_index, fin
 __all__ = ["CopyIndex", "Origin", "TextCopies", "TrainingText", "build_index", "find_copies", "longest_copy"]
 __all__ += [
     "CappedDraw",
+    "CopyLimit",
     "check_max_copy",
     "draw_capped",
+    "keep_capped",
     "check_min_span",
     "training_text",
     "run_index",
@@ -36,6 +39,7 @@ __all__ += [
 
 DEFAULT_MIN_SPAN = 20
 INDEX_VERSION = 1
+CLI_FIX = "give it with --corpus PATH"  # how a user of `charrnn copies` points at a corpus that moved
 
 
 def check_min_span(min_span: int) -> None:
@@ -43,41 +47,47 @@ def check_min_span(min_span: int) -> None:
         raise ConfigError(f"--min-span must be at least 1 character (got {min_span})")
 
 
-def _find_run_corpus(meta: dict[str, Any], path: Path, corpus: str | None, log: Callable[[str], None]) -> Any:
+def _find_run_corpus(
+    meta: dict[str, Any], path: Path, corpus: str | None, log: Callable[[str], None], fix: str = CLI_FIX
+) -> Any:
     """The corpus bytes the run was trained on: `corpus` when given, else the recorded name as a
-    path or a ready corpus already materialised (never downloaded)."""
+    path or a ready corpus already materialised (never downloaded). `fix` ends the messages."""
     from ..data.corpora import catalogue, corpora_dir, find_corpus, mirror_dirs, resolve_corpus
 
     if corpus is not None:
         return resolve_corpus(corpus, log)
     name = str(meta.get("corpus") or "")
     if not name:
-        raise CorpusError(f"{path}: the checkpoint names no corpus; give it with --corpus PATH")
+        raise CorpusError(f"{path}: the checkpoint names no corpus; {fix}")
     if Path(name).exists():
         return resolve_corpus(name, log)
     if name in catalogue() and find_corpus(name) is not None:
         return resolve_corpus(name, log)
     looked = ", ".join(str(d) for d in [Path(name).resolve(), corpora_dir().resolve(), *mirror_dirs()])
     fetch = f"`charrnn corpus get {name}`, or " if name in catalogue() else ""
-    raise CorpusError(
-        f"{path}: cannot find its training corpus {name!r} (looked in {looked}); {fetch}give it with --corpus PATH"
-    )
+    raise CorpusError(f"{path}: cannot find its training corpus {name!r} (looked in {looked}); {fetch}{fix}")
 
 
 def training_text(
-    loaded: Any, corpus: str | None = None, *, encoding: str = "utf-8", log: Callable[[str], None] = lambda _: None
+    loaded: Any,
+    corpus: str | None = None,
+    *,
+    encoding: str = "utf-8",
+    log: Callable[[str], None] = lambda _: None,
+    fix: str = CLI_FIX,
 ) -> TrainingText:
-    """The training split of the corpus `loaded` (a LoadedModel) was trained on, digest checked."""
+    """The training split of the corpus `loaded` (a LoadedModel) was trained on, digest checked.
+    A corpus not found (or not the run's) is a CorpusError saying where it looked, ending with `fix`."""
     from ..data.split import held_out, split_text
     from ..data.tokens import decode_corpus, file_texts
     from ..evaluation import train_settings
 
-    found = _find_run_corpus(loaded.meta, loaded.path, corpus, log)
+    found = _find_run_corpus(loaded.meta, loaded.path, corpus, log, fix)
     expected = loaded.meta.get("corpus_sha256")
     if expected and found.digest != expected:
         raise CorpusError(
             f"{found.source} is not the corpus {loaded.path} was trained on "
-            f"(sha256 {found.digest[:12]}..., the run's is {expected[:12]}...); give the right one with --corpus PATH"
+            f"(sha256 {found.digest[:12]}..., the run's is {expected[:12]}...); {fix}"
         )
     cfg = train_settings(loaded)
     files = file_texts(found, encoding)
@@ -150,22 +160,31 @@ def run_index(
 
 @dataclass
 class CappedDraw:
-    """How a draw under --max-copy went: samples drawn, kept, and the spans that redrew the others."""
+    """How a draw under --max-copy went: texts drawn, kept, and the spans that redrew the others.
+    `what` names the texts in messages: samples, tunes or documents."""
 
     asked: int
     max_copy: int
     max_attempts: int
+    what: str = "samples"
     drawn: int = 0
     kept: list[str] = field(default_factory=list)
-    redrawn: list[int] = field(default_factory=list)  # the longest copy of each sample redrawn
+    redrawn: list[int] = field(default_factory=list)  # the longest copy of each text redrawn
 
     def summary(self) -> str:
-        """'redrew 3 of 5 samples: each copied more than 40 characters of the training text (longest 212)'."""
+        """'redrew 3 of 5 samples drawn: each copied more than 40 characters of the training text verbatim (longest 212)'."""
         if not self.redrawn:
-            return f"no sample copied more than {self.max_copy} characters of the training text"
+            return f"no {self.what[:-1]} copied more than {self.max_copy} characters of the training text"
         return (
-            f"redrew {len(self.redrawn)} of {self.drawn} samples drawn: each copied more than {self.max_copy} "
+            f"redrew {len(self.redrawn)} of {self.drawn} {self.what} drawn: each copied more than {self.max_copy} "
             f"characters of the training text verbatim (longest {max(self.redrawn)})"
+        )
+
+    def shortfall(self) -> str:
+        """The one-line error when fewer than asked were kept."""
+        return (
+            f"only {len(self.kept)} of {self.asked} {self.what} copied at most {self.max_copy} characters "
+            f"in {self.drawn} drawn: raise --max-copy, or sample hotter (--temp)"
         )
 
 
@@ -174,16 +193,47 @@ def check_max_copy(max_copy: int) -> None:
         raise ConfigError(f"--max-copy must be 0 or more characters (got {max_copy})")
 
 
-def draw_capped(draw_one: Callable[[], str], index: CopyIndex, draw: CappedDraw, skip: int = 0) -> Iterator[str]:
-    """Yield `draw.asked` texts from `draw_one` whose longest copy from the training text is at
-    most `draw.max_copy` characters, redrawing the others, until `draw.max_attempts` were drawn
-    (`draw` counts how it went). The first `skip` characters (a prime the user gave) are not checked."""
-    while len(draw.kept) < draw.asked and draw.drawn < draw.max_attempts:
-        text = draw_one()
-        draw.drawn += 1
-        longest = longest_copy(index, text[skip:])
-        if longest > draw.max_copy:
-            draw.redrawn.append(longest)
-            continue
+@dataclass
+class CopyLimit:
+    """`--max-copy N` against one run's training text: a text copying more than N characters is redrawn."""
+
+    index: CopyIndex
+    max_copy: int
+
+    def filtered(self, texts: Iterable[str], on_copy: Callable[[int], None], skip: int = 0) -> Iterator[str]:
+        """The texts whose longest copy (past their first `skip` characters) is at most max_copy;
+        `on_copy` hears the longest copy of each one left out."""
+        for text in texts:
+            longest = longest_copy(self.index, text[skip:])
+            if longest > self.max_copy:
+                on_copy(longest)
+            else:
+                yield text
+
+
+def keep_capped(texts: Iterable[str], limit: CopyLimit, draw: CappedDraw, skip: int = 0) -> Iterator[str]:
+    """Yield texts from `texts` whose longest copy from the training text is at most
+    `limit.max_copy` characters, leaving out the others, until `draw.asked` were kept or
+    `draw.max_attempts` were drawn (`draw` counts how it went). The first `skip` characters
+    (a prime the user gave) are not checked."""
+
+    def counted() -> Iterator[str]:
+        source = iter(texts)
+        while len(draw.kept) < draw.asked and draw.drawn < draw.max_attempts:  # checked before each draw
+            text = next(source, None)
+            if text is None:
+                return
+            draw.drawn += 1
+            yield text
+
+    for text in limit.filtered(counted(), draw.redrawn.append, skip):
         draw.kept.append(text)
         yield text
+        if len(draw.kept) >= draw.asked:
+            return
+
+
+def draw_capped(draw_one: Callable[[], str], index: CopyIndex, draw: CappedDraw, skip: int = 0) -> Iterator[str]:
+    """`keep_capped` over texts drawn one at a time by `draw_one`."""
+    drawn = (draw_one() for _ in itertools.count())
+    yield from keep_capped(drawn, CopyLimit(index, draw.max_copy), draw, skip)

@@ -38,6 +38,7 @@ class TuneDraw:
     drawn: int = 0
     kept: list[DrawnTune] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
+    kept_as: str = "valid"  # what a kept tune is called in the summary ("kept" when validity is not asked)
 
     @property
     def complete(self) -> bool:
@@ -49,7 +50,7 @@ class TuneDraw:
 
     def summary(self) -> str:
         """One line: 'drew 14 tunes: 3 valid; rejected: 9 bars do not fit the meter, 2 ...'."""
-        line = f"drew {self.drawn} tune{'s' * (self.drawn != 1)}: {len(self.kept)} valid"
+        line = f"drew {self.drawn} tune{'s' * (self.drawn != 1)}: {len(self.kept)} {self.kept_as}"
         if self.rejected:
             line += "; rejected: " + ", ".join(
                 f"{n} {why}" for why, n in sorted(self.rejected.items(), key=lambda r: (-r[1], r[0]))
