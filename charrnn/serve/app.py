@@ -12,7 +12,7 @@ import html
 import json
 import random
 from importlib import resources
-from typing import TYPE_CHECKING, Any, AsyncGenerator
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import CharRNNError
 from ..tokenizers.char import show_chars
+from .copies import CopyIndexes, sample_copies
 from .generation import (
     BadRequest,
     Busy,
@@ -124,6 +125,7 @@ def create_app(registry: ModelRegistry, pool: WorkerPool | None = None, limits: 
     ]
     app = Starlette(routes=routes, exception_handlers={CharRNNError: on_error, Exception: on_bug})
     app.state.registry, app.state.pool, app.state.limits = registry, pool or WorkerPool(), limits
+    app.state.copies = CopyIndexes()
     return app
 
 
@@ -161,7 +163,8 @@ async def generate(request: Request) -> Response:
     seed = req.seed if req.seed is not None else random.randrange(2**31)
     generation = pool.start(lambda: sample_pieces(loaded, req, seed))
     headers = {"Cache-Control": "no-store", **SECURITY_HEADERS}
-    return EventStream(_events(generation, req, seed), generation, headers=headers)
+    copies = lambda text: sample_copies(request.app.state.copies, loaded, text)  # noqa: E731
+    return EventStream(_events(generation, req, seed, copies), generation, headers=headers)
 
 
 async def _reserve_and_load(request: Request, name: str) -> LoadedModel:
@@ -177,19 +180,25 @@ async def _reserve_and_load(request: Request, name: str) -> LoadedModel:
         raise
 
 
-async def _events(generation: Generation, req: GenerateRequest, seed: int) -> AsyncGenerator[str, None]:
-    tail = ""  # the text's last characters: whether it ended with the stop string
+async def _events(
+    generation: Generation, req: GenerateRequest, seed: int, copies: Callable[[str], dict[str, Any]]
+) -> AsyncGenerator[str, None]:
+    """The text as it comes, then `done` with the figures and, under "copies", the longest span of
+    the new text (the prime left out) found in the model's training text, checked off the event loop."""
+    pieces: list[str] = []
     async for kind, value in generation.events():
         if kind == "text":
-            tail = (tail + value)[-len(req.stop) :] if req.stop else ""
+            pieces.append(value)
             yield event({"text": value})
         elif kind == "done":
+            text = "".join(pieces)
             new = value["characters"] - len(req.prime)  # the prime comes first and is not generated
             seconds = value["seconds"]
             figures = {"characters": new, "seconds": round(seconds, 4), "seed": seed}
             figures["chars_per_second"] = round(new / seconds, 1) if seconds > 0 else None
             # cut: the text stopped because it reached `length`, not at its stop string
-            figures["cut"] = 0 < req.length <= new and not (req.stop and tail.endswith(req.stop))
+            figures["cut"] = 0 < req.length <= new and not (req.stop and text.endswith(req.stop))
+            figures["copies"] = await run_in_threadpool(copies, text[len(req.prime) :])
             yield event(figures, "done")
         else:
             yield event({"error": value}, "error")

@@ -120,6 +120,7 @@ async function generate(event) {
         sample.node.querySelector(".meta").textContent += ` · seed ${d.seed}`; // the one drawn when none was given
         sample.node.querySelector(".figures").textContent =
           `${d.characters} characters in ${d.seconds.toFixed(2)} s (${d.chars_per_second ?? "-"} chars/s)`;
+        if (d.copies) showCopies(sample, body.prime.length, d.copies);
         setStatus("done");
       } else if (ev.name === "error") {
         throw new Error(ev.data.error);
@@ -140,6 +141,32 @@ async function generate(event) {
     $("generate").disabled = false;
     $("stop-button").disabled = true;
   }
+}
+
+// The longest span of the new text found verbatim in the model's training text: said in one
+// line, and marked in the sample (through text nodes only, like everything else here).
+function showCopies(sample, primeLength, c) {
+  const line = sample.node.querySelector(".copies");
+  if (c.error) {
+    line.textContent = c.error;
+    return;
+  }
+  if (!c.longest) {
+    line.textContent = "copies nothing from the training text";
+    return;
+  }
+  const at = c.longest_at;
+  const where = at.file != null ? `${at.file} line ${at.file_line}` : `offset ${at.offset.toLocaleString()}, line ${at.line.toLocaleString()}`;
+  line.textContent = `longest copy from the training text: ${c.longest} characters (${where}); ` +
+    `${(100 * c.copied_share).toFixed(1)}% of the text in copied spans of ${c.min_span}+ characters`;
+  const start = sample.text.indexOf(c.longest_text, primeLength);
+  if (start < 0) return;
+  const mark = document.createElement("mark");
+  mark.className = "copied";
+  mark.title = `copied verbatim from the training text (${where})`;
+  mark.textContent = c.longest_text;
+  const pre = sample.node.querySelector("pre.text");
+  pre.replaceChildren(sample.text.slice(0, start), mark, sample.text.slice(start + c.longest_text.length));
 }
 
 function download(blob, name) {
