@@ -170,6 +170,7 @@ class FastStepper:
         self.num_layers = model.num_layers
         self.hidden_size = model.hidden_size
         self.threads: int | None = None  # intra-op threads for a step (measured); None: torch's count
+        self.lstm_split = [3 * self.hidden_size, self.hidden_size]  # (i, f, o) through a sigmoid, g a tanh
         rnn: Any = model.rnn  # nn.LSTM/GRU/RNN: their weight_ih_l0... attributes are made at run time
 
         def weight(name: str) -> torch.Tensor:  # LSTM gates (i, f, g, o) -> (i, f, o, g): rows are gates
@@ -232,20 +233,19 @@ class FastStepper:
     def compute(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         """`step` on the threads torch has now."""
         if self.cell == "lstm":
-            h_all, c_all = state
+            h_layers, c_layers = (t.unbind(0) for t in state)  # per layer: (B, H)
             hs: list[torch.Tensor] = []
             cs: list[torch.Tensor] = []
-            size = self.hidden_size
-            gates = torch.addmm(self.input_table[tokens], h_all[0], self.w_hh0)  # (B, 4H): i, f, o, g
+            first = torch.index_select(self.input_table, 0, tokens)  # (B, 4H): i, f, o, g
+            gates = torch.addmm(first, h_layers[0], self.w_hh0)
             for layer in range(self.num_layers):
                 if layer > 0:
-                    x = torch.cat([hs[-1], h_all[layer]], dim=1)  # (B, 2H)
+                    x = torch.cat((hs[-1], h_layers[layer]), 1)  # (B, 2H)
                     gates = torch.addmm(self.b_sum[layer - 1], x, self.w_cat[layer - 1])
-                ifo = torch.sigmoid(gates[:, : 3 * size])
-                c = torch.addcmul(
-                    ifo[:, size : 2 * size] * c_all[layer], ifo[:, :size], torch.tanh(gates[:, 3 * size :])
-                )
-                hs.append(ifo[:, 2 * size :] * torch.tanh(c))
+                sigmoid_part, g = gates.split(self.lstm_split, 1)
+                i, f, o = sigmoid_part.sigmoid().chunk(3, 1)
+                c = torch.addcmul(f * c_layers[layer], i, g.tanh())
+                hs.append(o * c.tanh())
                 cs.append(c)
             top = hs[-1]
             new_state: HiddenState = (torch.stack(hs), torch.stack(cs))

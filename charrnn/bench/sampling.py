@@ -4,6 +4,7 @@ floor: the same matmuls a step needs, alone, on one thread and on all."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -96,31 +97,29 @@ def step_matmuls(stepper: FastStepper, streams: int = 1) -> Callable[[], object]
 
 
 @torch.inference_mode()
-def bench_floor(cell: str, hidden: int, layers: int, seconds: float, length: int = 0) -> SamplingFloor:
+def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int = 5) -> SamplingFloor:
     """One stream through `sample.generate` (the prime and start-up excluded), and the step's
-    matmuls alone on each thread count, timed in the same call: the sampler's share of the floor."""
+    matmuls alone on each thread count, in alternating rounds of as many steps (a machine whose
+    speed drifts moves both alike): the sampler's share of the floor, medians of the rounds."""
     model = _model(cell, hidden, layers)
-    stepper = FastStepper(model)
-    matmuls = step_matmuls(stepper)
-    rounds = 3
-    per_round = max(0.05, seconds / (2 * rounds * len(thread_counts())))
-    probe = time_thread_counts(matmuls, thread_counts(), rounds=1, repeats=20)
-    repeats = max(1, int(per_round / min(t.seconds for t in probe)))
-    floors = time_thread_counts(matmuls, thread_counts(), rounds=rounds, repeats=repeats)
+    matmuls = step_matmuls(FastStepper(model))
+    counts = thread_counts()
+    once = min(t.seconds for t in time_thread_counts(matmuls, counts, rounds=1, repeats=20))
+    steps = max(20, int(seconds / (rounds * (len(counts) + 1.5)) / once))  # per round, each side
     tokenizer = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
-    length = length or max(1000, int(seconds / 2 / min(t.seconds for t in floors)))
-    config = SampleConfig(length=length, temperature=0.8)
+    config = SampleConfig(length=rounds * steps * 2 + 100, temperature=0.8)
     pieces = generate(model, tokenizer, config, prime=" ", generator=torch.Generator().manual_seed(0))
     next(pieces), next(pieces)  # the prime, then the first character: set-up (the prime, the thread probe) done
-    began = time.perf_counter()
-    produced = sum(len(piece) for piece in pieces)
-    sampler = produced / (time.perf_counter() - began)
-    best = max(1 / t.seconds for t in floors)
-    return SamplingFloor(
-        cell=cell,
-        hidden=hidden,
-        layers=layers,
-        floor_steps_per_sec={t.threads: 1 / t.seconds for t in floors},
-        sampler_chars_per_sec=sampler,
-        ratio=sampler / best,
-    )
+    floors: dict[int, list[float]] = {n: [] for n in counts}
+    sampler: list[float] = []
+    for _ in range(rounds):
+        for timing in time_thread_counts(matmuls, counts, rounds=1, repeats=steps):
+            floors[timing.threads].append(timing.seconds)
+        began, produced = time.perf_counter(), 0
+        while produced < steps:
+            produced += len(next(pieces))
+        sampler.append((time.perf_counter() - began) / produced)
+    pieces.close()
+    floor_rates = {n: 1 / statistics.median(t) for n, t in floors.items()}
+    rate = 1 / statistics.median(sampler)
+    return SamplingFloor(cell, hidden, layers, floor_rates, rate, rate / max(floor_rates.values()))

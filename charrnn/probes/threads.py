@@ -237,6 +237,7 @@ class ThreadTuner:
         self.probes += 1
         changed = best.threads != self.current
         self.current, self.baseline, self.slow, self.last_probe = best.threads, best.seconds, 0, self.clock()
+        self.set_threads(self.current)  # what runs before the next step (a validation) runs on it too
         if first and self.cache is not None:
             self.cache.add(self.key, {f"t{t.threads}": t.seconds for t in timings})
             self.preferred = self._cached_choice() or best.threads

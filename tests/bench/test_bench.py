@@ -87,7 +87,7 @@ def test_bench_sampling_runs_on_the_threads_asked_and_restores_them():
 
 
 def test_the_floor_row_times_generate_against_the_steps_matmuls_on_each_thread_count():
-    floor = bench_mod.bench_floor("lstm", 16, 2, seconds=0.05, length=200)
+    floor = bench_mod.bench_floor("lstm", 16, 2, seconds=0.05, rounds=2)
     assert set(floor.floor_steps_per_sec) == set(thread_counts())
     assert floor.sampler_chars_per_sec > 0
     assert floor.ratio == pytest.approx(floor.sampler_chars_per_sec / max(floor.floor_steps_per_sec.values()))
