@@ -209,9 +209,10 @@ class ThreadTuner:
             self.samples.setdefault(count, []).append(seconds)
             self._drop_hopeless()
             return None if self.schedule else self._decide()
-        assert self.baseline is not None or self.preferred is not None
-        if self.baseline is None:
-            self.baseline = seconds  # from the cache: the first timed step sets the pace
+        if self.baseline is None:  # started from the cache: the first few steps set the pace
+            self.samples.setdefault(self.current, []).append(seconds)
+            if len(self.samples[self.current]) >= self.settings.probe_steps:
+                self.baseline = statistics.median(self.samples.pop(self.current))
             return None
         self.slow = self.slow + 1 if seconds > self.settings.slow_factor * self.baseline else 0
         away = self.current != self.preferred and self.clock() - self.last_probe > self.settings.revisit_seconds
