@@ -102,8 +102,10 @@ class ProbeCache:
     def _sound(self, probe: object, now: float) -> bool:
         if not isinstance(probe, dict):
             return False
-        values = [probe.get(name) for name in (*self.fields, "at")]
+        if any(name not in probe for name in (*self.fields, "at")):
+            return False
+        values = list(probe.values())  # every figure a probe keeps is a finite number (and "at" a time)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             return False
         at = float(probe["at"])
-        return all(float(probe[name]) > 0 for name in self.fields) and now - PROBE_MAX_AGE <= at <= now + 60
+        return all(float(v) > 0 for k, v in probe.items() if k != "at") and now - PROBE_MAX_AGE <= at <= now + 60

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
-from .cache import ProbeCache, usable_cores
+from .cache import SETTLED_PROBES, ProbeCache, usable_cores
 
 if TYPE_CHECKING:
     from ..model import FastStepper, HiddenState
@@ -248,13 +248,13 @@ class ThreadTuner:
         if first:
             return f"threads: {note}, measured on this run's first steps (--threads N to choose)"
         verb = "now" if changed else "still"
-        return f"threads: {verb} {note}: the steps had slowed, the machine is busier or quieter than before"
+        return f"threads: {verb} {note}, measured again (the steps had slowed, or the machine may be quiet again)"
 
     def _cached_choice(self) -> int | None:
         if self.cache is None:
             return None
         probes = self.cache.recent(self.key)
-        if len(probes) < 3:
+        if len(probes) < SETTLED_PROBES:
             return None
         fastest_seen = [ThreadTiming(n, min(p.get(f"t{n}", float("inf")) for p in probes)) for n in self.counts]
         return fastest(fastest_seen).threads

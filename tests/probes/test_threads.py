@@ -83,6 +83,7 @@ def test_a_run_that_slows_by_half_for_several_steps_reprobes_and_moves(tmp_path)
     notes = run_steps(t, threads, busy, steps=TunerSettings().slow_steps + 6 + 1)
     assert t.current == 1 and threads.now == 1
     assert notes and notes[-1].startswith("threads: now 1 thread, 2.50x faster than 2")
+    assert "measured again" in notes[-1]
 
 
 def test_a_few_slow_steps_do_not_reprobe(tmp_path):
@@ -125,3 +126,15 @@ def test_a_count_many_times_slower_is_ruled_out_after_one_step(tmp_path):
         seen.append(threads.now)
         t.after_step({1: 0.05, 2: 2.0}[threads.now])
     assert seen[1:] == [1, 2, 1, 1] and t.current == 1 and t.schedule == []  # one slow step on two threads, not three
+
+
+def test_a_crafted_cache_entry_is_ignored_not_a_crash(tmp_path):
+    import json
+
+    path = tmp_path / "threads.json"
+    good = {"t1": 0.1, "t2": 0.05, "at": 1.0}
+    bad = [{"t1": "fast", "t2": 0.05, "at": 1.0}, {"t1": -1, "t2": 0.05, "at": 1.0}, {"t1": 1e400, "at": 1.0}]
+    path.write_text(json.dumps({"key": {"probes": [*bad, good, good, good]}}))
+    cache = ProbeCache("threads", (), path, now=lambda: 2.0)
+    assert cache.recent("key") == [good] * 3
+    assert ThreadTuner(cache, "key", counts=(1, 2), set_threads=Threads()).current == 2
