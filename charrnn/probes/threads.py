@@ -40,9 +40,11 @@ class ThreadTiming:
 
 
 def thread_counts() -> tuple[int, ...]:
-    """The counts worth comparing: one thread, and one per usable core."""
-    cores = usable_cores()
-    return (1, cores) if cores > 1 else (1,)
+    """The counts worth comparing: one thread, and one per usable core, but never more than the
+    process has now (torchrun gives each process one; --threads and OMP_NUM_THREADS set it too):
+    a process's thread pool is not resized behind its back."""
+    most = min(usable_cores(), torch.get_num_threads())
+    return (1, most) if most > 1 else (1,)
 
 
 def fastest(timings: Sequence[ThreadTiming]) -> ThreadTiming:

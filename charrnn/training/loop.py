@@ -115,6 +115,7 @@ class Trainer:
             return self._loop(pace, tokens)
 
     def _loop(self, pace: StepPace, tokens: int) -> TrainResult:
+        """The loop itself: `tokens` per step on each rank; `pace` times the steps and sets their threads."""
         self._start_clock()
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
         while True:
@@ -126,8 +127,9 @@ class Trainer:
             pace.before_step()  # the thread count measured fastest (and measuring: the first steps)
             began = time.perf_counter()
             loss = self.step(*self._next_window())
-            self.budget.add_step(time.perf_counter() - began, tokens)
-            pace.observe(time.perf_counter() - began, tokens)  # a busy machine: a warning, threads re-measured
+            seconds = time.perf_counter() - began
+            self.budget.add_step(seconds, tokens)
+            pace.observe(seconds, tokens)  # a busy machine: a warning, threads re-measured
             # All ranks take the same signal, clock and durations, so that they stop at the same step.
             signum, self.state.elapsed = self.budget.agree(self.dist, self.stop.signum or 0)
             chars_per_sec = speed.add(tokens * self.dist.world_size)

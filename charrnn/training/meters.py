@@ -178,7 +178,10 @@ class StepPace:
         try:
             yield
         finally:
-            torch.set_num_threads(before)
+            # Only when changed: resetting torch's pool at the end of a data-parallel process
+            # (which is never tuned) aborted it ("terminate called without an active exception").
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
     def before_step(self) -> None:
         if self.threads is not None:
