@@ -31,7 +31,7 @@ MIN_SPEEDUP = 1.1
 # The lower precision's loss on the same batch from the same weights must agree with fp32's to
 # this share; beyond it (overflow, a kernel gone wrong) it is not numerically sound here.
 SOUND_LOSS_GAP = 0.02
-PROBE_SECONDS = 1.0  # both precisions together, after one warm-up step of each
+PROBE_SECONDS = 0.6  # both precisions together, after one warm-up step of each
 MIN_WINDOW = 8  # a probe's step keeps at least this many time steps (the recurrence is what it times)
 
 
