@@ -9,7 +9,7 @@ of the budget (seconds x FLOP/s) grows, down to a floor: on one core the grid's 
 about 10 tokens per parameter at 60 s, while at 5 and 30 minutes sizes seeing 3.4-4.8 won and
 sizes seeing under 2 lost. How many tokens a size sees in the budget comes from a few
 seconds' measurement of this machine's training speed (FLOP/s), cached per machine: the first
-few budgeted runs probe (1.4 s each) and the cache answers with the fastest probe, so one taken
+few budgeted runs probe (1 s each) and the cache answers with the fastest probe, so one taken
 on a busy machine does not stick.
 
 A small corpus caps the size too: past `MAX_PARAMETERS_PER_CHAR` parameters per training
@@ -45,7 +45,7 @@ MAX_PARAMETERS_PER_CHAR = 4.0
 # Candidates, smallest first; the grid found 3 layers no better than 2 at equal budget (README).
 CANDIDATES: tuple[tuple[int, int], ...] = tuple((h, 2) for h in (64, 96, 128, 192, 256, 384, 512, 768, 1024))
 
-PROBE_SECONDS = 1.4  # with the precision probe (0.6 s), a first budgeted run spends 2 s measuring
+PROBE_SECONDS = 1.0  # with the precision probe (1 s), a first budgeted run spends about 2 s measuring
 PROBE_SHAPE = (384, 2, 32, 64)  # hidden, layers, batch, seq_len: a mid-sized training step
 PROBE_VOCAB = 96
 
