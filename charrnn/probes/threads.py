@@ -183,17 +183,20 @@ class ThreadTuner:
         self.cache, self.key, self.settings = cache, key, settings
         self.counts = tuple(counts or thread_counts())
         self.set_threads, self.clock = set_threads, clock
-        self.preferred = self._cached_choice()  # the quiet machine's choice, when known
+        quiet = self._cached_timing()  # the quiet machine's choice and its pace, when known
+        self.preferred = quiet.threads if quiet else None
         # Until measured, one thread: never far from the best, while all of them beside a busy
         # program can be 100x slower (every op waits for a thread that is not running).
         self.current = self.preferred or 1
         self.schedule: list[int] = [] if self.preferred else self._probe_schedule()
         self.samples: dict[int, list[float]] = {}
-        self.baseline: float | None = None
+        # Started from the cache, the pace to hold is the quiet machine's: a run that starts beside
+        # a busy program is then slow from its first step, and measures again.
+        self.baseline: float | None = quiet.seconds if quiet else None
         self.slow = 0
         self.last_probe = clock()
         self.warmed = False
-        self.probes = 0
+        self.probes = 1 if quiet else 0  # from the cache, a later probe is a measuring again
 
     def settle(self) -> None:
         """Set the chosen count (or one, until measured) for what runs between steps: validation."""
@@ -211,11 +214,7 @@ class ThreadTuner:
             self.samples.setdefault(count, []).append(seconds)
             self._drop_hopeless()
             return None if self.schedule else self._decide()
-        if self.baseline is None:  # started from the cache: the first few steps set the pace
-            self.samples.setdefault(self.current, []).append(seconds)
-            if len(self.samples[self.current]) >= self.settings.probe_steps:
-                self.baseline = statistics.median(self.samples.pop(self.current))
-            return None
+        assert self.baseline is not None  # set by the cache or by the first probe
         self.slow = self.slow + 1 if seconds > self.settings.slow_factor * self.baseline else 0
         away = self.current != self.preferred and self.clock() - self.last_probe > self.settings.revisit_seconds
         if self.slow >= self.settings.slow_steps or away:
@@ -243,7 +242,8 @@ class ThreadTuner:
         self.set_threads(self.current)  # what runs before the next step (a validation) runs on it too
         if first and self.cache is not None:
             self.cache.add(self.key, {f"t{t.threads}": t.seconds for t in timings})
-            self.preferred = self._cached_choice() or best.threads
+            quiet = self._cached_timing()
+            self.preferred = quiet.threads if quiet else best.threads
         if self.preferred is None:
             self.preferred = best.threads
         note = speedup_note(timings)
@@ -252,14 +252,17 @@ class ThreadTuner:
         verb = "now" if changed else "still"
         return f"threads: {verb} {note}, measured again (the steps had slowed, or the machine may be quiet again)"
 
-    def _cached_choice(self) -> int | None:
+    def _cached_timing(self) -> ThreadTiming | None:
+        """The count that was fastest in the recent probes (each count's fastest step seen) and
+        that step's time; None until SETTLED_PROBES runs have probed."""
         if self.cache is None:
             return None
         probes = self.cache.recent(self.key)
         if len(probes) < SETTLED_PROBES:
             return None
         fastest_seen = [ThreadTiming(n, min(p.get(f"t{n}", float("inf")) for p in probes)) for n in self.counts]
-        return fastest(fastest_seen).threads
+        best = fastest(fastest_seen)
+        return best if best.seconds < float("inf") else None
 
 
 def threads_cache() -> ProbeCache:

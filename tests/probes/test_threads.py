@@ -138,3 +138,14 @@ def test_a_crafted_cache_entry_is_ignored_not_a_crash(tmp_path):
     cache = ProbeCache("threads", (), path, now=lambda: 2.0)
     assert cache.recent("key") == [good] * 3
     assert ThreadTuner(cache, "key", counts=(1, 2), set_threads=Threads()).current == 2
+
+
+def test_a_run_that_starts_from_the_cache_beside_a_busy_program_measures_again(tmp_path):
+    cache = ProbeCache("threads", (), tmp_path / "threads.json")
+    for _ in range(3):
+        cache.add("key", {"t1": 0.10, "t2": 0.06})  # quiet: two threads
+    threads = Threads()
+    t = ThreadTuner(cache, "key", counts=(1, 2), set_threads=threads)
+    assert t.current == 2 and t.baseline == 0.06
+    notes = run_steps(t, threads, {1: 0.12, 2: 2.0}, steps=1 + TunerSettings().slow_steps + 4)
+    assert t.current == 1 and threads.now == 1 and notes[-1].startswith("threads: now 1 thread")
