@@ -33,8 +33,10 @@ NEIGHBOUR = (
 
 def start_neighbour(threads: int) -> subprocess.Popen[str]:
     """A process spinning `threads` threads on matrix products until it is killed."""
+    # The neighbour keeps OpenMP's default (spinning) wait, as another PyTorch program would.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     process = subprocess.Popen(
-        [sys.executable, "-c", NEIGHBOUR, str(threads)], stdout=subprocess.PIPE, text=True, env={**os.environ}
+        [sys.executable, "-c", NEIGHBOUR, str(threads)], stdout=subprocess.PIPE, text=True, env=env
     )
     assert process.stdout is not None
     process.stdout.readline()  # "ready": torch imported, the loop starts now
