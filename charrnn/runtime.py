@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -113,6 +114,17 @@ def resolve_precision(requested: str, device: torch.device, auto: AutoPrecision 
     if device.type == "cuda":
         return ("bf16", "the GPU supports bf16") if bf16 else ("fp16", "the GPU lacks bf16: fp16 with loss scaling")
     return "fp32", "not measured for this use: fp32"
+
+
+def timed(work: Callable[[], object], device: torch.device) -> float:
+    """Seconds `work()` takes on `device`, a GPU's queued work included (it is waited for)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    began = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began
 
 
 def autocast_for(device: torch.device, precision: str) -> AbstractContextManager[None]:

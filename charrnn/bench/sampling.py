@@ -19,14 +19,15 @@ from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB
 
 
+def step_weights(stepper: FastStepper) -> list[torch.Tensor]:
+    """The weight matrices one `FastStepper.step` multiplies by (the input table: only B rows, left out)."""
+    later = stepper.w_ih + stepper.w_hh if stepper.cell == "gru" else stepper.w_cat
+    return [stepper.w_hh0, *later, stepper.w_head]
+
+
 def stepper_weight_bytes(stepper: FastStepper) -> int:
-    """Bytes of weights one `FastStepper.step` reads (the input table: only B rows, ignored)."""
-    if stepper.cell == "gru":
-        later = stepper.w_ih + stepper.w_hh
-    else:
-        later = stepper.w_cat
-    tensors = [stepper.w_hh0, *later, stepper.w_head]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of weights one `FastStepper.step` reads."""
+    return sum(t.numel() * t.element_size() for t in step_weights(stepper))
 
 
 def _model(cell: str, hidden: int, layers: int) -> RNNLanguageModel:
@@ -87,12 +88,8 @@ def bench_sampling(
 def step_matmuls(stepper: FastStepper, streams: int = 1) -> Callable[[], object]:
     """The matrix products of one `FastStepper.step` and nothing else (no gates, no draw): the
     floor a step cannot go below on this machine."""
-    h = torch.zeros(streams, stepper.hidden_size)
-    if stepper.cell == "gru":
-        pairs = [(h, stepper.w_hh0), *[(h, w) for w in stepper.w_ih + stepper.w_hh]]
-    else:
-        pairs = [(h, stepper.w_hh0), *[(torch.zeros(streams, 2 * stepper.hidden_size), w) for w in stepper.w_cat]]
-    pairs.append((h, stepper.w_head))
+    inputs = {size: torch.zeros(streams, size) for size in (stepper.hidden_size, 2 * stepper.hidden_size)}
+    pairs = [(inputs[w.shape[0]], w) for w in step_weights(stepper)]  # each weight (in, out): an input of its width
     return lambda: [torch.mm(x, w) for x, w in pairs]
 
 

@@ -6,26 +6,12 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
 from ..probes.cache import cpu_model
+from ..runtime import timed
 from .results import Machine
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
 
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "bf16", "asimd", "sve")
 
@@ -66,7 +52,7 @@ def measure_matmul_peak(device: torch.device, precision: str = "fp32", size: int
     best = math.inf
     deadline = time.perf_counter() + seconds
     while True:
-        best = min(best, _timed(lambda: torch.mm(a, b), device))
+        best = min(best, timed(lambda: torch.mm(a, b), device))
         if time.perf_counter() > deadline:
             break
     return 2 * size**3 / best
@@ -76,5 +62,5 @@ def measure_read_bandwidth(device: torch.device, megabytes: int = 256, repeats: 
     """Bytes/s of reading a buffer far larger than the caches (a sum touches every byte once)."""
     x = torch.ones(megabytes * (1 << 20) // 4, device=device)
     x.sum()
-    best = min(_timed(lambda: x.sum(), device) for _ in range(repeats))
+    best = min(timed(lambda: x.sum(), device) for _ in range(repeats))
     return x.numel() * 4 / best

@@ -18,11 +18,10 @@ from ..data.corpora import find_corpus
 from ..data.tokens import StreamBatcher, TokenData
 from ..footprint import training_flops_per_token
 from ..probes.precision import StepShape, decide, measure_precisions
-from ..runtime import cpu_can_run_bf16
+from ..runtime import cpu_can_run_bf16, timed
 from ..tokenizers.char import CharTokenizer
 from ..training.loop import Trainer
 from .results import BenchPlan, PrecisionProbe, PrecisionQuality, PrecisionShape, TrainSpeed
-from .timing import _timed
 
 VOCAB = 65  # tinyshakespeare's character count: the head size every figure assumes
 
@@ -99,8 +98,8 @@ def bench_training(
         run_reference()
         ours, theirs = [], []
         for _ in range(plan.train_rounds):
-            ours.append(_timed(run_charrnn, device))
-            theirs.append(_timed(run_reference, device))
+            ours.append(timed(run_charrnn, device))
+            theirs.append(timed(run_reference, device))
     chars = plan.train_steps_per_round * plan.batch_size * plan.seq_len
     ours_speed, ref_speed = chars / statistics.median(ours), chars / statistics.median(theirs)
     flops = ours_speed * training_flops_per_token("lstm", embed, plan.hidden, plan.layers, VOCAB)
@@ -169,7 +168,7 @@ def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: tor
                     tuple(t.to(device) for t in batcher.window(i % batcher.windows_per_epoch))
                     for i in range(round_ * plan.train_steps_per_round, (round_ + 1) * plan.train_steps_per_round)
                 ]
-                seconds = _timed(lambda: [trainer.step(x, y) for x, y in windows], device)
+                seconds = timed(lambda: [trainer.step(x, y) for x, y in windows], device)
                 if round_:  # round 0 warms up
                     times[precision].append(seconds)
     chars = plan.train_steps_per_round * batch_size * seq_len

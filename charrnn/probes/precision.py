@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..footprint import training_flops_per_token
 from ..model import RNNLanguageModel
-from ..runtime import autocast_for, cpu_can_run_bf16
+from ..runtime import autocast_for, cpu_can_run_bf16, timed
 from .cache import SETTLED_PROBES, ProbeCache, machine_key
 from .threads import OVERHEAD_BOUND_STEP_FLOPS, on_fastest_threads
 
@@ -115,7 +115,7 @@ def measure_precisions(
         (loss * (scaler if precision == "fp16" else 1.0)).backward()
         return float(loss.detach())
 
-    time_fp32 = lambda b, t: _timed(lambda: step("fp32", b, t), device)  # noqa: E731
+    time_fp32 = lambda b, t: timed(lambda: step("fp32", b, t), device)  # noqa: E731
     with on_fastest_threads(lambda: step("fp32", min(shape.batch, 4), min(shape.seq_len, MIN_WINDOW))):
         batch, seq_len = fitting_step(time_fp32, shape.batch, shape.seq_len, seconds / 5)
         losses = {p: step(p, batch, seq_len) for p in ("fp32", candidate)}  # warm-up: kernels chosen, weights reordered
@@ -123,18 +123,10 @@ def measure_precisions(
         began = time.perf_counter()
         while min(len(t) for t in times.values()) < 2 or time.perf_counter() - began < seconds:
             for precision, seen in times.items():
-                seen.append(_timed(lambda: step(precision, batch, seq_len), device))
+                seen.append(timed(lambda: step(precision, batch, seq_len), device))
     ratio = losses[candidate] / losses["fp32"] if losses["fp32"] > 0 else math.nan
     fp32, lower = statistics.median(times["fp32"]), statistics.median(times[candidate])
     return PrecisionTiming(candidate, fp32, lower, ratio, batch, seq_len)
-
-
-def _timed(work: Callable[[], object], device: torch.device) -> float:
-    began = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - began
 
 
 def precision_cache() -> ProbeCache:

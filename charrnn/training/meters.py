@@ -91,6 +91,7 @@ class SlowRunWatch:
     MIN_STEP_FLOPS = 1e9
 
     def __init__(self, expected_tokens_per_sec: float | None, step_flops: float, warn: Callable[[str], None]):
+        self.step_flops = step_flops  # matmul FLOPs of one training step
         self.expected = expected_tokens_per_sec if step_flops >= self.MIN_STEP_FLOPS else None
         self.warn = warn  # hears "warning: ..." once
         self.steps = 0
@@ -154,8 +155,7 @@ class StepPace:
     ) -> "StepPace":
         device, precision = placement.device, placement.precision
         slow = SlowRunWatch.for_run(model, device, precision, tokens_per_step, reporter)
-        sizes = (model.cell, model.embed_size, model.hidden_size, model.num_layers, model.vocab_size)
-        step_flops = training_flops_per_token(*sizes) * tokens_per_step
+        step_flops = slow.step_flops
         # Measured only where it can matter and nobody chose: a CPU, one process, --threads not
         # given, a step big enough that threads change its time (a tiny one stays deterministic).
         tuned = device.type == "cpu" and processes == 1 and placement.threads is None

@@ -134,9 +134,9 @@ def _placement(model_cfg: ModelConfig, train_cfg: TrainConfig, request: RunReque
     about 100, a subword one's --vocab-size. A run sized for its budget is timed at the shape
     whose speed then sizes it (training.sizing.PROBE_SHAPE): both measurements agree."""
     from ..probes.precision import StepShape, choose_precision
-    from .sizing import PROBE_SHAPE
+    from .sizing import PROBE_SHAPE, PROBE_VOCAB
 
-    vocab = model_cfg.vocab_size or (request.tokenizer.vocab_size if request.tokenizer.kind != "char" else 96)
+    vocab = model_cfg.vocab_size or (request.tokenizer.vocab_size if request.tokenizer.kind != "char" else PROBE_VOCAB)
     hidden, layers, batch, seq_len = (
         (model_cfg.hidden_size, model_cfg.num_layers, train_cfg.batch_size, train_cfg.seq_len)
         if not (request.size_for_budget and train_cfg.time_budget)

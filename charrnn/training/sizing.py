@@ -32,7 +32,7 @@ from ..model import RNNLanguageModel
 from ..probes.cache import SETTLED_PROBES, ProbeCache, machine_key
 from ..probes.precision import fitting_step
 from ..probes.threads import on_fastest_threads
-from ..runtime import Placement, autocast_for
+from ..runtime import Placement, autocast_for, timed
 
 # Tokens per parameter the pick must see: MIN_TOKENS_PER_PARAMETER from SMALL_COMPUTE FLOPs of
 # training up (5 minutes of one 57 GFLOP/s core), more below it, as (SMALL_COMPUTE / compute)
@@ -135,15 +135,10 @@ def measure_flops_per_sec(
         loss.backward()
         optimizer.step()
 
-    def timed(batch: int, seq_len: int) -> float:
-        began = time.perf_counter()
-        step(batch, seq_len)
-        return time.perf_counter() - began
-
     # On the thread count that runs it fastest now, a step of about a fifth of the probe: the
     # full shape on a usual machine, less on a slow or busy one.
     with on_fastest_threads(lambda: step(min(batch, 4), min(seq_len, 8))):
-        batch, seq_len = fitting_step(timed, batch, seq_len, seconds / 5)
+        batch, seq_len = fitting_step(lambda b, t: timed(lambda: step(b, t), device), batch, seq_len, seconds / 5)
         step(batch, seq_len)
         steps, began = 0, time.perf_counter()
         while steps < 2 or time.perf_counter() - began < seconds:
