@@ -28,6 +28,13 @@ SPLITS = ("auto", "tail", "documents")  # --val-split: see data/split.py
 # tinyshakespeare's split (111,537) stays whole, so earlier figures on it stay comparable.
 DEFAULT_VAL_TOKENS = 120_000
 
+# Each stream reads this many windows (1,024 characters at --seq-len 64) of one place in the text,
+# then jumps to another (data/tokens.StreamBatcher). Measured (docs/performance.md, "Stream order"),
+# one seed each: python-stdlib (9.9 MB of Python) at 97 s, 2.19 bits/char reading each stream straight
+# through, 1.80-1.82 with chunks of 4, 8, 16 or 32 windows; tinyshakespeare at 131 s, 2.17 straight
+# through, 2.14 with 8, 2.12 with 16.
+DEFAULT_CHUNK_WINDOWS = 16
+
 # With no --steps, --epochs or --time-budget a run ends after this many passes over the
 # training text (or earlier, by --patience): about 10 minutes for a 1 MB corpus on a laptop.
 DEFAULT_MAX_EPOCHS = 10.0
@@ -110,7 +117,13 @@ class TrainConfig:
     """How a run trains: data windows, optimiser, schedule, limits and checkpoints."""
 
     seq_len: int = option(64, "Tokens per truncated-BPTT window.")
-    batch_size: int = option(32, "Parallel contiguous streams.")
+    batch_size: int = option(32, "Parallel streams: the rows of every batch.")
+    chunk_windows: int = option(
+        DEFAULT_CHUNK_WINDOWS,
+        "Windows each stream reads in a row before it jumps to another place in the text (its hidden "
+        "state then starts afresh); 0 = each stream reads its stretch of the text straight through, as char-rnn.",
+        flag="--chunk",
+    )
     lr: float = option(1e-2, "Peak learning rate.")
     optimizer: str = option("adamw", "Optimizer (warm-up then cosine decay for all).", choices=OPTIMIZERS)
     weight_decay: float = option(0.1, "Decoupled weight decay on matrices.")
@@ -144,6 +157,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.seq_len >= 1, f"--seq-len must be at least 1 (got {self.seq_len})")
         _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        _require(self.chunk_windows >= 0, f"--chunk must be >= 0 (got {self.chunk_windows})")
         _require(_finite(self.lr) and self.lr > 0, f"--lr must be a positive number (got {self.lr})")
         _require(
             self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})"
@@ -197,6 +211,8 @@ class TrainConfig:
         values = {k: v for k, v in data.items() if k in known}
         if data and "val_split" not in data:  # saved before --val-split: that run held out the tail
             values["val_split"] = "tail"
+        if data and "chunk_windows" not in data:  # saved before --chunk: that run read its streams straight through
+            values["chunk_windows"] = 0
         return cls(**values)
 
 

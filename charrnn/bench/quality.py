@@ -52,13 +52,12 @@ def train_for(
     reset: Callable[[], object],
     device: torch.device,
 ) -> int:
-    """Consecutive windows through `step(x, y)` until `seconds` pass; `reset()` at each wrap-around."""
+    """Consecutive windows through `step(x, y)` until `seconds` pass; `reset()` where the streams start afresh."""
     began, steps = time.perf_counter(), 0
     while time.perf_counter() - began < seconds:
-        index = steps % batcher.windows_per_epoch
-        if index == 0:
+        x, y, fresh = batcher.window_at(steps)
+        if fresh:
             reset()
-        x, y = batcher.window(index)
         step(x.to(device), y.to(device))
         steps += 1
     return steps
@@ -111,7 +110,8 @@ def charrnn_row(corpus: str, path: Path, cfg: TrainConfig, model_cfg: ModelConfi
 
 
 def reference_row(corpus: str, path: Path, cfg: TrainConfig, plan: BenchPlan) -> QualityRow:
-    """The plain loop (embedding -> nn.LSTM -> linear, AdamW, constant lr) for `cfg.time_budget`."""
+    """The plain loop (embedding -> nn.LSTM -> linear, AdamW, constant lr, each stream read straight
+    through as char-rnn reads it) for `cfg.time_budget`."""
     device, seconds = torch.device(cfg.device), cfg.time_budget or 0.0
     data = load_tokens(read_corpus_bytes(path, name=corpus), val_frac=cfg.val_frac, val_split=cfg.val_split)
     vocab = data.tokenizer.vocab_size

@@ -143,14 +143,14 @@ def scan_row(corpus: str, path: Path, cfg: TrainConfig, cell: str, hidden: int, 
     torch.manual_seed(cfg.seed)
     model = ScanLanguageModel(cell, data.tokenizer.vocab_size, hidden, layers).to(device)
     optimizer = build_optimizer(model, cfg)
-    batcher = StreamBatcher(data.train, cfg.batch_size, cfg.seq_len)
+    batcher = StreamBatcher(data.train, cfg.batch_size, cfg.seq_len, chunk_windows=cfg.chunk_windows, seed=cfg.seed)
     state, steps, began = None, 0, time.perf_counter()
     while (progress := _progress(cfg, steps, elapsed := time.perf_counter() - began)) < 1.0:
-        index = steps % batcher.windows_per_epoch
-        state = None if index == 0 else state
+        x, y, fresh = batcher.window_at(steps)  # (B, T) each; fresh: the streams jumped
+        state = None if fresh else state
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, steps, progress)
-        x, y = (t.to(device) for t in batcher.window(index))
+        x, y = x.to(device), y.to(device)
         logits, state = model(x, state)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)

@@ -82,7 +82,7 @@ def bench_training(
         cursor = [0]
 
         def window() -> tuple[torch.Tensor, torch.Tensor]:
-            x, y = batcher.window(cursor[0] % batcher.windows_per_epoch)
+            x, y, _ = batcher.window_at(cursor[0])
             cursor[0] += 1
             return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
@@ -165,7 +165,7 @@ def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: tor
         for round_ in range(plan.train_rounds + 1):
             for precision, trainer in trainers.items():
                 windows = [
-                    tuple(t.to(device) for t in batcher.window(i % batcher.windows_per_epoch))
+                    tuple(t.to(device) for t in batcher.window_at(i)[:2])
                     for i in range(round_ * plan.train_steps_per_round, (round_ + 1) * plan.train_steps_per_round)
                 ]
                 seconds = timed(lambda: [trainer.step(x, y) for x, y in windows], device)

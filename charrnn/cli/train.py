@@ -62,6 +62,7 @@ def train(
     vocab_size: Annotated[int, opt(K, "vocab_size")] = default(K, "vocab_size"),
     seq_len: Annotated[int, opt(T, "seq_len")] = default(T, "seq_len"),
     batch_size: Annotated[int, opt(T, "batch_size")] = default(T, "batch_size"),
+    chunk_windows: Annotated[int, opt(T, "chunk_windows", metavar="K")] = default(T, "chunk_windows"),
     lr: Annotated[float, opt(T, "lr")] = default(T, "lr"),
     optimizer: Annotated[Optimizer, opt(T, "optimizer")] = Optimizer(default(T, "optimizer")),
     weight_decay: Annotated[float, opt(T, "weight_decay")] = default(T, "weight_decay"),
@@ -120,6 +121,7 @@ def train(
     train_cfg = TrainConfig(
         seq_len=seq_len,
         batch_size=batch_size,
+        chunk_windows=chunk_windows,
         lr=lr,
         optimizer=optimizer.value,
         weight_decay=weight_decay,

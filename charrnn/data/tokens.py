@@ -293,10 +293,12 @@ def _write_cache(folder: Path, key: str, data: TokenData) -> str | None:
 
 
 class StreamBatcher:
-    """Cuts token ids into contiguous streams and serves consecutive TBPTT windows.
+    """Cuts token ids into streams and serves consecutive TBPTT windows from them.
 
-    With N ids and `total_streams` = world_size x batch_size streams, each stream is a
-    contiguous run of L = N // total_streams ids (the tail that does not fit is dropped):
+    With N ids, S = world_size x batch_size streams and chunks of C = K x T ids (K windows of
+    seq_len T), the text is cut into M = (N - 1) // C chunks (each also holds the id after it,
+    the last target). With `chunk_windows` 0, K is as large as it can be (M = S): each stream
+    is one contiguous run of the text, read in order, as char-rnn reads it:
 
         ids:       a b c d e f g h i j k l m n o p q r s t u v w x      (N = 24, 4 streams)
         stream 0:  a b c d e f
@@ -304,37 +306,85 @@ class StreamBatcher:
         stream 2:  m n o p q r
         stream 3:  s t u v w x
 
-    Window k (seq_len T) feeds x = streams[:, kT : kT+T] and predicts y = streams[:, kT+1 : kT+T+1];
-    window k+1 continues every stream where window k ended, which is why the hidden state can be
-    carried over. After the last whole window the streams wrap around (a new epoch) and the
-    state is reset. A rank of a data-parallel run owns streams [rank*B, (rank+1)*B).
+    With a smaller K, an epoch deals the M chunks out in an order shuffled by `seed` and the
+    epoch (the same on every rank, so a resumed run gets the same order), S at a time:
+
+        epoch e:   chunks in order P_e = (9, 2, 14, 5, | 0, 11, ...)    (S = 4)
+        stream s:  chunk P_e[s] for K windows, then P_e[S + s], then P_e[2S + s] ...
+
+    Why: a run shorter than an epoch that reads each stream in order sees only the first part
+    of each of S stretches of the text, and the same S documents for many steps in a row; its
+    training loss then runs well below what held-out text scores. Shuffled chunks spread the
+    same steps over the whole text. Within a chunk the next window continues where the last one
+    ended (so the hidden state is carried); at the start of a chunk every stream has jumped and
+    the state starts from zero (`window_at` says so). Each epoch also shifts the cut points by
+    up to the N - 1 - M x C ids that do not fill a chunk. A rank of a data-parallel run owns
+    streams [rank*B, (rank+1)*B).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        chunk_windows: int = 0,
+        seed: int = 0,
+    ):
         total_streams = batch_size * world_size
-        self.stream_len = len(ids) // total_streams
-        self.windows_per_epoch = (self.stream_len - 1) // seq_len if self.stream_len > 0 else 0
-        if self.windows_per_epoch < 1:
+        windows_per_stream = (len(ids) // total_streams - 1) // seq_len if len(ids) >= total_streams else 0
+        if windows_per_stream < 1:
             need = total_streams * (seq_len + 1)
             raise CorpusError(
                 f"training text too small: {len(ids):,} tokens, but --batch-size {batch_size}"
                 + (f" x {world_size} processes" if world_size > 1 else "")
                 + f" x (--seq-len {seq_len} + 1) needs at least {need:,}; lower --batch-size or --seq-len"
             )
-        self.batch_size, self.seq_len = batch_size, seq_len
-        streams = np.asarray(ids[: total_streams * self.stream_len]).reshape(total_streams, self.stream_len)
-        self.streams = streams[rank * batch_size : (rank + 1) * batch_size]  # (B, L), a view
+        self.ids, self.batch_size, self.seq_len, self.seed = ids, batch_size, seq_len, seed
+        self.total_streams, self.first_stream = total_streams, rank * batch_size
+        self.shuffled = 0 < chunk_windows < windows_per_stream
+        if self.shuffled:
+            self.chunk_windows = chunk_windows
+            self.chunk_len = chunk_windows * seq_len
+            self.num_chunks = (len(ids) - 1) // self.chunk_len
+            self.windows_per_epoch = self.num_chunks // total_streams * chunk_windows
+        else:  # one chunk per stream: the text in S contiguous runs, in order
+            self.chunk_windows = self.windows_per_epoch = windows_per_stream
+            self.chunk_len = len(ids) // total_streams  # the stream's length; its windows use all but the tail
+            self.num_chunks = total_streams
+        self._order: tuple[int, np.ndarray, int] | None = None  # (epoch, chunk order, offset), dealt once
 
     pin_memory = False  # set for CUDA runs: page-locked windows make `.to(device, non_blocking=True)` async
 
-    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets of window `index` (0 <= index < windows_per_epoch), each (B, T) int64."""
-        start = index * self.seq_len
-        chunk = torch.from_numpy(np.array(self.streams[:, start : start + self.seq_len + 1], dtype=np.int64))
+    def window_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Inputs and targets of the run's window number `step` (any step >= 0), each (B, T) int64,
+        and whether the streams start afresh there (a new chunk or epoch: the hidden state resets)."""
+        epoch, index = divmod(step, self.windows_per_epoch)
+        x, y = self.window(index, epoch)
+        return x, y, index % self.chunk_windows == 0
+
+    def window(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of window `index` (0 <= index < windows_per_epoch) of `epoch`, each (B, T) int64."""
+        round_, within = divmod(index, self.chunk_windows)
+        order, offset = self._deal(epoch)
+        first = self.first_stream + round_ * self.total_streams  # this rank's streams in this round's deal
+        starts = offset + order[first : first + self.batch_size] * self.chunk_len + within * self.seq_len  # (B,)
+        rows = starts[:, None] + np.arange(self.seq_len + 1)  # (B, T + 1) positions in the text
+        chunk = torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64))
         x, y = chunk[:, :-1], chunk[:, 1:]
         if self.pin_memory:  # a non-contiguous source would be staged through pageable memory: copy first
             x, y = x.contiguous().pin_memory(), y.contiguous().pin_memory()
         return x, y
+
+    def _deal(self, epoch: int) -> tuple[np.ndarray, int]:
+        if not self.shuffled:
+            return np.arange(self.num_chunks), 0
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            slack = len(self.ids) - 1 - self.num_chunks * self.chunk_len  # ids no chunk holds this epoch
+            self._order = (epoch, rng.permutation(self.num_chunks), int(rng.integers(0, slack + 1)))
+        return self._order[1], self._order[2]
 
 
 def fit_batch_size(n_tokens: int, batch_size: int, seq_len: int, world_size: int = 1) -> int:

@@ -55,10 +55,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.save_every = save_every
         self.notes: list[str] = [*getattr(data.tokenizer, "notes", []), *data.notes]  # e.g. a smaller vocabulary
-        self.cfg = self._fit_batch(train_cfg)
+        self.cfg = cfg = self._fit_batch(train_cfg)
         self.model_cfg = model_cfg
-        self.batcher = StreamBatcher(
-            data.train, self.cfg.batch_size, self.cfg.seq_len, self.dist.rank, self.dist.world_size
+        self.batcher = StreamBatcher(  # chunk_windows 0: each stream read straight through
+            data.train, cfg.batch_size, cfg.seq_len, self.dist.rank, self.dist.world_size, cfg.chunk_windows, cfg.seed
         )
         where = self.placement = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
@@ -111,7 +111,9 @@ class Trainer:
         self.reporter.on_start(self._run_info())
         tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
         pace = StepPace.for_run(self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size)
-        with pace.threads_for_run():  # one thread until measured: all of them beside a busy program can be 100x slower
+        # One thread until measured (all of them beside a busy program can be 100x slower); afterwards
+        # the run's speed outvotes speed probes taken on a busy machine.
+        with pace.running():
             return self._loop(pace, tokens)
 
     def _loop(self, pace: StepPace, tokens: int) -> TrainResult:
@@ -192,10 +194,9 @@ class Trainer:
         return loss_value
 
     def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.state.step % self.batcher.windows_per_epoch
-        if index == 0:
-            self.hidden_state = None  # the streams wrapped around: start from a zero state
-        x, y = self.batcher.window(index)
+        x, y, fresh = self.batcher.window_at(self.state.step)
+        if fresh:
+            self.hidden_state = None  # the streams jumped (a new chunk or epoch): start from a zero state
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     # -- validation and checkpoints

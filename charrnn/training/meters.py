@@ -17,7 +17,7 @@ from ..probes.cache import machine_key
 from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, ThreadTuner, thread_counts, threads_cache
 from ..runtime import Placement
 from .reporting import Reporter
-from .sizing import cached_tokens_per_sec
+from .sizing import cached_tokens_per_sec, learn_run_speed, speed_key
 
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.
@@ -89,6 +89,7 @@ class SlowRunWatch:
     SLOW_FACTOR = 5.0
     SLOW_STRETCH_SECONDS = 10.0
     MIN_STEP_FLOPS = 1e9
+    WARM_UP_STEPS = 5  # left out of the run's speed: first calls, and the thread count being measured
 
     def __init__(self, expected_tokens_per_sec: float | None, step_flops: float, warn: Callable[[str], None]):
         self.step_flops = step_flops  # matmul FLOPs of one training step
@@ -98,6 +99,11 @@ class SlowRunWatch:
         self.seconds = 0.0  # of training steps in the current stretch
         self.tokens = 0
         self.warning: str | None = None
+        self.run_steps, self.run_seconds = 0, 0.0  # the steps after the warm-up
+
+    def flops_per_sec(self) -> float | None:
+        """The run's own training speed (its steps after the warm-up); None before it has one."""
+        return self.step_flops * self.run_steps / self.run_seconds if self.run_steps else None
 
     @classmethod
     def for_run(
@@ -110,6 +116,8 @@ class SlowRunWatch:
     def observe(self, step_seconds: float, tokens: int) -> None:
         """One step's time and tokens; the first time the run is found slow, it warns."""
         self.steps += 1
+        if self.steps > self.WARM_UP_STEPS:
+            self.run_steps, self.run_seconds = self.run_steps + 1, self.run_seconds + step_seconds
         if self.expected is None or self.warning is not None:
             return
         self.seconds += step_seconds
@@ -144,10 +152,16 @@ class StepPace:
     count the training steps were last measured fastest on: the same matrix products, forward only."""
 
     def __init__(
-        self, slow: SlowRunWatch, threads: ThreadTuner | None, say: Callable[[str], None], small_on_cpu: bool = False
+        self,
+        slow: SlowRunWatch,
+        threads: ThreadTuner | None,
+        say: Callable[[str], None],
+        small_on_cpu: bool = False,
+        cache_key: str | None = None,
     ):
         self.slow, self.threads, self.say = slow, threads, say
         self.small_on_cpu = small_on_cpu  # a step too small for threads to pay, nobody chose: one thread
+        self.cache_key = cache_key  # where the run's speed corrects the speed cache; None: it does not
 
     @classmethod
     def for_run(
@@ -163,13 +177,15 @@ class StepPace:
         if tuned and not small and len(thread_counts()) > 1:
             key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
             threads = ThreadTuner(threads_cache(), f"{key} v{model.vocab_size} t{tokens_per_step}|{precision}")
-        return cls(slow, threads, reporter.on_message, small)
+        # One process's speed is the machine's (a data-parallel run's share is not).
+        return cls(slow, threads, reporter.on_message, small, speed_key(device, precision) if processes == 1 else None)
 
     @contextmanager
-    def threads_for_run(self) -> Iterator[None]:
-        """The run's thread count from the start (validation comes first): the measured one, or
-        one thread until it is measured, or one for a step too small for threads to pay; --threads
-        and a GPU keep theirs. torch's count is restored afterwards."""
+    def running(self) -> Iterator[None]:
+        """Around the run: its thread count from the start (validation comes first): the measured
+        one, or one thread until it is measured, or one for a step too small for threads to pay;
+        --threads and a GPU keep theirs. torch's count is restored afterwards, and the run's speed
+        goes into the speed cache where it beats the cached probes (correct_speed_cache)."""
         before = torch.get_num_threads()
         if self.threads is not None:
             self.threads.settle()
@@ -182,6 +198,13 @@ class StepPace:
             # (which is never tuned) aborted it ("terminate called without an active exception").
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
+            self.correct_speed_cache()
+
+    def correct_speed_cache(self) -> bool:
+        """After the run: its own speed into the speed cache where it beats the cached probes
+        (sizing.learn_run_speed), so that probes taken while the machine was busy size no more runs."""
+        flops = self.slow.flops_per_sec()
+        return self.cache_key is not None and flops is not None and learn_run_speed(self.cache_key, flops)
 
     def before_step(self) -> None:
         if self.threads is not None:

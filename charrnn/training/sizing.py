@@ -18,6 +18,7 @@ character a model only memorises the text.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -183,6 +184,21 @@ def machine_flops_per_sec(
     if probed_now:
         probes = cache.add(key, {"flops": measure(device, precision)})
     return MachineSpeed(max(p["flops"] for p in probes), len(probes), probed_now)
+
+
+def learn_run_speed(key: str, flops_per_sec: float, *, path: Path | None = None) -> bool:
+    """Keep a run's own training speed (FLOP/s under `key`, a speed_key) as a probe when it beats
+    every recent one: those were then all taken on a busy machine, and without this they would
+    size every later run on it (smaller models than the machine affords) until they aged out.
+    A run's speed is a lower bound of the probe's (its steps may be smaller, so less efficient),
+    so keeping it never overstates the machine; with no probe yet there is nothing to correct.
+    True when kept."""
+    cache = speed_cache(path)
+    probes = cache.recent(key)
+    if not probes or not math.isfinite(flops_per_sec) or flops_per_sec <= max(p["flops"] for p in probes):
+        return False
+    cache.add(key, {"flops": flops_per_sec})
+    return True
 
 
 def cached_tokens_per_sec(model_cfg: ModelConfig, device: torch.device, precision: str) -> float | None:

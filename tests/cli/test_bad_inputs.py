@@ -70,6 +70,7 @@ CASES = [
     ("--init-from a missing file", {}, [*TRAIN, "tiny.txt", "--init-from", "gone.safetensors"], "not found"),
     ("--seq-len 0", {}, [*TRAIN, "tiny.txt", "--seq-len", "0"], "--seq-len must be at least 1"),
     ("--batch-size 0", {}, [*TRAIN, "tiny.txt", "--batch-size", "0"], "--batch-size must be at least 1"),
+    ("--chunk -1", {}, [*TRAIN, "tiny.txt", "--chunk", "-1"], "--chunk must be >= 0"),
     ("--dropout 1", {}, [*TRAIN, "tiny.txt", "--dropout", "1"], "--dropout must be in [0, 1)"),
     ("--dropout 1.5", {}, [*TRAIN, "tiny.txt", "--dropout", "1.5"], "--dropout must be in [0, 1)"),
     ("--steps 0", {}, [*TRAIN, "tiny.txt", "--steps", "0"], "--steps must be at least 1"),

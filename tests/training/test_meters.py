@@ -7,7 +7,7 @@ import torch
 
 from charrnn.config import TrainConfig
 from charrnn.errors import TrainingDiverged
-from charrnn.training.meters import LOSS_SYNC_EVERY, LossReadback
+from charrnn.training.meters import LOSS_SYNC_EVERY, LossReadback, SlowRunWatch
 
 
 def test_deferred_loss_check_reads_back_in_blocks_and_names_the_bad_step():
@@ -76,6 +76,17 @@ def test_a_run_near_its_speed_or_too_small_to_judge_says_nothing():
     assert unknown_heard == []
 
 
+def test_the_runs_own_speed_leaves_out_the_warm_up_steps():
+    watch, _ = _watch(step_flops=1e9)
+    assert watch.flops_per_sec() is None
+    for _ in range(SlowRunWatch.WARM_UP_STEPS):
+        watch.observe(10.0, 1000)  # first calls and thread measurements: slow, not the run's pace
+    assert watch.flops_per_sec() is None
+    for seconds in (0.1, 0.3):
+        watch.observe(seconds, 1000)
+    assert watch.flops_per_sec() == pytest.approx(2e9 / 0.4)
+
+
 def test_a_session_without_a_step_says_so_and_what_to_do():
     watch, _ = _watch(expected=None)
     assert "no training step ran in 31s" in watch.verdict(31.2) and "--time-budget" in watch.verdict(31.2)
@@ -100,6 +111,13 @@ def test_threads_are_measured_only_where_nobody_chose_and_they_can_matter(monkey
     assert _pace(8, None).threads is None  # a step this small is overhead: left alone, deterministic
     monkeypatch.setattr("charrnn.training.meters.thread_counts", lambda: (1,))
     assert _pace(512, None).threads is None  # one core: nothing to choose
+
+
+def test_only_a_run_of_one_process_corrects_the_speed_cache():
+    from charrnn.training.sizing import speed_key
+
+    assert _pace(64, None).cache_key == speed_key(torch.device("cpu"), "fp32")
+    assert _pace(64, None, processes=2).cache_key is None  # one rank's speed is a share, not the machine's
 
 
 def test_the_pace_sets_threads_before_each_step_and_passes_the_tuners_decision_on():

@@ -13,6 +13,7 @@ from charrnn.probes.cache import PROBE_MAX_AGE, SETTLED_PROBES
 from charrnn.training import sizing
 from charrnn.training.sizing import (
     choose_size,
+    learn_run_speed,
     machine_flops_per_sec,
     parameter_count,
     speed_key,
@@ -110,6 +111,21 @@ def test_the_first_runs_probe_then_the_cache_answers_with_the_fastest_probe(tmp_
     assert len(json.loads(path.read_text())) == 2
 
 
+def test_a_quiet_run_outvotes_probes_all_taken_on_a_busy_machine(tmp_path):
+    path, cpu = tmp_path / "speed.json", torch.device("cpu")
+    key = speed_key(cpu, "bf16")
+    assert not learn_run_speed(key, 9e10, path=path)  # no probe yet: nothing to correct, nothing written
+    assert not path.exists()
+    for busy in (4e9, 2e9, 3e9):  # a settled cache, every probe taken beside other work
+        machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(busy))
+    assert not learn_run_speed(key, 3.5e9, path=path)  # a run no faster than the probes adds nothing
+    assert not learn_run_speed(key, float("nan"), path=path)
+    assert learn_run_speed(key, 5e10, path=path)
+    speed = machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(1.0))
+    assert (speed.flops_per_sec, speed.probed_now) == (5e10, False)  # the next run is sized on it, no probe
+    assert not learn_run_speed(speed_key(cpu, "fp32"), 5e10, path=path)  # another key's probes are its own
+
+
 def test_old_probes_expire_and_are_taken_again(tmp_path):
     path, cpu = tmp_path / "speed.json", torch.device("cpu")
     for _ in range(SETTLED_PROBES):
@@ -179,3 +195,13 @@ def test_without_a_budget_the_default_size_stays(cli, tiny_corpus, cached_speed)
     result = cli("train", tiny_corpus, "--steps", "1", "--out", "run", *FAST)
     assert result.exit_code == 0, result.output
     assert _trained_shape("run") == (512, 2) and "size:" not in result.output
+
+
+def test_a_run_faster_than_the_cached_probes_corrects_them(cli, tiny_corpus, cached_speed):
+    cached_speed(1.0)  # probes as slow as a machine busy with something else can make them
+    key = speed_key(torch.device("cpu"), "fp32")
+    result = cli("train", tiny_corpus, "--steps", "12", "--hidden", "16", "--out", "run", *FAST)
+    assert result.exit_code == 0, result.output
+    faster = machine_flops_per_sec(torch.device("cpu"), "fp32", measure=Counter(1.0))
+    assert faster.flops_per_sec > 1.0 and not faster.probed_now  # what the run measured, kept under the same key
+    assert faster.probes == SETTLED_PROBES + 1 and key.endswith("fp32")
