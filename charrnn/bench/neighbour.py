@@ -34,7 +34,7 @@ NEIGHBOUR = (
 def start_neighbour(threads: int) -> subprocess.Popen[str]:
     """A process spinning `threads` threads on matrix products until it is killed."""
     # The neighbour keeps OpenMP's default (spinning) wait, as another PyTorch program would.
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     process = subprocess.Popen(
         [sys.executable, "-c", NEIGHBOUR, str(threads)], stdout=subprocess.PIPE, text=True, env=env
     )

@@ -381,7 +381,7 @@ class StreamBatcher:
         if not self.shuffled:
             return np.arange(self.num_chunks), 0
         if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
+            rng = np.random.default_rng([self.seed % 2**64, epoch])  # --seed may be negative; numpy's may not
             slack = len(self.ids) - 1 - self.num_chunks * self.chunk_len  # ids no chunk holds this epoch
             self._order = (epoch, rng.permutation(self.num_chunks), int(rng.integers(0, slack + 1)))
         return self._order[1], self._order[2]

@@ -190,8 +190,8 @@ def learn_run_speed(key: str, flops_per_sec: float, *, path: Path | None = None)
     """Keep a run's own training speed (FLOP/s under `key`, a speed_key) as a probe when it beats
     every recent one: those were then all taken on a busy machine, and without this they would
     size every later run on it (smaller models than the machine affords) until they aged out.
-    A run's speed is a lower bound of the probe's (its steps may be smaller, so less efficient),
-    so keeping it never overstates the machine; with no probe yet there is nothing to correct.
+    A run's speed is measured at its own shape: a smaller step than the probe's runs below the
+    probe's FLOP/s, so it seldom overstates the machine. With no probe yet there is nothing to correct.
     True when kept."""
     cache = speed_cache(path)
     probes = cache.recent(key)

@@ -71,6 +71,8 @@ def test_the_deal_depends_on_seed_and_epoch_only():
     assert all((a[0] == b[0]).all() for a, b in zip(_epoch(one, 1), _epoch(again, 1)))  # a resumed run's order
     assert again.window_at(0)[0].tolist() != again.window_at(one.windows_per_epoch)[0].tolist()  # a new epoch
     assert one.window_at(0)[0].tolist() != other.window_at(0)[0].tolist()
+    negative = StreamBatcher(ids, batch_size=4, seq_len=8, chunk_windows=2, seed=-(2**63))  # --seed takes it
+    assert negative.window_at(0)[0].shape == (4, 8)
 
 
 def test_shuffled_ranks_own_disjoint_streams_of_the_same_deal():
