@@ -28,8 +28,8 @@ SPLITS = ("auto", "tail", "documents")  # --val-split: see data/split.py
 # tinyshakespeare's split (111,537) stays whole, so earlier figures on it stay comparable.
 DEFAULT_VAL_TOKENS = 120_000
 
-# Each stream reads this many windows (1,024 characters at --seq-len 64) of one place in the text,
-# then jumps to another (data/tokens.StreamBatcher). Measured (docs/performance.md, "Stream order"),
+# Each stream reads this many windows (1,024 tokens at --seq-len 64) of one place in the text, then
+# jumps to another (data/streams.StreamBatcher). Measured (docs/performance.md, "Against nanoGPT"),
 # one seed each: python-stdlib (9.9 MB of Python) at 97 s, 2.19 bits/char reading each stream straight
 # through, 1.80-1.82 with chunks of 4, 8, 16 or 32 windows; tinyshakespeare at 131 s, 2.17 straight
 # through, 2.14 with 8, 2.12 with 16.

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from .checkpoint import LoadedModel
 from .config import TrainConfig
-from .data.tokens import decode_corpus, split_corpus, validation_windows
+from .data.streams import validation_windows
+from .data.tokens import decode_corpus, split_corpus
 from .errors import CheckpointError, ConfigError, CorpusError
 from .model import HiddenState, select_streams, stream_count
 from .runtime import autocast_for

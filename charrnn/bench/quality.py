@@ -25,7 +25,8 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..data.corpora import find_corpus
-from ..data.tokens import StreamBatcher, TokenData, load_tokens, read_corpus_bytes
+from ..data.streams import StreamBatcher
+from ..data.tokens import TokenData, load_tokens, read_corpus_bytes
 from ..evaluation import StatefulModel, evaluate_ids
 from ..model import RNNLanguageModel
 from ..training.reporting import Reporter, RunInfo

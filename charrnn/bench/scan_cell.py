@@ -25,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..data.tokens import StreamBatcher, load_tokens, read_corpus_bytes
+from ..data.streams import StreamBatcher
+from ..data.tokens import load_tokens, read_corpus_bytes
 from ..training.optimization import build_optimizer, lr_at
 from .quality import validation_bpc
 from .results import BenchPlan, QualityRow

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig, TrainConfig
 from ..data.corpora import find_corpus
-from ..data.tokens import StreamBatcher, TokenData
+from ..data.streams import StreamBatcher
+from ..data.tokens import TokenData
 from ..footprint import training_flops_per_token
 from ..probes.precision import StepShape, decide, measure_precisions
 from ..runtime import cpu_can_run_bf16, timed
@@ -123,6 +124,7 @@ def _bench_trainer(
     train_cfg = TrainConfig(
         seq_len=plan.seq_len,
         batch_size=plan.batch_size,
+        chunk_windows=0,  # the reference loop's streams: straight through, the same windows
         precision=precision,
         device=device.type,
         steps=steps,

@@ -77,13 +77,26 @@ class ProbeCache:
         when = self.now()
         entries = self._read(when)
         entries[key] = [*entries.get(key, []), {**probe, "at": when}][-KEPT_PROBES:]
+        self._write(entries)
+        return entries[key]
+
+    def discard(self, key: str, drop: Callable[[Probe], bool]) -> int:
+        """Forget the probes under `key` that `drop` picks; how many went."""
+        entries = self._read(self.now())
+        kept = [p for p in entries.get(key, []) if not drop(p)]
+        gone = len(entries.get(key, [])) - len(kept)
+        if gone:
+            entries[key] = kept
+            self._write(entries)
+        return gone
+
+    def _write(self, entries: dict[str, list[Probe]]) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             document = {k: {"probes": v} for k, v in entries.items()}
             write_atomic(self.path, json.dumps(document, indent=1).encode(), durable=False)
         except OSError:
             pass
-        return entries[key]
 
     def _read(self, now: float) -> dict[str, list[Probe]]:
         try:

@@ -1,10 +1,9 @@
 """The training loop. It knows nothing about display: it reports through a `Reporter`.
 
 A `Trainer` owns one run: the model, its optimiser, the data streams and their carried state.
-Its public surface is small: `step()` (one optimiser step), `validate()`, `run()` (the loop,
-to a limit), `save()`, `restore()`, and `state` (the counters a checkpoint carries). Everything
-a run needs to continue bit for bit is in last.safetensors, so `--resume` picks up exactly
-where it stopped.
+Its public surface is small: `step()` (one optimiser step), `validate()`, `run()` (the loop, to
+a limit), `save()`, `restore()`, and `state` (the counters a checkpoint carries). Everything a
+run needs to continue bit for bit is in last.safetensors: `--resume` goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 
 from ..checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
 from ..config import ModelConfig, TrainConfig
-from ..data.tokens import StreamBatcher, TokenData, fit_batch_size
+from ..data.streams import StreamBatcher, fit_batch_size
+from ..data.tokens import TokenData
 from ..errors import CorpusError, Interrupted
 from ..evaluation import LN2, evaluate_ids
 from ..footprint import check_training_fits
@@ -51,15 +51,14 @@ class Trainer:
         placement: Placement | None = None,
     ):
         self.dist, self.reporter, self.stop = dist or DistContext(), reporter or Reporter(), stop or StopFlag()
-        self.data = data
-        self.run_dir = Path(run_dir)
-        self.save_every = save_every
+        self.data, self.run_dir, self.save_every = data, Path(run_dir), save_every
         self.notes: list[str] = [*getattr(data.tokenizer, "notes", []), *data.notes]  # e.g. a smaller vocabulary
         self.cfg = cfg = self._fit_batch(train_cfg)
         self.model_cfg = model_cfg
         self.batcher = StreamBatcher(  # chunk_windows 0: each stream read straight through
             data.train, cfg.batch_size, cfg.seq_len, self.dist.rank, self.dist.world_size, cfg.chunk_windows, cfg.seed
         )
+        self.notes += self.batcher.notes  # e.g. a --chunk as long as the streams
         where = self.placement = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
@@ -112,7 +111,7 @@ class Trainer:
         tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
         pace = StepPace.for_run(self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size)
         # One thread until measured (all of them beside a busy program can be 100x slower); afterwards
-        # the run's speed outvotes speed probes taken on a busy machine.
+        # the run's speed shows which speed probes were taken on a busy machine, and they go.
         with pace.running():
             return self._loop(pace, tokens)
 

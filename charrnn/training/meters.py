@@ -17,7 +17,7 @@ from ..probes.cache import machine_key
 from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, ThreadTuner, thread_counts, threads_cache
 from ..runtime import Placement
 from .reporting import Reporter
-from .sizing import cached_tokens_per_sec, learn_run_speed, speed_key
+from .sizing import cached_tokens_per_sec, forget_busy_probes, speed_key
 
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.
@@ -102,8 +102,11 @@ class SlowRunWatch:
         self.run_steps, self.run_seconds = 0, 0.0  # the steps after the warm-up
 
     def flops_per_sec(self) -> float | None:
-        """The run's own training speed (its steps after the warm-up); None before it has one."""
-        return self.step_flops * self.run_steps / self.run_seconds if self.run_steps else None
+        """The run's own training speed over its steps after the warm-up; None before they add up
+        to SLOW_STRETCH_SECONDS (a few steps say little)."""
+        if not self.run_steps or self.run_seconds < self.SLOW_STRETCH_SECONDS:
+            return None
+        return self.step_flops * self.run_steps / self.run_seconds
 
     @classmethod
     def for_run(
@@ -177,15 +180,17 @@ class StepPace:
         if tuned and not small and len(thread_counts()) > 1:
             key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
             threads = ThreadTuner(threads_cache(), f"{key} v{model.vocab_size} t{tokens_per_step}|{precision}")
-        # One process's speed is the machine's (a data-parallel run's share is not).
-        return cls(slow, threads, reporter.on_message, small, speed_key(device, precision) if processes == 1 else None)
+        # One process on a CPU: its speed is the machine's (a data-parallel run's is a share; a GPU's
+        # steps are timed without waiting for it, so their times say how fast Python queues work).
+        judge = device.type == "cpu" and processes == 1
+        return cls(slow, threads, reporter.on_message, small, speed_key(device, precision) if judge else None)
 
     @contextmanager
     def running(self) -> Iterator[None]:
         """Around the run: its thread count from the start (validation comes first): the measured
         one, or one thread until it is measured, or one for a step too small for threads to pay;
-        --threads and a GPU keep theirs. torch's count is restored afterwards, and the run's speed
-        goes into the speed cache where it beats the cached probes (correct_speed_cache)."""
+        --threads and a GPU keep theirs. torch's count is restored afterwards, and the speed probes
+        the run's own speed shows were taken on a busy machine are forgotten (correct_speed_cache)."""
         before = torch.get_num_threads()
         if self.threads is not None:
             self.threads.settle()
@@ -200,11 +205,11 @@ class StepPace:
                 torch.set_num_threads(before)
             self.correct_speed_cache()
 
-    def correct_speed_cache(self) -> bool:
-        """After the run: its own speed into the speed cache where it beats the cached probes
-        (sizing.learn_run_speed), so that probes taken while the machine was busy size no more runs."""
+    def correct_speed_cache(self) -> int:
+        """After the run: the speed probes its own speed shows were taken on a busy machine are
+        forgotten (sizing.forget_busy_probes), so that they size no more runs. How many went."""
         flops = self.slow.flops_per_sec()
-        return self.cache_key is not None and flops is not None and learn_run_speed(self.cache_key, flops)
+        return forget_busy_probes(self.cache_key, flops) if self.cache_key is not None and flops is not None else 0
 
     def before_step(self) -> None:
         if self.threads is not None:

@@ -186,19 +186,18 @@ def machine_flops_per_sec(
     return MachineSpeed(max(p["flops"] for p in probes), len(probes), probed_now)
 
 
-def learn_run_speed(key: str, flops_per_sec: float, *, path: Path | None = None) -> bool:
-    """Keep a run's own training speed (FLOP/s under `key`, a speed_key) as a probe when it beats
-    every recent one: those were then all taken on a busy machine, and without this they would
-    size every later run on it (smaller models than the machine affords) until they aged out.
-    A run's speed is measured at its own shape: a smaller step than the probe's runs below the
-    probe's FLOP/s, so it seldom overstates the machine. With no probe yet there is nothing to correct.
-    True when kept."""
-    cache = speed_cache(path)
-    probes = cache.recent(key)
-    if not probes or not math.isfinite(flops_per_sec) or flops_per_sec <= max(p["flops"] for p in probes):
-        return False
-    cache.add(key, {"flops": flops_per_sec})
-    return True
+BUSY_PROBE_FACTOR = 2.0  # a probe this much slower than a run of this machine was taken while it was busy
+
+
+def forget_busy_probes(key: str, run_flops_per_sec: float, *, path: Path | None = None) -> int:
+    """Forget the speed probes under `key` (a speed_key) that a run's own training speed shows were
+    taken on a busy machine: under 1/BUSY_PROBE_FACTOR of what the run did. Without this, three busy
+    probes would size every later run (smaller models than the machine affords) until they aged out;
+    once forgotten, the next budgeted run probes again, at the probe's own shape. The run's speed is
+    never kept as a probe: it was measured at another shape. How many probes went."""
+    if not math.isfinite(run_flops_per_sec) or run_flops_per_sec <= 0:
+        return 0
+    return speed_cache(path).discard(key, lambda p: p["flops"] * BUSY_PROBE_FACTOR < run_flops_per_sec)
 
 
 def cached_tokens_per_sec(model_cfg: ModelConfig, device: torch.device, precision: str) -> float | None:

@@ -104,7 +104,8 @@ def test_export_writes_the_graph_and_its_tokenizer(lstm_run, cli, tmp_path):
 def test_greedy_text_through_onnxruntime_equals_charrnn_sample(lstm_run, cli, tmp_path, prime):
     out = tmp_path / "onnx"
     assert cli("export", lstm_run, "--out", out).exit_code == 0
-    expected = cli("sample", lstm_run, "--temp", "0", "--length", "300", "--prime", prime).stdout
+    # The bytes: click's .stdout turns "\r\n" into "\n", and a sample may end in "\r" before the CLI's newline.
+    expected = cli("sample", lstm_run, "--temp", "0", "--length", "300", "--prime", prime).stdout_bytes.decode()
     text = "".join(OnnxSampler(out).generate(prime, length=300, temperature=0))
     assert len(set(text[len(prime) :])) > 3, "greedy text of one repeated character proves little"
     assert text + "\n" == expected
@@ -119,7 +120,7 @@ def test_sentencepiece_models_export_with_what_a_runtime_needs(bpe_run, cli, tmp
     assert base64.b64decode(spec["sentencepiece_model"])[:1]
     # A prime with U+2581 and a character never seen (byte fallback) goes through the exported tokenizer.
     prime = "All:\n\u2581 Sp\u00e9"
-    expected = cli("sample", bpe_run, "--temp", "0", "--length", "120", "--prime", prime).stdout
+    expected = cli("sample", bpe_run, "--temp", "0", "--length", "120", "--prime", prime).stdout_bytes.decode()
     assert "".join(OnnxSampler(out).generate(prime, length=120, temperature=0)) + "\n" == expected
 
 

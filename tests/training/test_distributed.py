@@ -233,7 +233,7 @@ def test_first_difference_names_the_key():
 
 @pytest.mark.parametrize("n", [1, 5, 100, 1003])
 def test_validation_is_split_across_ranks_and_every_target_is_scored_once(n):
-    from charrnn.data.tokens import validation_windows
+    from charrnn.data.streams import validation_windows
 
     ids = np.arange(1, n + 1)  # distinct ids: each target says which position it is
     for world in (1, 2, 3):

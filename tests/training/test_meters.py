@@ -76,15 +76,15 @@ def test_a_run_near_its_speed_or_too_small_to_judge_says_nothing():
     assert unknown_heard == []
 
 
-def test_the_runs_own_speed_leaves_out_the_warm_up_steps():
+def test_the_runs_own_speed_leaves_out_the_warm_up_and_waits_for_enough_steps():
     watch, _ = _watch(step_flops=1e9)
-    assert watch.flops_per_sec() is None
     for _ in range(SlowRunWatch.WARM_UP_STEPS):
-        watch.observe(10.0, 1000)  # first calls and thread measurements: slow, not the run's pace
+        watch.observe(100.0, 1000)  # first calls and thread measurements: slow, not the run's pace
     assert watch.flops_per_sec() is None
-    for seconds in (0.1, 0.3):
-        watch.observe(seconds, 1000)
-    assert watch.flops_per_sec() == pytest.approx(2e9 / 0.4)
+    watch.observe(4.0, 1000)
+    assert watch.flops_per_sec() is None  # 4 s of steps: too few to judge the machine by
+    watch.observe(6.0, 1000)
+    assert watch.flops_per_sec() == pytest.approx(2e9 / 10.0)
 
 
 def test_a_session_without_a_step_says_so_and_what_to_do():
@@ -92,14 +92,14 @@ def test_a_session_without_a_step_says_so_and_what_to_do():
     assert "no training step ran in 31s" in watch.verdict(31.2) and "--time-budget" in watch.verdict(31.2)
 
 
-def _pace(hidden: int, threads: int | None, processes: int = 1):
+def _pace(hidden: int, threads: int | None, processes: int = 1, device: str = "cpu"):
     from charrnn.config import ModelConfig
     from charrnn.runtime import Placement
     from charrnn.training.meters import StepPace
     from charrnn.training.reporting import Reporter
 
     model = ModelConfig(vocab_size=65, hidden_size=hidden, num_layers=2)
-    placement = Placement(torch.device("cpu"), "fp32", "as asked", threads)
+    placement = Placement(torch.device(device), "fp32", "as asked", threads)
     return StepPace.for_run(model, placement, 32 * 64, Reporter(), processes)
 
 
@@ -113,11 +113,13 @@ def test_threads_are_measured_only_where_nobody_chose_and_they_can_matter(monkey
     assert _pace(512, None).threads is None  # one core: nothing to choose
 
 
-def test_only_a_run_of_one_process_corrects_the_speed_cache():
+def test_only_a_cpu_run_of_one_process_corrects_the_speed_cache():
     from charrnn.training.sizing import speed_key
 
     assert _pace(64, None).cache_key == speed_key(torch.device("cpu"), "fp32")
     assert _pace(64, None, processes=2).cache_key is None  # one rank's speed is a share, not the machine's
+    gpu = _pace(64, None, device="mps")  # a GPU (one that needs none here to be named)
+    assert gpu.cache_key is None  # its steps are timed without waiting for it
 
 
 def test_the_pace_sets_threads_before_each_step_and_passes_the_tuners_decision_on():

@@ -48,6 +48,7 @@ def _configs(cell: str, precision: str) -> tuple[ModelConfig, TrainConfig]:
     cfg = TrainConfig(
         seq_len=8,
         batch_size=4,
+        chunk_windows=4,  # the streams jump (state reset) at steps 4, 8, 12: before and after each resume
         steps=TOTAL,
         eval_every=EVAL_EVERY,
         warmup_steps=3,

@@ -13,7 +13,7 @@ from charrnn.probes.cache import PROBE_MAX_AGE, SETTLED_PROBES
 from charrnn.training import sizing
 from charrnn.training.sizing import (
     choose_size,
-    learn_run_speed,
+    forget_busy_probes,
     machine_flops_per_sec,
     parameter_count,
     speed_key,
@@ -111,19 +111,19 @@ def test_the_first_runs_probe_then_the_cache_answers_with_the_fastest_probe(tmp_
     assert len(json.loads(path.read_text())) == 2
 
 
-def test_a_quiet_run_outvotes_probes_all_taken_on_a_busy_machine(tmp_path):
+def test_a_run_forgets_the_probes_it_shows_were_taken_on_a_busy_machine(tmp_path):
     path, cpu = tmp_path / "speed.json", torch.device("cpu")
     key = speed_key(cpu, "bf16")
-    assert not learn_run_speed(key, 9e10, path=path)  # no probe yet: nothing to correct, nothing written
-    assert not path.exists()
-    for busy in (4e9, 2e9, 3e9):  # a settled cache, every probe taken beside other work
-        machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(busy))
-    assert not learn_run_speed(key, 3.5e9, path=path)  # a run no faster than the probes adds nothing
-    assert not learn_run_speed(key, float("nan"), path=path)
-    assert learn_run_speed(key, 5e10, path=path)
-    speed = machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(1.0))
-    assert (speed.flops_per_sec, speed.probed_now) == (5e10, False)  # the next run is sized on it, no probe
-    assert not learn_run_speed(speed_key(cpu, "fp32"), 5e10, path=path)  # another key's probes are its own
+    assert forget_busy_probes(key, 9e10, path=path) == 0 and not path.exists()  # nothing cached: nothing to do
+    for probe in (4e9, 2e9, 6e10):  # two taken beside other work, one quiet
+        machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(probe))
+    assert forget_busy_probes(key, 5e9, path=path) == 1  # only the probe under half the run's speed goes (2e9)
+    assert forget_busy_probes(key, float("nan"), path=path) == 0
+    assert forget_busy_probes(speed_key(cpu, "fp32"), 1e12, path=path) == 0  # another key's probes are its own
+    assert forget_busy_probes(key, 9e10, path=path) == 1  # 4e9 goes; 6e10 is within a factor of two
+    assert [p["flops"] for p in sizing.speed_cache(path).recent(key)] == [6e10]
+    speed = machine_flops_per_sec(cpu, "bf16", path=path, measure=Counter(7e10))
+    assert speed.probed_now and speed.flops_per_sec == 7e10  # the next run probes again, at the probe's shape
 
 
 def test_old_probes_expire_and_are_taken_again(tmp_path):
@@ -197,11 +197,14 @@ def test_without_a_budget_the_default_size_stays(cli, tiny_corpus, cached_speed)
     assert _trained_shape("run") == (512, 2) and "size:" not in result.output
 
 
-def test_a_run_faster_than_the_cached_probes_corrects_them(cli, tiny_corpus, cached_speed):
+def test_a_run_far_faster_than_the_cached_probes_makes_the_next_one_probe_again(cli, tiny_corpus, cached_speed):
     cached_speed(1.0)  # probes as slow as a machine busy with something else can make them
-    key = speed_key(torch.device("cpu"), "fp32")
-    result = cli("train", tiny_corpus, "--steps", "12", "--hidden", "16", "--out", "run", *FAST)
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr("charrnn.training.meters.SlowRunWatch.SLOW_STRETCH_SECONDS", 0.0)  # judge a short run
+    try:
+        result = cli("train", tiny_corpus, "--steps", "12", "--hidden", "16", "--out", "run", *FAST)
+    finally:
+        monkeypatch.undo()
     assert result.exit_code == 0, result.output
-    faster = machine_flops_per_sec(torch.device("cpu"), "fp32", measure=Counter(1.0))
-    assert faster.flops_per_sec > 1.0 and not faster.probed_now  # what the run measured, kept under the same key
-    assert faster.probes == SETTLED_PROBES + 1 and key.endswith("fp32")
+    again = machine_flops_per_sec(torch.device("cpu"), "fp32", measure=Counter(5e10))
+    assert again.probed_now and again.flops_per_sec == 5e10 and again.probes == 1  # the busy ones are gone
