@@ -90,7 +90,7 @@ def charrnn_row(corpus: str, path: Path, cfg: TrainConfig, model_cfg: ModelConfi
             model_cfg or ModelConfig(),
             cfg,
             Path(run_dir) / "run",
-            RunRequest(size_for_budget=model_cfg is None),
+            RunRequest(size_for_budget=model_cfg is None, dropout_given=model_cfg is not None),
             RunHooks(reporter=listener),
         )
         tensors, meta = load_checkpoint(result.last_path)

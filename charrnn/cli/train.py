@@ -56,7 +56,8 @@ def train(
     num_layers: Annotated[Optional[int], opt(M, "num_layers", show_default_in_help=True)] = None,
     hidden_size: Annotated[Optional[int], opt(M, "hidden_size", show_default_in_help=True)] = None,
     embed_size: Annotated[int, opt(M, "embed_size")] = default(M, "embed_size"),
-    dropout: Annotated[float, opt(M, "dropout")] = default(M, "dropout"),
+    # None = not given: a run sized for a short --time-budget then trains without dropout
+    dropout: Annotated[Optional[float], opt(M, "dropout", show_default_in_help=True)] = None,
     tie_weights: Annotated[bool, opt(M, "tie_weights")] = default(M, "tie_weights"),
     tokenizer: Annotated[TokenizerKind, opt(K, "kind")] = TokenizerKind(default(K, "kind")),
     vocab_size: Annotated[int, opt(K, "vocab_size")] = default(K, "vocab_size"),
@@ -146,6 +147,7 @@ def train(
         limits=limits,
         save_every=save_every,
         size_for_budget=hidden_size is None and num_layers is None,
+        dropout_given=dropout is not None,
         started=started,
         threads=threads,
     )  # checked as it is made: --resume with --init-from, --save-every 0
@@ -162,7 +164,7 @@ def train(
 
 
 def _model_config(
-    cell: str, embed: int, hidden: int | None, layers: int | None, dropout: float, tie: bool
+    cell: str, embed: int, hidden: int | None, layers: int | None, dropout: float | None, tie: bool
 ) -> ModelConfig:
     """The architecture asked for; a size not given is the default (a --time-budget run may pick it later)."""
     return ModelConfig(
@@ -170,7 +172,7 @@ def _model_config(
         embed_size=embed,
         hidden_size=default(M, "hidden_size") if hidden is None else hidden,
         num_layers=default(M, "num_layers") if layers is None else layers,
-        dropout=dropout,
+        dropout=default(M, "dropout") if dropout is None else dropout,
         tie_weights=tie,
     )
 

@@ -61,6 +61,7 @@ class RunRequest:
     limits: Limits = Limits()  # on resume, the settings saved in last.safetensors with these changed
     save_every: int | None = None  # also write last.safetensors every N steps
     size_for_budget: bool = False  # a fresh run with a --time-budget picks its size (training.sizing)
+    dropout_given: bool = True  # False: a run sized for its budget may drop dropout (sizing.dropout_for_budget)
     started: float | None = None  # when the command started: a --time-budget counts from there
     threads: int | None = None  # --threads: a fixed count; None: measured (probes.threads)
 
@@ -112,11 +113,11 @@ def train(
                 val_split=train_cfg.val_split,
                 encoding=request.encoding,
             )
-            size_note = None
+            size_notes: list[str] = []
             if request.size_for_budget and train_cfg.time_budget and not hooks.dist.active:
-                model_cfg, size_note = _sized_for_budget(model_cfg, train_cfg, data, placement)
+                model_cfg, size_notes = _sized_for_budget(model_cfg, train_cfg, data, placement, request)
             trainer = _trainer(data, model_cfg, train_cfg, run_dir, request, hooks, placement)
-            trainer.notes += [size_note] if size_note else []
+            trainer.notes += size_notes
         return trainer.run()
     except BaseException:
         if lock is not None:
@@ -162,12 +163,19 @@ def _placement(model_cfg: ModelConfig, train_cfg: TrainConfig, request: RunReque
 
 
 def _sized_for_budget(
-    model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, placement: Placement
-) -> tuple[ModelConfig, str]:
-    from .sizing import size_for_budget
+    model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, placement: Placement, request: RunRequest
+) -> tuple[ModelConfig, list[str]]:
+    """The size for the budget (training.sizing), and no dropout for a short one unless --dropout was given."""
+    from .sizing import dropout_for_budget, size_for_budget
 
     choice = size_for_budget(model_cfg, train_cfg, data.train_chars, data.tokenizer.vocab_size, placement)
-    return replace(model_cfg, hidden_size=choice.hidden_size, num_layers=choice.num_layers), f"size: {choice.reason}"
+    model_cfg = replace(model_cfg, hidden_size=choice.hidden_size, num_layers=choice.num_layers)
+    notes = [f"size: {choice.reason}"]
+    no_dropout = None if request.dropout_given else dropout_for_budget(choice, len(data.train))
+    if no_dropout is not None and model_cfg.dropout > 0:
+        model_cfg = replace(model_cfg, dropout=no_dropout[0])
+        notes.append(no_dropout[1])
+    return model_cfg, notes
 
 
 def _trainer(

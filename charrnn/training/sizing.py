@@ -56,6 +56,7 @@ class SizeChoice:
     hidden_size: int
     num_layers: int
     reason: str  # one line for the user
+    tokens: float = 0.0  # training tokens the size sees in the budget, at the measured speed
 
 
 def tokens_per_parameter_target(compute: float) -> float:
@@ -106,7 +107,27 @@ def choose_size(
         f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.1f}M parameters): about {speed:,.0f} tokens/s here, "
         f"{per_param:.2f} tokens per parameter in {budget_seconds:g}s; {why} (--hidden/--layers to choose)"
     )
-    return SizeChoice(hidden, layers, reason)
+    return SizeChoice(hidden, layers, reason, budget_seconds * speed)
+
+
+# A budget-sized run with no --dropout trains without dropout when it reads its text at most this
+# many times: the size rule already fits the model to the tokens it sees, and on a CPU dropout
+# slows the LSTM. Measured (docs/performance.md, "Against nanoGPT"), one seed each, the rule's
+# sizes: python-stdlib 91 s (0.2 epochs, 2x192) 1.7967 bpc without against 1.8409 with 0.2, in
+# 2,607 steps against 1,908; tinyshakespeare 119 s (3.6 epochs, 2x256) 2.1074 against 2.1631,
+# 1,985 steps against 1,585. Longer runs, not measured without it, keep the default.
+DROPOUT_FREE_EPOCHS = 4.0
+
+
+def dropout_for_budget(choice: SizeChoice, train_tokens: int) -> tuple[float, str] | None:
+    """(0.0, a note) when a budget-sized run reads its text at most DROPOUT_FREE_EPOCHS times; else None."""
+    epochs = choice.tokens / max(train_tokens, 1)
+    if epochs > DROPOUT_FREE_EPOCHS:
+        return None
+    return 0.0, (
+        f"dropout 0: in this budget the run reads its text about {epochs:.1f} times, too few to memorise "
+        f"it, and dropout slows training on a CPU (--dropout to choose)"
+    )
 
 
 def _next(candidates: tuple[tuple[int, int], ...], hidden: int, layers: int) -> tuple[int, int]:

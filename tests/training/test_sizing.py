@@ -12,7 +12,10 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.probes.cache import PROBE_MAX_AGE, SETTLED_PROBES
 from charrnn.training import sizing
 from charrnn.training.sizing import (
+    DROPOUT_FREE_EPOCHS,
+    SizeChoice,
     choose_size,
+    dropout_for_budget,
     forget_busy_probes,
     machine_flops_per_sec,
     parameter_count,
@@ -208,3 +211,32 @@ def test_a_run_far_faster_than_the_cached_probes_makes_the_next_one_probe_again(
     assert result.exit_code == 0, result.output
     again = machine_flops_per_sec(torch.device("cpu"), "fp32", measure=Counter(5e10))
     assert again.probed_now and again.flops_per_sec == 5e10 and again.probes == 1  # the busy ones are gone
+
+
+def test_a_short_budget_trains_without_dropout_and_a_long_one_keeps_it():
+    short = dropout_for_budget(SizeChoice(256, 2, "", tokens=3.5e6), train_tokens=1_000_000)
+    assert short is not None and short[0] == 0.0 and "about 3.5 times" in short[1] and "--dropout" in short[1]
+    assert dropout_for_budget(SizeChoice(256, 2, "", tokens=DROPOUT_FREE_EPOCHS * 1e6 + 1), 1_000_000) is None
+    assert choose_size(budget_seconds=60, flops_per_sec=1e11, train_chars=MB, vocab=65, embed=64).tokens > 0
+
+
+def _trained_dropout(run: str) -> float:
+    _, meta = load_checkpoint(__import__("pathlib").Path(run) / "last.safetensors")
+    return meta["model"]["dropout"]
+
+
+def test_a_budget_run_drops_dropout_only_when_nobody_asked_for_it(cli, tiny_corpus, cached_speed):
+    cached_speed(1e9)  # 0.3 s of a 2x64 at this speed reads well under one epoch of the tiny text
+    result = cli("train", tiny_corpus, "--time-budget", "0.3s", "--out", "short", *FAST)
+    assert result.exit_code == 0, result.output
+    assert _trained_dropout("short") == 0.0 and "dropout 0: in this budget the run reads its text" in result.output
+    asked = cli("train", tiny_corpus, "--time-budget", "0.3s", "--dropout", "0.3", "--out", "asked", *FAST)
+    assert asked.exit_code == 0 and _trained_dropout("asked") == 0.3 and "dropout 0" not in asked.output
+    sized = cli("train", tiny_corpus, "--time-budget", "0.3s", "--hidden", "24", "--out", "sized", *FAST)
+    assert sized.exit_code == 0 and _trained_dropout("sized") == 0.2  # not sized for the budget: the default
+
+
+def test_a_budget_that_reads_the_text_many_times_keeps_dropout(cli, tiny_corpus, cached_speed):
+    cached_speed(1e14)  # a machine that reads the tiny text hundreds of times in the budget
+    long = cli("train", tiny_corpus, "--time-budget", "0.3s", "--out", "long", *FAST)
+    assert long.exit_code == 0 and _trained_dropout("long") == 0.2 and "dropout 0" not in long.output
