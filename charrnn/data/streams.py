@@ -85,7 +85,8 @@ class StreamBatcher:
             self.chunk_windows = self.windows_per_epoch = windows_per_stream
             self.chunk_len = len(ids) // total_streams  # the stream's length; its windows use all but the tail
             self.num_chunks = total_streams
-        self._order: tuple[int, np.ndarray, int] | None = None  # (epoch, chunk order, offset), dealt once
+        # (epoch, chunk order, offset), dealt once an epoch; reading straight through, the one order there is
+        self._order: tuple[int, np.ndarray, int] | None = None if self.shuffled else (-1, np.arange(self.num_chunks), 0)
 
     pin_memory = False  # set for CUDA runs: page-locked windows make `.to(device, non_blocking=True)` async
 
@@ -110,17 +111,14 @@ class StreamBatcher:
         return x, y
 
     def _deal(self, epoch: int) -> tuple[np.ndarray, int]:
-        if not self.shuffled:
-            return np.arange(self.num_chunks), 0
-        if self._order is None or self._order[0] != epoch:
+        if self.shuffled and (self._order is None or self._order[0] != epoch):
             rng = np.random.default_rng([self.seed % 2**64, epoch])  # --seed may be negative; numpy's may not
             slack = len(self.ids) - 1 - self.num_chunks * self.chunk_len  # ids no chunk holds this epoch
             order = rng.permutation(self.num_chunks)
-            rounds = self.windows_per_epoch // self.chunk_windows
-            order = np.concatenate(
-                [order, order[: rounds * self.total_streams - self.num_chunks]]
-            )  # the last round filled
+            empty = self.windows_per_epoch // self.chunk_windows * self.total_streams - self.num_chunks
+            order = np.concatenate([order, order[:empty]])  # the last round's empty places: the first chunks again
             self._order = (epoch, order, int(rng.integers(0, slack + 1)))
+        assert self._order is not None
         return self._order[1], self._order[2]
 
 

@@ -90,6 +90,7 @@ class SlowRunWatch:
     SLOW_STRETCH_SECONDS = 10.0
     MIN_STEP_FLOPS = 1e9
     WARM_UP_STEPS = 5  # left out of the run's speed: first calls, and the thread count being measured
+    RUN_SPEED_SECONDS = 10.0  # of steps after the warm-up before the run's own speed says anything
 
     def __init__(self, expected_tokens_per_sec: float | None, step_flops: float, warn: Callable[[str], None]):
         self.step_flops = step_flops  # matmul FLOPs of one training step
@@ -103,8 +104,8 @@ class SlowRunWatch:
 
     def flops_per_sec(self) -> float | None:
         """The run's own training speed over its steps after the warm-up; None before they add up
-        to SLOW_STRETCH_SECONDS (a few steps say little)."""
-        if not self.run_steps or self.run_seconds < self.SLOW_STRETCH_SECONDS:
+        to RUN_SPEED_SECONDS (a few steps say little)."""
+        if not self.run_steps or self.run_seconds < self.RUN_SPEED_SECONDS:
             return None
         return self.step_flops * self.run_steps / self.run_seconds
 

@@ -200,14 +200,12 @@ def test_without_a_budget_the_default_size_stays(cli, tiny_corpus, cached_speed)
     assert _trained_shape("run") == (512, 2) and "size:" not in result.output
 
 
-def test_a_run_far_faster_than_the_cached_probes_makes_the_next_one_probe_again(cli, tiny_corpus, cached_speed):
+def test_a_run_far_faster_than_the_cached_probes_makes_the_next_one_probe_again(
+    cli, tiny_corpus, cached_speed, monkeypatch
+):
     cached_speed(1.0)  # probes as slow as a machine busy with something else can make them
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr("charrnn.training.meters.SlowRunWatch.SLOW_STRETCH_SECONDS", 0.0)  # judge a short run
-    try:
-        result = cli("train", tiny_corpus, "--steps", "12", "--hidden", "16", "--out", "run", *FAST)
-    finally:
-        monkeypatch.undo()
+    monkeypatch.setattr("charrnn.training.meters.SlowRunWatch.RUN_SPEED_SECONDS", 0.0)  # judge a short run
+    result = cli("train", tiny_corpus, "--steps", "12", "--hidden", "16", "--out", "run", *FAST)
     assert result.exit_code == 0, result.output
     again = machine_flops_per_sec(torch.device("cpu"), "fp32", measure=Counter(5e10))
     assert again.probed_now and again.flops_per_sec == 5e10 and again.probes == 1  # the busy ones are gone
