@@ -8,8 +8,10 @@ called for a single step is an order of magnitude slower on CPU.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -161,15 +163,21 @@ class FastStepper:
     - the LSTM's gate blocks are reordered (i, f, o, g): one sigmoid and one tanh per layer;
     Per step that is one small matmul per layer plus the head: memory-bandwidth bound.
 
-    How many threads a step runs on is measured, not assumed (`probes.threads.tune_stepper`
-    sets `threads` for the number of streams the caller runs); without a measurement, torch's count.
+    Where the step's arithmetic runs is measured too: `backend` "torch", or "numpy", the same
+    math on numpy views of the same weights, its matmuls on numpy's BLAS (OpenBLAS in numpy's
+    wheels). Torch's matrix-vector product is MKL's, which on some CPUs (AMD's) reads the weights
+    at a third of OpenBLAS's speed, and numpy's element-wise ops on a few thousand floats cost a
+    microsecond where torch's cost several. How many threads a step runs on (`threads`, for the
+    backend's own pool) is measured as well: `probes.threads.tune_stepper` sets both for the number
+    of streams the caller runs; without a measurement, torch on torch's count.
     """
 
     def __init__(self, model: RNNLanguageModel):
         self.cell = model.cell
         self.num_layers = model.num_layers
         self.hidden_size = model.hidden_size
-        self.threads: int | None = None  # intra-op threads for a step (measured); None: torch's count
+        self.threads: int | None = None  # intra-op threads for a step (measured); None: the backend's count
+        self.backend = "torch"  # or "numpy" (measured: `probes.threads.tune_stepper`)
         self.lstm_split = [3 * self.hidden_size, self.hidden_size]  # (i, f, o) through a sigmoid, g a tanh
         rnn: Any = model.rnn  # nn.LSTM/GRU/RNN: their weight_ih_l0... attributes are made at run time
 
@@ -218,6 +226,9 @@ class FastStepper:
 
     def step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         """tokens (B,) int64 -> logits (B, V), new state (fresh tensors), on `threads` threads."""
+        if self.backend == "numpy":
+            set_blas_threads(self.threads)
+            return self.compute_numpy(tokens, state)
         threads, wanted = torch.get_num_threads(), self.threads
         if wanted is None or wanted == threads:
             return self.compute(tokens, state)
@@ -281,3 +292,98 @@ class FastStepper:
             new_state = torch.stack(hs)
         logits = torch.addmm(self.b_head, top, self.w_head)  # (B, V)
         return logits, new_state
+
+    # ----------------------------------------------------------------- the same step in numpy
+
+    @functools.cached_property
+    def arrays(self) -> dict[str, Any]:
+        """numpy views of the step's weights (no copies): the names of the torch attributes."""
+        names = ("input_table", "w_hh0", "b_hh0", "w_head", "b_head")
+        views: dict[str, Any] = {n: getattr(self, n).detach().numpy() for n in names}
+        for n in ("w_cat", "w_ih", "w_hh", "b_ih", "b_hh", "b_sum"):
+            views[n] = [t.detach().numpy() for t in getattr(self, n)]
+        return views
+
+    def compute_numpy(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
+        """`compute` on numpy arrays, on the threads numpy's BLAS has now; the results come back
+        as tensors sharing the arrays' memory."""
+        a, tok = self.arrays, tokens.numpy()
+        parts = [t.detach().numpy() for t in state_tensors(state)]  # each (L, B, H)
+        hs = np.empty_like(parts[0])  # the new state, layer by layer
+        if self.cell == "lstm":
+            c_prev, cs, H = parts[1], np.empty_like(parts[1]), self.hidden_size
+            gates = a["input_table"][tok] + parts[0][0] @ a["w_hh0"]  # (B, 4H): i, f, o, g
+            for layer in range(self.num_layers):
+                if layer > 0:
+                    gates = np.concatenate((hs[layer - 1], parts[0][layer]), 1) @ a["w_cat"][layer - 1]
+                    gates += a["b_sum"][layer - 1]
+                sigmoid_part, g = gates[:, : 3 * H], np.tanh(gates[:, 3 * H :])
+                _sigmoid(sigmoid_part)
+                np.multiply(gates[:, H : 2 * H], c_prev[layer], out=cs[layer])  # f * c
+                g *= gates[:, :H]
+                cs[layer] += g  # + i * g
+                np.tanh(cs[layer], out=hs[layer])
+                hs[layer] *= gates[:, 2 * H : 3 * H]  # o * tanh(c)
+            new_state: HiddenState = (torch.from_numpy(hs), torch.from_numpy(cs))
+        elif self.cell == "gru":
+            for layer in range(self.num_layers):
+                h_prev = parts[0][layer]
+                if layer == 0:
+                    gi, gh = a["input_table"][tok], h_prev @ a["w_hh0"] + a["b_hh0"]
+                else:
+                    gi = hs[layer - 1] @ a["w_ih"][layer - 1] + a["b_ih"][layer - 1]
+                    gh = h_prev @ a["w_hh"][layer - 1] + a["b_hh"][layer - 1]
+                i_r, i_z, i_n = np.split(gi, 3, axis=1)
+                h_r, h_z, h_n = np.split(gh, 3, axis=1)
+                r, z = _sigmoid(i_r + h_r), _sigmoid(i_z + h_z)
+                n = np.tanh(i_n + r * h_n)
+                hs[layer] = n + z * (h_prev - n)
+            new_state = torch.from_numpy(hs)
+        else:
+            pre = a["input_table"][tok] + parts[0][0] @ a["w_hh0"]
+            for layer in range(self.num_layers):
+                if layer > 0:
+                    pre = np.concatenate((hs[layer - 1], parts[0][layer]), 1) @ a["w_cat"][layer - 1]
+                    pre += a["b_sum"][layer - 1]
+                if self.relu:
+                    np.maximum(pre, 0, out=hs[layer])
+                else:
+                    np.tanh(pre, out=hs[layer])
+            new_state = torch.from_numpy(hs)
+        logits = hs[-1] @ a["w_head"]  # (B, V)
+        logits += a["b_head"]
+        return torch.from_numpy(logits), new_state
+
+
+def _sigmoid(x: Any) -> Any:
+    """In place: sigmoid(x) = (1 + tanh(x / 2)) / 2, which no input overflows (1 / (1 + exp(-x)) does)."""
+    x *= 0.5
+    np.tanh(x, out=x)
+    x *= 0.5
+    x += 0.5
+    return x
+
+
+@functools.cache
+def _blas_pools() -> tuple[Any, ...]:
+    """The thread pools of numpy's BLAS that can be sized (none under some BLAS, e.g. Apple's)."""
+    from threadpoolctl import ThreadpoolController  # a few ms the first time: it lists the loaded libraries
+
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+_blas_threads_now: list[int | None] = [None]  # what set_blas_threads last set (None: never)
+
+
+def set_blas_threads(count: int | None) -> None:
+    """numpy's BLAS on `count` threads from now on (None: leave it). Nothing else in charrnn
+    multiplies matrices in numpy, so the count stays set; a call that changes nothing is free."""
+    if count is None or count == _blas_threads_now[0]:
+        return
+    for pool in _blas_pools():
+        pool.set_num_threads(count)
+    _blas_threads_now[0] = count
+
+
+def blas_threads_settable() -> bool:
+    return bool(_blas_pools())

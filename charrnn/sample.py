@@ -20,6 +20,9 @@ from .model import FastStepper, HiddenState, RNNLanguageModel
 from .probes.threads import tune_stepper
 from .tokenizers.char import Tokenizer, show_chars
 
+# Below this a temperature rounds to 0 in float32 (and 1/T overflows it): the draw runs in float64.
+FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
 
 def choose_next(
     logits: torch.Tensor,
@@ -33,13 +36,12 @@ def choose_next(
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    try:
-        return _draw(logits / temperature, top_k, top_p, generator)
-    except RuntimeError:  # no check on the hot path: the draw refuses the inf/NaN an overflow makes
-        # A tiny temperature overflows float32 (and rounds to 0 in it). Softmax ignores a shift by
-        # the max, after which every value is <= 0 and float64 holds the quotient.
-        scaled = (logits - logits.max(dim=-1, keepdim=True).values).double() / temperature
-        return _draw(scaled, top_k, top_p, generator)
+    if temperature < FLOAT32_TINY:
+        logits = logits.double()
+    # Softmax ignores a shift by the max; after it every value is <= 0, which no temperature
+    # overflows (a tiny one divided into the raw logits made inf, then NaN probabilities).
+    scaled = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    return _draw(scaled, top_k, top_p, generator)
 
 
 def _draw(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -54,7 +56,12 @@ def _draw(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Gener
         drop[..., 0] = False  # a top_p below float32's smallest (1e-238) reads as 0: it would drop all
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # One draw per row in proportion to probs, a third of torch.multinomial's time: give each
+    # token an exponential clock E (rate 1) and take the largest p / E, i.e. the first to ring of
+    # clocks E / p with rates p -- token i first with probability p_i / sum(p). A clock of 0
+    # would make 0 / 0 for a dropped token; the smallest float keeps every clock positive.
+    clocks = torch.empty_like(probs).exponential_(generator=generator).clamp_(min=FLOAT32_TINY)
+    return (probs / clocks).argmax(dim=-1)
 
 
 def check_prime(tokenizer: Tokenizer, prime: str, drop_unknown: bool) -> tuple[str, list[str]]:
@@ -149,19 +156,22 @@ def _generate(
 # A measured thread count is reused for this long per model and stream count (charrnn serve
 # samples the same model for every request); how busy the machine is changes on that scale.
 TUNED_FOR_SECONDS = 30.0
-_tuned: weakref.WeakKeyDictionary[RNNLanguageModel, dict[int, tuple[int | None, float]]] = weakref.WeakKeyDictionary()
+_tuned: weakref.WeakKeyDictionary[RNNLanguageModel, dict[int, tuple[str, int | None, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def tuned_stepper(model: RNNLanguageModel, streams: int) -> FastStepper:
-    """The single-step path for `streams` streams at a time, on the thread count measured fastest
-    for it on this machine now (one or all: it depends on the CPU and on how busy it is)."""
+    """The single-step path for `streams` streams at a time, on the backend and thread count
+    measured fastest for it on this machine now (torch or numpy's BLAS, one thread or all: it
+    depends on the CPU, its BLAS and how busy it is)."""
     stepper = FastStepper(model)
     known = _tuned.setdefault(model, {}).get(streams)
-    if known is not None and time.monotonic() - known[1] < TUNED_FOR_SECONDS:
-        stepper.threads = known[0]
+    if known is not None and time.monotonic() - known[2] < TUNED_FOR_SECONDS:
+        stepper.backend, stepper.threads = known[0], known[1]
     else:
         tune_stepper(stepper, streams)
-        _tuned[model][streams] = (stepper.threads, time.monotonic())
+        _tuned[model][streams] = (stepper.backend, stepper.threads, time.monotonic())
     return stepper
 
 

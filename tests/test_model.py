@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from charrnn import model as model_mod
 from charrnn.model import FastStepper, RNNLanguageModel, detach_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +54,8 @@ def test_detach_cuts_the_graph_but_keeps_values():
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 3])
-def test_fast_stepper_matches_fused_module(cell, layers):
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_fast_stepper_matches_fused_module(cell, layers, backend):
     torch.manual_seed(1)
     model = RNNLanguageModel(cell, vocab_size=17, embed_size=6, hidden_size=12, num_layers=layers, dropout=0.0).eval()
     with torch.no_grad():  # non-trivial biases so every bias path is exercised
@@ -63,6 +65,7 @@ def test_fast_stepper_matches_fused_module(cell, layers):
     with torch.no_grad():
         reference, _ = model(tokens)
         stepper = FastStepper(model)
+        stepper.backend = backend
         hidden = stepper.init_state(5)
         steps = []
         for t in range(tokens.shape[1]):
@@ -81,3 +84,12 @@ def test_a_step_runs_on_the_measured_thread_count_and_restores_torchs(monkeypatc
         stepper.threads = threads
         stepper.step(torch.zeros(2, dtype=torch.long), stepper.init_state(2))
     assert seen == [2, 1, 2, 3] and torch.get_num_threads() == 2
+
+
+def test_a_numpy_step_runs_on_the_measured_blas_thread_count(monkeypatch):
+    seen = []
+    monkeypatch.setattr(model_mod, "set_blas_threads", seen.append)
+    stepper = FastStepper(RNNLanguageModel("gru", 23, 6, 20, 2, dropout=0.0).eval())
+    stepper.backend, stepper.threads = "numpy", 1
+    logits, state = stepper.step(torch.zeros(2, dtype=torch.long), stepper.init_state(2))
+    assert seen == [1] and logits.shape == (2, 23) and state.shape == (2, 2, 20)

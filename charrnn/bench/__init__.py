@@ -42,7 +42,7 @@ from .results import (
     SamplingFloor,
     TrainSpeed,
 )
-from .sampling import bench_floor, bench_sampling, stepper_weight_bytes
+from .sampling import bench_floor, bench_sampling, floor_label, stepper_weight_bytes
 from .scan_cell import scan_rows
 from .timing import machine_info, measure_matmul_peak, measure_read_bandwidth
 from .training import (
@@ -75,6 +75,7 @@ __all__ = [
     "bench_precision_quality",
     "bench_quality_rows",
     "find_corpus",
+    "floor_label",
     "bench_sampling",
     "bench_training",
     "generate_corpus",

@@ -70,11 +70,12 @@ class SampleSpeed:
     layers: int
     streams: int
     chars_per_sec: float
-    threads: int  # torch intra-op threads it ran with
+    threads: int  # threads of the backend it ran on
     weight_bytes: int  # bytes of weights read per step (all streams share one read)
     limit_chars_per_sec: float  # streams * bandwidth / weight_bytes: the memory-bound ceiling
     # fp32 matmul peak / (2 FLOPs per weight per character): the ceiling once many streams share a read
     compute_limit_chars_per_sec: float | None = None
+    backend: str = "torch"  # where the step ran: torch, or numpy's BLAS (measured fastest)
 
 
 @dataclass
@@ -84,9 +85,11 @@ class SamplingFloor:
     cell: str
     hidden: int
     layers: int
-    floor_steps_per_sec: dict[int, float]  # threads -> the step's matmuls per second
-    sampler_chars_per_sec: float  # sample.generate, start-up excluded, on the threads it measured
+    # "torch, 1 thread", "numpy, 2 threads", ... -> the step's matmuls per second on that backend and count
+    floor_steps_per_sec: dict[str, float]
+    sampler_chars_per_sec: float  # sample.generate, start-up excluded, on the backend and threads it measured
     ratio: float  # sampler over the best floor: the target is >= 0.8
+    sampler_choice: str = ""  # the backend and thread count sample.generate measured fastest ("numpy, 2 threads")
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Sampling speed of the fast single-step path next to its bandwidth and compute limits, and
 the sampler through `sample.generate` (what `charrnn sample` runs) next to the matrix-vector
-floor: the same matmuls a step needs, alone, on one thread and on all."""
+floor: the same matmuls a step needs, alone, on each backend a step can run on (torch, numpy's
+BLAS), on one thread and on all."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import statistics
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..config import SampleConfig
-from ..model import FastStepper, RNNLanguageModel
+from ..model import FastStepper, RNNLanguageModel, blas_threads_settable, set_blas_threads
 from ..probes.threads import thread_counts, time_thread_counts, tune_stepper
-from ..sample import choose_next, generate
+from ..sample import choose_next, generate, tuned_stepper
 from ..tokenizers.char import CharTokenizer
 from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB
@@ -48,12 +50,10 @@ def bench_sampling(
     threads: int | None = None,
 ) -> SampleSpeed:
     """Characters/s of the fast path (FastStepper + choose_next) on CPU, `streams` at once, on
-    `threads` intra-op threads (default: the count `probes.threads.tune_stepper` measures fastest)."""
+    `threads` threads (default: the count `probes.threads.tune_stepper` measures fastest) of the
+    backend it measures fastest there."""
     stepper = FastStepper(_model(cell, hidden, layers))
-    if threads:
-        stepper.threads = threads
-    else:
-        tune_stepper(stepper, streams)
+    tune_stepper(stepper, streams, counts=(threads,) if threads else None)
     generator = torch.Generator().manual_seed(0)
     hidden_state = stepper.init_state(streams)
     token = torch.zeros(streams, dtype=torch.long)
@@ -79,44 +79,73 @@ def bench_sampling(
         streams=streams,
         chars_per_sec=steps * streams / (now - start),
         threads=stepper.threads or torch.get_num_threads(),  # what step() ran on
+        backend=stepper.backend,
         weight_bytes=weight_bytes,
         limit_chars_per_sec=streams * bandwidth / weight_bytes,
         compute_limit_chars_per_sec=peak / (2 * weight_bytes / 4) if peak else None,
     )
 
 
-def step_matmuls(stepper: FastStepper, streams: int = 1) -> Callable[[], object]:
-    """The matrix products of one `FastStepper.step` and nothing else (no gates, no draw): the
-    floor a step cannot go below on this machine."""
-    inputs = {size: torch.zeros(streams, size) for size in (stepper.hidden_size, 2 * stepper.hidden_size)}
-    pairs = [(inputs[w.shape[0]], w) for w in step_weights(stepper)]  # each weight (in, out): an input of its width
+def step_matmuls(stepper: FastStepper, streams: int = 1, backend: str = "torch") -> Callable[[], object]:
+    """The matrix products of one `FastStepper.step` and nothing else (no gates, no draw), as
+    `backend` runs them: the floor a step cannot go below there."""
+    weights = step_weights(stepper)
+    if backend == "numpy":
+        arrays = [w.detach().numpy() for w in weights]
+        vectors = {size: np.zeros((streams, size), np.float32) for size in {w.shape[0] for w in arrays}}
+        numpy_pairs = [(vectors[w.shape[0]], w) for w in arrays]
+        return lambda: [x @ w for x, w in numpy_pairs]
+    inputs = {size: torch.zeros(streams, size) for size in {w.shape[0] for w in weights}}
+    pairs = [(inputs[w.shape[0]], w) for w in weights]  # each weight (in, out): an input of its width
     return lambda: [torch.mm(x, w) for x, w in pairs]
+
+
+def floor_label(backend: str, threads: int | None) -> str:
+    """ "numpy, 2 threads": where a step's matmuls ran."""
+    return f"{backend}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 @torch.inference_mode()
 def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int = 5) -> SamplingFloor:
     """One stream through `sample.generate` (the prime and start-up excluded), and the step's
-    matmuls alone on each thread count, in alternating rounds of as many steps (a machine whose
-    speed drifts moves both alike): the sampler's share of the floor, medians of the rounds."""
+    matmuls alone on each backend the sampler can choose (torch, numpy's BLAS) at each thread
+    count, in alternating rounds of as many steps (a machine whose speed drifts moves all alike):
+    the sampler's share of the best floor, medians of the rounds."""
     model = _model(cell, hidden, layers)
-    matmuls = step_matmuls(FastStepper(model))
-    counts = thread_counts()
-    once = min(t.seconds for t in time_thread_counts(matmuls, counts, rounds=1, repeats=20))
-    steps = max(20, int(seconds / (rounds * (len(counts) + 1.5)) / once))  # per round, each side
+    stepper = FastStepper(model)
+    set_count = {"torch": torch.set_num_threads, "numpy": set_blas_threads}
+    backends = ("torch", "numpy") if blas_threads_settable() else ("torch",)
+    floors = {(b, n): step_matmuls(stepper, backend=b) for b in backends for n in thread_counts()}
+    torch_threads = torch.get_num_threads()
+    set_count["numpy"](1)
+    once = min(time_thread_counts(work, (1,), rounds=1, repeats=20)[0].seconds for work in floors.values())
+    steps = max(20, int(seconds / (rounds * (len(floors) + 1.5)) / once))  # per round, each side
     tokenizer = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
     config = SampleConfig(length=rounds * steps * 2 + 100, temperature=0.8)
     pieces = generate(model, tokenizer, config, prime=" ", generator=torch.Generator().manual_seed(0))
-    next(pieces), next(pieces)  # the prime, then the first character: set-up (the prime, the thread probe) done
-    floors: dict[int, list[float]] = {n: [] for n in counts}
+    next(pieces), next(pieces)  # the prime, then the first character: set-up (the prime, the probe) done
+    chosen = tuned_stepper(model, streams=1)  # what generate measured (cached: no second probe)
+    times: dict[tuple[str, int], list[float]] = {choice: [] for choice in floors}
     sampler: list[float] = []
-    for _ in range(rounds):
-        for timing in time_thread_counts(matmuls, counts, rounds=1, repeats=steps):
-            floors[timing.threads].append(timing.seconds)
-        began, produced = time.perf_counter(), 0
-        while produced < steps:
-            produced += len(next(pieces))
-        sampler.append((time.perf_counter() - began) / produced)
-    pieces.close()
-    floor_rates = {n: 1 / statistics.median(t) for n, t in floors.items()}
+    try:
+        for _ in range(rounds):
+            for (backend, n), work in floors.items():
+                set_count[backend](n)
+                for _ in range(max(1, steps // 4)):  # untimed: the other backend's idle threads may still spin
+                    work()
+                began = time.perf_counter()
+                for _ in range(steps):
+                    work()
+                times[backend, n].append((time.perf_counter() - began) / steps)
+            torch.set_num_threads(torch_threads)
+            began, produced = time.perf_counter(), 0
+            while produced < steps:
+                produced += len(next(pieces))
+            sampler.append((time.perf_counter() - began) / produced)
+    finally:
+        pieces.close()
+        torch.set_num_threads(torch_threads)
+    floor_rates = {floor_label(b, n): 1 / statistics.median(t) for (b, n), t in times.items()}
     rate = 1 / statistics.median(sampler)
-    return SamplingFloor(cell, hidden, layers, floor_rates, rate, rate / max(floor_rates.values()))
+    choice = floor_label(chosen.backend, chosen.threads)
+    return SamplingFloor(cell, hidden, layers, floor_rates, rate, rate / max(floor_rates.values()), choice)

@@ -258,14 +258,14 @@ def _sampling_table(report: BenchReport) -> Table:
     table = _table(
         f"Sampling (fast path, CPU; read bandwidth {report.read_bandwidth / 1e9:.1f} GB/s, "
         f"fp32 matmul peak {report.cpu_matmul_peak / 1e9:.0f} GFLOP/s)",
-        ("model", "streams", "threads", "chars/s", "bandwidth limit", "compute limit", "of the lower"),
+        ("model", "streams", "step on", "chars/s", "bandwidth limit", "compute limit", "of the lower"),
     )
     for s in report.sampling:
         limits = [x for x in (s.limit_chars_per_sec, s.compute_limit_chars_per_sec) if x]
         table.add_row(
             f"{s.cell} {s.layers}x{s.hidden}",
             str(s.streams),
-            str(s.threads),
+            f"{s.backend}, {s.threads}",
             _rate(s.chars_per_sec),
             _rate(s.limit_chars_per_sec),
             _rate(s.compute_limit_chars_per_sec) if s.compute_limit_chars_per_sec else "-",

@@ -23,13 +23,17 @@ def new_table(title: str, columns: tuple[str, ...]) -> Table:
 
 
 def floor_table(f: SamplingFloor) -> Table:
-    counts = sorted(f.floor_steps_per_sec)
+    """One line per floor (the step's matmuls on a backend and thread count) with the sampler's
+    share of it, then the sampler; its share of the best floor is the figure with a target."""
     table = new_table(
         f"Sampling next to its floor: one stream of a {f.cell} {f.layers}x{f.hidden} through sample.generate",
-        (*(f"floor, {n} thread{'s' if n > 1 else ''}" for n in counts), "sampler chars/s", "of the best floor"),
+        ("", "per second", "sampler's share"),
     )
-    floors = [f"{f.floor_steps_per_sec[n]:,.0f} steps/s" for n in counts]
-    table.add_row(*floors, f"{f.sampler_chars_per_sec:,.0f}", f"{f.ratio:.2f} (target >= 0.8)")
+    table.columns[0].justify = "left"
+    for label, rate in sorted(f.floor_steps_per_sec.items(), key=lambda item: -item[1]):
+        table.add_row(f"floor: {label}", f"{rate:,.0f} steps", f"{f.sampler_chars_per_sec / rate:.2f}")
+    choice = f" ({f.sampler_choice})" if f.sampler_choice else ""
+    table.add_row(f"sampler{choice}", f"{f.sampler_chars_per_sec:,.0f} chars", f"{f.ratio:.2f} (target >= 0.8)")
     table.caption = "floor: the step's matrix products alone, timed in the same run; start-up excluded"
     return table
 

@@ -7,7 +7,8 @@ training step can take five times as long as on one. So:
 
 - `time_thread_counts` runs the same work at each count in alternating rounds (a burst of the
   neighbour's work then hurts every count alike) and `fastest` picks from the medians;
-- `tune_stepper` does that for the sampler, for each number of streams it is asked to run;
+- `tune_stepper` does that for the sampler, for each number of streams it is asked to run, on
+  each of the two places its step can run (torch, or numpy and its BLAS: see `FastStepper`);
 - `ThreadTuner` does it for training with the run's own steps (no work is thrown away): a short
   probe at the start (or the cached answer), and again whenever the steps grow slower by half
   for several steps in a row, or when the machine may have gone quiet again.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
+from ..model import blas_threads_settable, set_blas_threads
 from .cache import SETTLED_PROBES, ProbeCache, usable_cores
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ OVERHEAD_BOUND_STEP_FLOPS = 1e9
 class ThreadTiming:
     threads: int
     seconds: float  # median seconds of one unit of work on that many threads
+    backend: str = "torch"  # whose threads: torch's, or numpy's BLAS (the sampler's step can run on either)
 
 
 def thread_counts() -> tuple[int, ...]:
@@ -127,25 +130,60 @@ STEP_WORTH_THREADS_SECONDS = 1e-4
 
 @torch.inference_mode()
 def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | None = None) -> list[ThreadTiming]:
-    """Time `stepper.step` for `streams` streams at each thread count and have it use the
-    fastest from now on (`stepper.threads`). Tens of milliseconds."""
+    """Time `stepper.step` for `streams` streams on each backend (torch, numpy) at each thread
+    count and have it use the fastest from now on (`stepper.backend`, `stepper.threads`). Tens of
+    milliseconds. A step too short to share (`STEP_WORTH_THREADS_SECONDS`) compares the backends
+    on the fewest threads only."""
     counts = tuple(counts or thread_counts())
-    if stepper.weights_device().type != "cpu" or len(counts) < 2:
-        stepper.threads = torch.get_num_threads()
+    if stepper.weights_device().type != "cpu":
+        stepper.backend, stepper.threads = "torch", torch.get_num_threads()
         return []
     tokens = torch.zeros(streams, dtype=torch.long)
-    state: list[HiddenState] = [stepper.init_state(streams)]
+    steps = {"torch": _stepping(stepper.compute, stepper, tokens)}
+    if blas_threads_settable():  # a BLAS whose pool cannot be sized (Apple's) is left out: its count is unknown
+        steps["numpy"] = _stepping(stepper.compute_numpy, stepper, tokens)
+    once = _time_backends(steps, (1,), rounds=3, repeats=3)  # the median round: warmed up
+    quickest = fastest(once)
+    if quickest.seconds < STEP_WORTH_THREADS_SECONDS:
+        counts = (min(counts),)
+    repeats = max(1, min(200, int(STEPPER_ROUND_SECONDS / quickest.seconds)))
+    timings = _time_backends(steps, counts, repeats=repeats)
+    best = fastest(timings)
+    stepper.backend, stepper.threads = best.backend, best.threads
+    return timings
+
+
+def _stepping(
+    compute: Callable[..., tuple[object, HiddenState]], stepper: FastStepper, tokens: torch.Tensor
+) -> Callable[[], None]:
+    """One step after another from a zero state, as sampling runs them."""
+    state: list[HiddenState] = [stepper.init_state(tokens.shape[0])]
 
     def step() -> None:
-        state[0] = stepper.compute(tokens, state[0])[1]
+        state[0] = compute(tokens, state[0])[1]
 
-    once = time_thread_counts(step, (1,), rounds=3, repeats=3)[0]  # the median round: warmed up
-    if once.seconds < STEP_WORTH_THREADS_SECONDS:
-        stepper.threads = 1
-        return [once]
-    repeats = max(1, min(200, int(STEPPER_ROUND_SECONDS / once.seconds)))
-    timings = time_thread_counts(step, counts, repeats=repeats)
-    stepper.threads = fastest(timings).threads
+    return step
+
+
+def _time_backends(
+    steps: dict[str, Callable[[], None]], counts: Sequence[int], *, rounds: int = 3, repeats: int = 1
+) -> list[ThreadTiming]:
+    """Each backend's step at each thread count: one backend after the other, its counts in
+    alternating rounds (a burst of a neighbour's work then hurts each count alike), after a
+    round's worth of untimed steps (the other backend's pool may still be spinning: OpenMP's and
+    OpenBLAS's idle threads both wait busily for a while). The median round per choice."""
+    set_count = {"torch": torch.set_num_threads, "numpy": set_blas_threads}
+    before = torch.get_num_threads()
+    timings = []
+    try:
+        for backend, step in steps.items():
+            set_count[backend](max(counts))
+            for _ in range(repeats):
+                step()
+            by_count = time_thread_counts(step, counts, rounds=rounds, repeats=repeats, set_threads=set_count[backend])
+            timings += [replace(t, backend=backend) for t in by_count]
+    finally:
+        torch.set_num_threads(before)
     return timings
 
 

@@ -54,7 +54,9 @@ def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
 
     machine = Machine("2", "3", "cpu x", 2, "cpu (x)", "avx2", "fp32", "measured")
     report = BenchReport(quick=True, machine=machine, config={})
-    report.sampling_floor = SamplingFloor("lstm", 512, 2, {1: 3000.0, 2: 2500.0}, 2500.0, 2500 / 3000)
+    report.sampling_floor = SamplingFloor(
+        "lstm", 512, 2, {"torch, 1 thread": 3000.0, "numpy, 2 threads": 2500.0}, 2500.0, 2500 / 3000, "numpy, 2 threads"
+    )
     report.busy_neighbour = BusyNeighbour(60.0, 2, 1200, 700, 700 / 1200)
     report.quality_rows = [
         QualityRow("ts", "reference loop", budget_seconds=60.0, val_bpc=2.5, ratio=1.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.model import FastStepper, RNNLanguageModel, blas_threads_settable
 from charrnn.probes import threads as threads_mod
 from charrnn.probes.cache import ProbeCache
 from charrnn.probes.threads import ThreadTiming, ThreadTuner, TunerSettings, fastest, speedup_note, tune_stepper
@@ -26,20 +26,33 @@ def test_timing_alternates_counts_and_restores_torchs():
     assert [t.threads for t in timings] == [1, 2]
 
 
-def test_the_sampler_takes_the_count_it_measured_fastest(monkeypatch):
+def test_the_sampler_takes_the_backend_and_count_it_measured_fastest(monkeypatch):
     stepper = FastStepper(RNNLanguageModel("lstm", 20, 8, 16, 2, dropout=0.0).eval())
     monkeypatch.setattr(threads_mod, "STEP_WORTH_THREADS_SECONDS", 0.0)  # probe even this tiny step
-    fake = [ThreadTiming(1, 3e-4), ThreadTiming(2, 1e-4)]
-    monkeypatch.setattr(
-        threads_mod, "time_thread_counts", lambda work, counts, **kw: fake if len(counts) > 1 else fake[:1]
-    )
-    assert tune_stepper(stepper, streams=4, counts=(1, 2)) == fake and stepper.threads == 2
+    blas = Threads()
+    monkeypatch.setattr(threads_mod, "set_blas_threads", blas)  # numpy's pool is left as it is
+    monkeypatch.setattr(threads_mod, "blas_threads_settable", lambda: True)
+    seconds = {"torch": {1: 3e-4, 2: 2e-4}, "numpy": {1: 1.5e-4, 2: 2.5e-4}}
+
+    def fake(work, counts, *, set_threads, **kw):
+        backend = "numpy" if set_threads is blas else "torch"
+        return [ThreadTiming(n, seconds[backend][n]) for n in counts]
+
+    monkeypatch.setattr(threads_mod, "time_thread_counts", fake)
+    timings = tune_stepper(stepper, streams=4, counts=(1, 2))
+    assert {(t.backend, t.threads) for t in timings} == {("torch", 1), ("torch", 2), ("numpy", 1), ("numpy", 2)}
+    assert (stepper.backend, stepper.threads) == ("numpy", 1)
+    seconds["torch"][2] = 1e-4  # torch on two threads now the fastest
+    tune_stepper(stepper, streams=4, counts=(1, 2))
+    assert (stepper.backend, stepper.threads) == ("torch", 2)
 
 
-def test_a_tiny_sampling_step_stays_on_one_thread_without_probing():
+def test_a_tiny_sampling_step_compares_the_backends_on_one_thread_only():
     stepper = FastStepper(RNNLanguageModel("gru", 20, 8, 16, 1, dropout=0.0).eval())
-    [once] = tune_stepper(stepper, streams=1, counts=(1, 2))
-    assert stepper.threads == 1 and once.threads == 1 and once.seconds < threads_mod.STEP_WORTH_THREADS_SECONDS
+    timings = tune_stepper(stepper, streams=1, counts=(1, 2))
+    assert stepper.threads == 1 and {t.threads for t in timings} == {1}
+    assert {t.backend for t in timings} == ({"torch", "numpy"} if blas_threads_settable() else {"torch"})
+    assert all(t.seconds < threads_mod.STEP_WORTH_THREADS_SECONDS for t in timings)
 
 
 class Threads:
