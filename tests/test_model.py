@@ -93,3 +93,17 @@ def test_a_numpy_step_runs_on_the_measured_blas_thread_count(monkeypatch):
     stepper.backend, stepper.threads = "numpy", 1
     logits, state = stepper.step(torch.zeros(2, dtype=torch.long), stepper.init_state(2))
     assert seen == [1] and logits.shape == (2, 23) and state.shape == (2, 2, 20)
+
+
+def test_a_step_beside_another_runs_on_torch_on_one_thread(monkeypatch):
+    torch.set_num_threads(2)
+    seen = []
+    stepper = FastStepper(RNNLanguageModel("lstm", 23, 6, 20, 2, dropout=0.0).eval())
+    stepper.backend, stepper.threads = "numpy", 2
+    inner = stepper.compute
+    monkeypatch.setattr(stepper, "compute", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    with model_mod._steps_now.entered():  # another sample's step is running
+        stepper.step(torch.zeros(1, dtype=torch.long), stepper.init_state(1))
+    assert seen == [1] and torch.get_num_threads() == 2
+    stepper.step(torch.zeros(1, dtype=torch.long), stepper.init_state(1))  # alone again: numpy
+    assert seen == [1]
