@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
@@ -228,15 +229,15 @@ class FastStepper:
 
     def step(self, tokens: torch.Tensor, state: HiddenState) -> tuple[torch.Tensor, HiddenState]:
         """tokens (B,) int64 -> logits (B, V), new state (fresh tensors), on `threads` threads."""
-        with _steps_now.entered() as alone:
-            if self.backend == "numpy" and alone:
-                set_blas_threads(self.threads)
+        if self.backend == "numpy":
+            with _steps_now.entered() as alone:
+                # Several samples stepping at once (charrnn serve's workers) would share one
+                # pool of BLAS threads: each takes one thread of its own instead (and keeps it a
+                # while: resizing the pool at every step made four samples crawl, a quarter of
+                # their pace on one thread each, measured on a 2x512 LSTM).
+                set_blas_threads(self.threads if alone else 1)
                 return self.compute_numpy(tokens, state)
-            # Several samples stepping at once (charrnn serve's workers) crawl on numpy: four
-            # threads on two cores made 411 chars/s in all against 1,620 on torch (2x512 LSTM,
-            # measured; numpy's many small operations each take and give back the GIL). Each
-            # step of several then runs on torch, on one thread: the samples share the cores.
-            return self._compute_on(self.threads if alone else 1, tokens, state)
+        return self._compute_on(self.threads, tokens, state)
 
     def _compute_on(
         self, wanted: int | None, tokens: torch.Tensor, state: HiddenState
@@ -388,18 +389,23 @@ _blas_threads_now: list[int | None] = [None]  # what set_blas_threads last set (
 
 
 class _Running:
-    """How many steps run now, across the process's threads."""
+    """How many numpy steps run now, across the process's threads, and when several last did."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_seconds: float = 1.0) -> None:
         self.count = 0
+        self.crowded_at = -float("inf")
+        self.hold_seconds = hold_seconds  # a step is alone this long after the last crowded one
         self.lock = threading.Lock()
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[bool]:
         """Within the block, this step counts; it is told whether it runs alone."""
+        now = time.monotonic()
         with self.lock:
             self.count += 1
-            alone = self.count == 1
+            if self.count > 1:
+                self.crowded_at = now
+            alone = now - self.crowded_at > self.hold_seconds
         try:
             yield alone
         finally:

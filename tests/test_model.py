@@ -95,15 +95,17 @@ def test_a_numpy_step_runs_on_the_measured_blas_thread_count(monkeypatch):
     assert seen == [1] and logits.shape == (2, 23) and state.shape == (2, 2, 20)
 
 
-def test_a_step_beside_another_runs_on_torch_on_one_thread(monkeypatch):
-    torch.set_num_threads(2)
+def test_a_numpy_step_beside_another_takes_one_blas_thread_for_a_while(monkeypatch):
     seen = []
+    monkeypatch.setattr(model_mod, "set_blas_threads", seen.append)
+    monkeypatch.setattr(model_mod, "_steps_now", model_mod._Running(hold_seconds=60.0))
     stepper = FastStepper(RNNLanguageModel("lstm", 23, 6, 20, 2, dropout=0.0).eval())
     stepper.backend, stepper.threads = "numpy", 2
-    inner = stepper.compute
-    monkeypatch.setattr(stepper, "compute", lambda t, h: seen.append(torch.get_num_threads()) or inner(t, h))
+    step = lambda: stepper.step(torch.zeros(1, dtype=torch.long), stepper.init_state(1))  # noqa: E731
+    step()
     with model_mod._steps_now.entered():  # another sample's step is running
-        stepper.step(torch.zeros(1, dtype=torch.long), stepper.init_state(1))
-    assert seen == [1] and torch.get_num_threads() == 2
-    stepper.step(torch.zeros(1, dtype=torch.long), stepper.init_state(1))  # alone again: numpy
-    assert seen == [1]
+        step()
+    step()  # alone again, but within the hold: still one thread (no resizing at every step)
+    model_mod._steps_now.hold_seconds = 0.0
+    step()
+    assert seen == [2, 1, 1, 2]
