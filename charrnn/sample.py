@@ -16,8 +16,9 @@ import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .model import FastStepper, HiddenState, RNNLanguageModel
-from .probes.threads import tune_stepper
+from .model import HiddenState, RNNLanguageModel
+from .probes.threads import backend_cache, tune_stepper
+from .stepper import FastStepper
 from .tokenizers.char import Tokenizer, show_chars
 
 # Below this a temperature rounds to 0 in float32 (and 1/T overflows it): the draw runs in float64.
@@ -170,7 +171,7 @@ def tuned_stepper(model: RNNLanguageModel, streams: int) -> FastStepper:
     if known is not None and time.monotonic() - known[2] < TUNED_FOR_SECONDS:
         stepper.backend, stepper.threads = known[0], known[1]
     else:
-        tune_stepper(stepper, streams)
+        tune_stepper(stepper, streams, cache=backend_cache())
         _tuned[model][streams] = (stepper.backend, stepper.threads, time.monotonic())
     return stepper
 

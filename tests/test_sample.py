@@ -7,8 +7,9 @@ import torch
 
 from charrnn.config import SampleConfig
 from charrnn.errors import ConfigError
-from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.model import RNNLanguageModel
 from charrnn.sample import check_prime, choose_next, generate
+from charrnn.stepper import FastStepper
 from charrnn.tokenizers.char import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,8 @@ from conftest import TINY_TEXT, one_error_line, train_tiny_run
 from charrnn.checkpoint import BEST, LAST, RunCheckpoint, load_checkpoint, load_model, save_checkpoint
 from charrnn.config import ModelConfig
 from charrnn.footprint import parameter_count, parameter_shapes
-from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.model import RNNLanguageModel
+from charrnn.stepper import FastStepper
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

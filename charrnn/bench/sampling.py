@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ..config import SampleConfig
-from ..model import FastStepper, RNNLanguageModel, blas_threads_settable, set_blas_threads
+from ..model import RNNLanguageModel
 from ..probes.threads import thread_counts, time_thread_counts, tune_stepper
 from ..sample import choose_next, generate, tuned_stepper
+from ..stepper import FastStepper, blas_threads_settable, set_blas_threads
 from ..tokenizers.char import CharTokenizer
 from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB

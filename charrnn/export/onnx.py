@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from ..model import FastStepper, RNNLanguageModel
+from ..model import RNNLanguageModel
+from ..stepper import FastStepper
 from ..tokenizers.char import Tokenizer
 
 OPSET = 17

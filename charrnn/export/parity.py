@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..model import FastStepper, RNNLanguageModel
+from ..model import RNNLanguageModel
+from ..stepper import FastStepper
 
 LOGIT_TOLERANCE = 1e-3  # relative to the largest |logit|; measured differences are near 1e-6
 

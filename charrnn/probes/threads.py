@@ -22,13 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
-from ..model import blas_threads_settable, set_blas_threads
-from .cache import SETTLED_PROBES, ProbeCache, usable_cores
+from ..stepper import blas_threads_settable, set_blas_threads
+from .cache import SETTLED_PROBES, ProbeCache, machine_key, usable_cores
 
 if TYPE_CHECKING:
-    from ..model import FastStepper, HiddenState
+    from ..model import HiddenState
+    from ..stepper import FastStepper
 
 # A step whose matmuls do less than this is mostly Python and dispatch overhead: threads, and
 # bf16, cannot change its speed, and timing it would only add noise (and nondeterminism).
@@ -129,11 +131,17 @@ STEP_WORTH_THREADS_SECONDS = 1e-4
 
 
 @torch.inference_mode()
-def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | None = None) -> list[ThreadTiming]:
+def tune_stepper(
+    stepper: FastStepper, streams: int, counts: Sequence[int] | None = None, cache: ProbeCache | None = None
+) -> list[ThreadTiming]:
     """Time `stepper.step` for `streams` streams on each backend (torch, numpy) at each thread
     count and have it use the fastest from now on (`stepper.backend`, `stepper.threads`). Tens of
     milliseconds. A step too short to share (`STEP_WORTH_THREADS_SECONDS`) compares the backends
-    on the fewest threads only."""
+    on the fewest threads only.
+
+    With a `cache`, the backend is decided once per machine and model shape, by the first probe
+    (kept for a month), and only the thread count is measured afterwards: the two backends round
+    differently, and a seed must give the same text every run (`backend_cache`)."""
     counts = tuple(counts or thread_counts())
     if stepper.weights_device().type != "cpu":
         stepper.backend, stepper.threads = "torch", torch.get_num_threads()
@@ -142,6 +150,11 @@ def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | Non
     steps = {"torch": _stepping(stepper.compute, stepper, tokens)}
     if blas_threads_settable():  # a BLAS whose pool cannot be sized (Apple's) is left out: its count is unknown
         steps["numpy"] = _stepping(stepper.compute_numpy, stepper, tokens)
+    key = _backend_key(stepper, streams)
+    decided = cache.recent(key)[:1] if cache is not None else []
+    if decided and set(decided[0]) - {"at"} <= set(steps):
+        chosen = min((b for b in decided[0] if b != "at"), key=lambda b: decided[0][b])
+        steps = {chosen: steps[chosen]}
     once = _time_backends(steps, (1,), rounds=3, repeats=3)  # the median round: warmed up
     quickest = fastest(once)
     if quickest.seconds < STEP_WORTH_THREADS_SECONDS:
@@ -150,7 +163,20 @@ def tune_stepper(stepper: FastStepper, streams: int, counts: Sequence[int] | Non
     timings = _time_backends(steps, counts, repeats=repeats)
     best = fastest(timings)
     stepper.backend, stepper.threads = best.backend, best.threads
+    if cache is not None and not decided:
+        cache.add(key, {b: min(t.seconds for t in timings if t.backend == b) for b in steps})
     return timings
+
+
+def backend_cache() -> ProbeCache:
+    """sampler.json next to the token cache: per machine and model shape, the first probe's
+    fastest step time on each backend ("torch", "numpy"), which decides the backend for a month."""
+    return ProbeCache("sampler", ("torch",))
+
+
+def _backend_key(stepper: FastStepper, streams: int) -> str:
+    shape = f"{stepper.cell} {stepper.num_layers}x{stepper.hidden_size}"
+    return f"{machine_key(torch.device('cpu'))}|{shape}|streams={streams}|numpy={np.__version__}"
 
 
 def _stepping(

@@ -14,9 +14,10 @@ from conftest import needs_native_bf16
 
 from charrnn import bench as bench_mod
 from charrnn.bench import BenchPlan
-from charrnn.model import FastStepper, RNNLanguageModel, blas_threads_settable
+from charrnn.model import RNNLanguageModel
 from charrnn.probes.threads import thread_counts
 from charrnn.runtime import cpu_can_run_bf16
+from charrnn.stepper import FastStepper, blas_threads_settable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

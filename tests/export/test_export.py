@@ -15,7 +15,8 @@ from conftest import TINY_TEXT, train_tiny_run
 
 from charrnn.export import export_run
 from charrnn.export.onnx import onnx_bytes, tokenizer_json_text
-from charrnn.model import FastStepper, RNNLanguageModel
+from charrnn.model import RNNLanguageModel
+from charrnn.stepper import FastStepper
 from charrnn.tokenizers.char import CharTokenizer
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'charrnn[export]'")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from charrnn.model import FastStepper, RNNLanguageModel, blas_threads_settable
+from charrnn.model import RNNLanguageModel
 from charrnn.probes import threads as threads_mod
 from charrnn.probes.cache import ProbeCache
 from charrnn.probes.threads import ThreadTiming, ThreadTuner, TunerSettings, fastest, speedup_note, tune_stepper
+from charrnn.stepper import FastStepper, blas_threads_settable
 
 
 def test_the_fastest_median_wins_and_a_tie_goes_to_fewer_threads():
@@ -45,6 +46,36 @@ def test_the_sampler_takes_the_backend_and_count_it_measured_fastest(monkeypatch
     seconds["torch"][2] = 1e-4  # torch on two threads now the fastest
     tune_stepper(stepper, streams=4, counts=(1, 2))
     assert (stepper.backend, stepper.threads) == ("torch", 2)
+
+
+def test_the_first_probe_decides_the_backend_for_later_runs_and_only_threads_are_measured_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(threads_mod, "STEP_WORTH_THREADS_SECONDS", 0.0)
+    blas = Threads()
+    monkeypatch.setattr(threads_mod, "set_blas_threads", blas)
+    monkeypatch.setattr(threads_mod, "blas_threads_settable", lambda: True)
+    seconds = {"torch": {1: 3e-4, 2: 2e-4}, "numpy": {1: 1.5e-4, 2: 2.5e-4}}
+    timed: list[str] = []
+
+    def fake(work, counts, *, set_threads, **kw):
+        backend = "numpy" if set_threads is blas else "torch"
+        timed.append(backend)
+        return [ThreadTiming(n, seconds[backend][n]) for n in counts]
+
+    monkeypatch.setattr(threads_mod, "time_thread_counts", fake)
+    cache = ProbeCache("sampler", ("torch",), path=tmp_path / "sampler.json")
+    model = RNNLanguageModel("lstm", 20, 8, 16, 2, dropout=0.0).eval()
+    first = FastStepper(model)
+    tune_stepper(first, streams=1, counts=(1, 2), cache=cache)
+    assert (first.backend, first.threads) == ("numpy", 1) and set(timed) == {"torch", "numpy"}
+    seconds["torch"] = {1: 1e-5, 2: 1e-5}  # torch now measures faster: the decision stands (a seed's text with it)
+    seconds["numpy"] = {1: 3e-4, 2: 1e-4}  # and numpy on two threads beats one: that is measured again
+    timed.clear()
+    later = FastStepper(model)
+    tune_stepper(later, streams=1, counts=(1, 2), cache=cache)
+    assert (later.backend, later.threads) == ("numpy", 2) and set(timed) == {"numpy"}
+    other_shape = FastStepper(RNNLanguageModel("lstm", 20, 8, 24, 2, dropout=0.0).eval())
+    tune_stepper(other_shape, streams=1, counts=(1, 2), cache=cache)  # a shape of its own: probed afresh
+    assert other_shape.backend == "torch"
 
 
 def test_a_tiny_sampling_step_compares_the_backends_on_one_thread_only():
