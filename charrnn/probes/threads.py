@@ -128,6 +128,9 @@ def on_fastest_threads(work: Callable[[], object], counts: Sequence[int] | None 
 STEPPER_ROUND_SECONDS = 0.01
 # A step shorter than this is dispatch overhead: a second thread can only add its wake-up.
 STEP_WORTH_THREADS_SECONDS = 1e-4
+# The backend's deciding probe was taken on a busy machine when a later run steps this many
+# times faster on it: it no longer binds (the next run probes both backends again).
+BUSY_DECISION_FACTOR = 2.0
 
 
 @torch.inference_mode()
@@ -141,7 +144,8 @@ def tune_stepper(
 
     With a `cache`, the backend is decided once per machine and model shape, by the first probe
     (kept for a month), and only the thread count is measured afterwards: the two backends round
-    differently, and a seed must give the same text every run (`backend_cache`)."""
+    differently, and a seed must give the same text every run (`backend_cache`). A run that steps
+    BUSY_DECISION_FACTOR times faster than that probe shows it was taken busy: it is forgotten."""
     counts = tuple(counts or thread_counts())
     if stepper.weights_device().type != "cpu":
         stepper.backend, stepper.threads = "torch", torch.get_num_threads()
@@ -165,6 +169,8 @@ def tune_stepper(
     stepper.backend, stepper.threads = best.backend, best.threads
     if cache is not None and not decided:
         cache.add(key, {b: min(t.seconds for t in timings if t.backend == b) for b in steps})
+    elif cache is not None and best.seconds * BUSY_DECISION_FACTOR < decided[0][best.backend]:
+        cache.discard(key, lambda probe: True)  # the deciding probe was taken busy: the next run decides again
     return timings
 
 
