@@ -100,16 +100,11 @@ class FastStepper:
             with _steps_now.entered() as alone:
                 # Several samples stepping at once (charrnn serve's workers) would share one
                 # pool of BLAS threads: each takes one thread of its own instead (and keeps it a
-                # while: resizing the pool at every step made four samples crawl, a quarter of
+                # while: resizing the pool at every step made four samples crawl, a fifth of
                 # their pace on one thread each, measured on a 2x512 LSTM).
                 set_blas_threads(self.threads if alone else 1)
                 return self.compute_numpy(tokens, state)
-        return self._compute_on(self.threads, tokens, state)
-
-    def _compute_on(
-        self, wanted: int | None, tokens: torch.Tensor, state: HiddenState
-    ) -> tuple[torch.Tensor, HiddenState]:
-        threads = torch.get_num_threads()
+        threads, wanted = torch.get_num_threads(), self.threads
         if wanted is None or wanted == threads:
             return self.compute(tokens, state)
         torch.set_num_threads(wanted)  # costs well under a microsecond each way

@@ -14,9 +14,9 @@ import torch
 
 from ..config import SampleConfig
 from ..model import RNNLanguageModel
-from ..probes.threads import thread_counts, time_thread_counts, tune_stepper
+from ..probes.threads import thread_counts, thread_setter, time_thread_counts, tune_stepper
 from ..sample import choose_next, generate, tuned_stepper
-from ..stepper import FastStepper, blas_threads_settable, set_blas_threads
+from ..stepper import FastStepper, blas_threads_settable
 from ..tokenizers.char import CharTokenizer
 from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB
@@ -114,11 +114,10 @@ def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int
     the sampler's share of the best floor, medians of the rounds."""
     model = _model(cell, hidden, layers)
     stepper = FastStepper(model)
-    set_count = {"torch": torch.set_num_threads, "numpy": set_blas_threads}
     backends = ("torch", "numpy") if blas_threads_settable() else ("torch",)
     floors = {(b, n): step_matmuls(stepper, backend=b) for b in backends for n in thread_counts()}
     torch_threads = torch.get_num_threads()
-    set_count["numpy"](1)
+    thread_setter("numpy")(1)  # the first timing's numpy side on one thread, as its torch side
     once = min(time_thread_counts(work, (1,), rounds=1, repeats=20)[0].seconds for work in floors.values())
     steps = max(20, int(seconds / (rounds * (len(floors) + 1.5)) / once))  # per round, each side
     tokenizer = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
@@ -131,7 +130,7 @@ def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int
     try:
         for _ in range(rounds):
             for (backend, n), work in floors.items():
-                set_count[backend](n)
+                thread_setter(backend)(n)
                 for _ in range(max(1, steps // 4)):  # untimed: the other backend's idle threads may still spin
                     work()
                 began = time.perf_counter()

@@ -197,6 +197,11 @@ def _stepping(
     return step
 
 
+def thread_setter(backend: str) -> Callable[[int], None]:
+    """What sizes the thread pool a `FastStepper.backend` runs on: torch's, or numpy's BLAS's."""
+    return set_blas_threads if backend == "numpy" else torch.set_num_threads
+
+
 def _time_backends(
     steps: dict[str, Callable[[], None]], counts: Sequence[int], *, rounds: int = 3, repeats: int = 1
 ) -> list[ThreadTiming]:
@@ -204,15 +209,15 @@ def _time_backends(
     alternating rounds (a burst of a neighbour's work then hurts each count alike), after a
     round's worth of untimed steps (the other backend's pool may still be spinning: OpenMP's and
     OpenBLAS's idle threads both wait busily for a while). The median round per choice."""
-    set_count = {"torch": torch.set_num_threads, "numpy": set_blas_threads}
     before = torch.get_num_threads()
     timings = []
     try:
         for backend, step in steps.items():
-            set_count[backend](max(counts))
+            set_threads = thread_setter(backend)
+            set_threads(max(counts))
             for _ in range(repeats):
                 step()
-            by_count = time_thread_counts(step, counts, rounds=rounds, repeats=repeats, set_threads=set_count[backend])
+            by_count = time_thread_counts(step, counts, rounds=rounds, repeats=repeats, set_threads=set_threads)
             timings += [replace(t, backend=backend) for t in by_count]
     finally:
         torch.set_num_threads(before)
