@@ -3,22 +3,23 @@
 The prime runs through the fused module in one call (fast for long primes); each new token
 then goes through `FastStepper`, one small matmul per layer. `fast=False` uses the plain
 module per step instead: slower, and the reference the fast path is tested against.
+`generate_samples` draws several samples at once, as the rows of one batch; whole documents
+(--docs, --tunes) are `documents.py`'s.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import replace
-from typing import Callable, Generator, Iterator
+from typing import Generator, Iterator
 
 import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .model import HiddenState, RNNLanguageModel
+from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
 from .probes.threads import backend_cache, tune_stepper
-from .stepper import FastStepper
+from .stepper import FastStepper, torch_ops_beside
 from .tokenizers.char import Tokenizer, show_chars
 
 # Below this a temperature rounds to 0 in float32 (and 1/T overflows it): the draw runs in float64.
@@ -120,38 +121,155 @@ def _generate(
     generator: torch.Generator | None,
     fast: bool,
 ) -> Generator[str, None, None]:
-    length, stop = cfg.length, cfg.stop
     if prime:
         yield prime
+    logits, state = _primed(model, tokenizer, prime)  # (1, V)
+    stepper = tuned_stepper(model, streams=1) if fast else None
+    text = _SampleText(tokenizer, cfg, prime)
+    while not text.done:
+        token = choose_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (1,)
+        piece = text.feed(int(token))
+        if piece:
+            yield piece
+        if not text.done:
+            logits, state = _advance(model, stepper, token, state)
+
+
+def _primed(model: RNNLanguageModel, tokenizer: Tokenizer, prime: str) -> tuple[torch.Tensor, HiddenState]:
+    """The logits (1, V) for the first new token and the state after the prime, which runs
+    through the fused module in one call."""
     device = model.head.weight.device
     context = torch.tensor([_context_ids(tokenizer, prime)], dtype=torch.long, device=device)  # (1, T)
-    logits, state = model(context)  # prime through the fused module
-    logits = logits[:, -1]  # (1, V)
-    stepper = tuned_stepper(model, streams=1) if fast else None
-    decoder = tokenizer.stream_decoder()
-    produced = 0
-    # A stop string may begin inside the prime, but must end in new text: keep len(stop) - 1 chars.
-    tail = prime[max(0, len(prime) - len(stop) + 1) :] if stop and len(stop) > 1 else ""
-    while produced < length:
-        token = choose_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (1,)
-        piece = decoder.feed(int(token))
-        if piece:
-            piece = piece[: length - produced]
-            if stop:
-                window = tail + piece
-                at = window.find(stop)
-                if at >= 0:
-                    yield piece[: at + len(stop) - len(tail)]
-                    return
-                tail = window[-(len(stop) - 1) :] if len(stop) > 1 else ""
-            produced += len(piece)
-            yield piece
-        if produced >= length:
-            break
-        logits, state = _advance(model, stepper, token, state)
-    rest = decoder.flush()[: length - produced]
-    if rest:
-        yield rest
+    logits, state = model(context)
+    return logits[:, -1], state
+
+
+class _SampleText:
+    """One sample's new text as its tokens come: decoded, cut at cfg.length characters or just
+    after cfg.stop, which may begin inside the prime but must end in new text."""
+
+    def __init__(self, tokenizer: Tokenizer, cfg: SampleConfig, prime: str) -> None:
+        self.decoder = tokenizer.stream_decoder()
+        self.length, self.stop = cfg.length, cfg.stop
+        self.produced = 0
+        self.done = self.length <= 0
+        stop = self.stop
+        self.tail = prime[max(0, len(prime) - len(stop) + 1) :] if stop and len(stop) > 1 else ""  # len(stop) - 1 chars
+
+    def feed(self, token: int) -> str:
+        """The text `token` completes (often all of it; "" while a multi-byte character is partial)."""
+        piece = self.decoder.feed(token)[: self.length - self.produced]
+        if piece and self.stop:
+            window = self.tail + piece
+            at = window.find(self.stop)
+            if at >= 0:
+                self.done = True
+                return piece[: at + len(self.stop) - len(self.tail)]
+            self.tail = window[-(len(self.stop) - 1) :] if len(self.stop) > 1 else ""
+        self.produced += len(piece)
+        self.done = self.produced >= self.length
+        return piece
+
+
+# The most samples stepped as one batch: the texts of a batch but its first wait in memory
+# until their turn on stdout, so --num-samples 10000 runs in batches of this many.
+MAX_STREAMS = 64
+
+
+@torch.inference_mode()
+def generate_samples(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    cfg: SampleConfig,
+    *,
+    prime: str = "",
+    generator: torch.Generator | None = None,
+    fast: bool = True,
+) -> Iterator[tuple[int, str]]:
+    """cfg.num_samples samples drawn at once, as rows of one batch: a step multiplies the
+    weights by all rows together (a matrix product, which keeps every core busy, where one
+    stream's matrix-vector product waits on memory). Yields (sample index, piece) in sample
+    order: the first sample's pieces as they come, each later one's text once it is its turn.
+    Each sample is what `generate` yields; with one sample, the same text for the same seed."""
+    was_training = model.training
+    model.eval()
+    try:
+        for first in range(0, cfg.num_samples, MAX_STREAMS):
+            count = min(MAX_STREAMS, cfg.num_samples - first)
+            for index, piece in _in_order(_batch(model, tokenizer, cfg, prime, count, generator, fast), count):
+                yield first + index, piece
+    finally:
+        model.train(was_training)
+
+
+def _batch(
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    cfg: SampleConfig,
+    prime: str,
+    count: int,
+    generator: torch.Generator | None,
+    fast: bool,
+) -> Iterator[tuple[int, str | None]]:
+    """(row, piece) as the rows' texts grow, and (row, None) when a row's text is complete."""
+    logits, state = _primed(model, tokenizer, prime)  # the prime once: (1, V), every row starts there
+    logits = logits.expand(count, -1)  # (B, V)
+    parts = [t.expand(-1, count, -1).contiguous() for t in state_tensors(state)]  # each (L, B, H)
+    hidden = state_from_tensors(parts, model.cell)
+    stepper = tuned_stepper(model, streams=count) if fast else None
+    texts = [_SampleText(tokenizer, cfg, prime) for _ in range(count)]
+    rows = list(range(count))  # the batch's rows: samples not yet complete
+    for row in rows:
+        if prime:
+            yield row, prime
+        if texts[row].done:
+            yield row, None
+    rows = [row for row in rows if not texts[row].done]
+    while rows:
+        with torch_ops_beside(stepper):  # the draw: one thread, when the steps are numpy's
+            tokens = choose_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B,)
+        for row, token in zip(rows, tokens.tolist()):
+            piece = texts[row].feed(token)
+            if piece:
+                yield row, piece
+            if texts[row].done:
+                yield row, None
+        going = [i for i, row in enumerate(rows) if not texts[row].done]
+        if len(going) < len(rows):  # the complete rows leave the batch
+            keep = torch.tensor(going, dtype=torch.long, device=tokens.device)
+            tokens, logits = tokens[keep], logits[keep]
+            hidden = _rows(hidden, keep)
+            rows = [rows[i] for i in going]
+        if rows:
+            logits, hidden = _advance(model, stepper, tokens, hidden)
+
+
+def _rows(state: HiddenState, keep: torch.Tensor) -> HiddenState:
+    """The state of the batch rows `keep` only."""
+    if isinstance(state, tuple):
+        return (state[0][:, keep], state[1][:, keep])
+    return state[:, keep]
+
+
+def _in_order(events: Iterator[tuple[int, str | None]], count: int) -> Iterator[tuple[int, str]]:
+    """`_batch`'s events reordered by sample: row 0's pieces as they come; a later row's text,
+    kept until every row before it is complete, then as it comes. Each row yields at least once."""
+    kept: list[list[str]] = [[] for _ in range(count)]
+    complete = [False] * count
+    current = 0
+    yield 0, ""  # every sample yields at least once, an empty one too
+    for row, piece in events:
+        if piece is None:
+            complete[row] = True
+        elif row == current:
+            yield row, piece
+        else:
+            kept[row].append(piece)
+        while current < count and complete[current]:
+            current += 1
+            if current < count:
+                yield current, "".join(kept[current])
+                kept[current] = []
 
 
 # A measured thread count is reused for this long per model and stream count (charrnn serve
@@ -183,82 +301,3 @@ def _advance(
         return stepper.step(token, state)
     logits, state = model(token[:, None], state)
     return logits[:, -1], state
-
-
-# Why generate_documents dropped a document (for its `on_drop`).
-DROPPED_TOO_LONG = "longer than the length limit"
-DROPPED_WRONG_START = "does not begin as asked"
-
-
-def generate_documents(
-    model: RNNLanguageModel,
-    tokenizer: Tokenizer,
-    count: int,
-    cfg: SampleConfig = SampleConfig(),
-    *,
-    start: str = "",
-    renumber: str | None = None,
-    max_chars: int = 2000,
-    attempts: int = 10,
-    generator: torch.Generator | None = None,
-    on_drop: Callable[[str], None] | None = None,
-) -> Iterator[str]:
-    """Yield up to `count` whole documents, each as the model wrote it between two blank lines
-    (without them). The model starts conditioned on a blank line, i.e. at a document's start;
-    documents that do not begin with `start` or run past `max_chars` without ending are dropped.
-    With `renumber` (a field such as "X:"), the document's line starting with it becomes
-    `X:1`, `X:2`, ... in output order. Stops after `count * attempts` documents were drawn.
-    Drawn with cfg.temperature, top_k and top_p (its length and stop do not apply).
-    `on_drop` hears of each dropped document: DROPPED_TOO_LONG or DROPPED_WRONG_START."""
-    if count < 1:
-        raise ConfigError(f"the number of documents must be at least 1 (got {count})")
-    # Conditioning on a blank line puts the model at the start of a document.
-    prime = "\n\n" if not tokenizer.unknown_chars("\n") else ""
-    produced = drawn = 0
-    buffer = ""
-    overflow = False  # the current document ran past max_chars: drop it at its end
-    first = True  # text before the first blank line may be the tail of a document
-    pieces = generate(
-        model,
-        tokenizer,
-        replace(cfg, length=count * attempts * max_chars, stop=None),
-        prime=prime,
-        generator=generator,
-    )
-    try:
-        for piece in pieces:
-            buffer += piece
-            if first and prime:
-                buffer = buffer[len(prime) :]  # the prime is context, not output
-                first = False
-            while "\n\n" in buffer:
-                doc, buffer = buffer.split("\n\n", 1)
-                doc = doc.strip("\n")
-                if overflow:  # the tail of a document that ran too long ends here
-                    overflow, doc = False, ""
-                if not doc:
-                    continue
-                drawn += 1
-                if doc.startswith(start):
-                    produced += 1
-                    yield _renumber(doc, renumber, produced) if renumber else doc
-                elif on_drop is not None:
-                    on_drop(DROPPED_WRONG_START)
-                if produced >= count or drawn >= count * attempts:
-                    return
-            if len(buffer) > max_chars and not overflow:  # counted once, however long it runs
-                overflow, buffer = True, ""
-                drawn += 1
-                if on_drop is not None:
-                    on_drop(DROPPED_TOO_LONG)
-    finally:
-        pieces.close()
-
-
-def _renumber(doc: str, field: str, number: int) -> str:
-    lines = doc.split("\n")
-    for i, line in enumerate(lines):
-        if line.startswith(field):
-            lines[i] = f"{field}{number}"
-            break
-    return "\n".join(lines)

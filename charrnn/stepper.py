@@ -230,6 +230,23 @@ class FastStepper:
         return torch.from_numpy(logits), new_state
 
 
+@contextlib.contextmanager
+def torch_ops_beside(stepper: FastStepper | None) -> Iterator[None]:
+    """For the torch ops a caller runs between a stepper's steps (the draw, a beam's scores): one
+    thread while the steps run on numpy's BLAS. An op over many rows (a softmax over 32 samples)
+    wakes torch's OpenMP threads, which then spin against OpenBLAS's for the same cores
+    (measured, 32 rows of a 2x512 LSTM: the softmax 50 times slower, the step twice)."""
+    before = torch.get_num_threads()
+    if stepper is None or stepper.backend != "numpy" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)  # well under a microsecond each way
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _sigmoid(x: Any) -> Any:
     """In place: sigmoid(x) = (1 + tanh(x / 2)) / 2, which no input overflows (1 / (1 + exp(-x)) does)."""
     x *= 0.5

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import charrnn.sample as sampling
 from charrnn.config import SampleConfig
 from charrnn.errors import ConfigError
 from charrnn.model import RNNLanguageModel
-from charrnn.sample import check_prime, choose_next, generate
+from charrnn.sample import check_prime, choose_next, generate, generate_samples
 from charrnn.stepper import FastStepper
 from charrnn.tokenizers.char import CharTokenizer
 
@@ -168,3 +169,70 @@ def test_the_draw_follows_the_tempered_softmax_and_never_draws_a_dropped_token()
         # 20,000 draws: a standard error under 0.0036 per token; 0.015 is four of them
         torch.testing.assert_close(freq, expected / expected.sum(), atol=0.015, rtol=0)
         assert freq[4] == 0
+
+
+# ------------------------------------------------------------------ many samples at once
+
+
+def samples(model, count, prime="", seed=0, fast=True, **settings):
+    """generate_samples' texts by sample, and the order in which their pieces came."""
+    cfg = SampleConfig(**{"length": 60, **settings, "num_samples": count})
+    generator = torch.Generator().manual_seed(seed)
+    texts, order = [""] * count, []
+    for index, piece in generate_samples(model, TOKENIZER, cfg, prime=prime, generator=generator, fast=fast):
+        texts[index] += piece
+        order.append(index)
+    return texts, order
+
+
+def test_one_sample_of_many_is_the_text_generate_gives_for_the_seed(model):
+    texts, _ = samples(model, 1, prime="ab", seed=5)
+    assert texts == [text(model, prime="ab", generator=torch.Generator().manual_seed(5))]
+
+
+def test_many_samples_come_whole_in_order_each_with_the_prime_and_length(model):
+    texts, order = samples(model, 5, prime="ab", seed=1, length=40)
+    assert order == sorted(order) and set(order) == set(range(5))  # sample by sample, never interleaved
+    assert all(t.startswith("ab") and len(t) == 42 for t in texts)
+    assert len(set(texts)) == 5  # each row draws its own text
+    again, _ = samples(model, 5, prime="ab", seed=1, length=40)
+    assert again == texts
+
+
+def test_greedy_samples_at_once_are_each_the_greedy_text(model):
+    texts, _ = samples(model, 3, prime="ab", temperature=0)
+    assert texts == [text(model, prime="ab", temperature=0)] * 3
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_rows_that_stop_early_leave_the_batch_without_mixing_the_others_states(cell, monkeypatch):
+    """Samples stop at different steps (--stop): at every step, each row's logits must still be
+    what the fused module gives for its own sample's text so far."""
+    torch.manual_seed(1)
+    model = RNNLanguageModel(cell, TOKENIZER.vocab_size, 4, 16, 2, dropout=0.0).eval()
+    seen = []  # each draw's logits (rows, V)
+    monkeypatch.setattr(
+        sampling, "choose_next", lambda logits, *a: seen.append(logits.clone()) or choose_next(logits, *a)
+    )
+    texts, _ = samples(model, 8, prime="ab", seed=2, length=30, stop="b", temperature=2.0)
+    new = [t[2:] for t in texts]
+    assert len({len(t) for t in new}) > 2  # they did stop at different steps
+    for step, logits in enumerate(seen):
+        going = [i for i, t in enumerate(new) if len(t) > step]  # the rows still in the batch, in order
+        assert logits.shape[0] == len(going)
+        for row, i in enumerate(going):
+            ids = torch.tensor([[int(c) for c in TOKENIZER.encode(texts[i][: 2 + step])]])
+            with torch.no_grad():
+                expected = model(ids)[0][0, -1]  # (V,)
+            torch.testing.assert_close(logits[row], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_an_empty_sample_still_counts_as_one(model):
+    texts, order = samples(model, 3, length=0)
+    assert texts == ["", "", ""] and order == [0, 1, 2]
+
+
+def test_samples_beyond_one_batch_run_in_batches(model, monkeypatch):
+    monkeypatch.setattr(sampling, "MAX_STREAMS", 2)
+    texts, order = samples(model, 5, prime="a", seed=3, length=20)
+    assert order == sorted(order) and set(order) == set(range(5)) and all(len(t) == 21 for t in texts)

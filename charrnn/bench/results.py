@@ -90,6 +90,12 @@ class SamplingFloor:
     sampler_chars_per_sec: float  # sample.generate, start-up excluded, on the backend and threads it measured
     ratio: float  # sampler over the best floor: the target is >= 0.8
     sampler_choice: str = ""  # the backend and thread count sample.generate measured fastest ("numpy, 2 threads")
+    # --num-samples N through sample.generate_samples (N rows of one batch): chars/s in all, and the
+    # process's CPU seconds per wall second meanwhile (how many cores it kept busy)
+    many_samples: int = 0
+    many_chars_per_sec: float = 0.0
+    many_cores_busy: float = 0.0
+    many_choice: str = ""
 
 
 @dataclass

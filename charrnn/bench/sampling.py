@@ -15,7 +15,7 @@ import torch
 from ..config import SampleConfig
 from ..model import RNNLanguageModel
 from ..probes.threads import thread_counts, thread_setter, time_thread_counts, tune_stepper
-from ..sample import choose_next, generate, tuned_stepper
+from ..sample import choose_next, generate, generate_samples, tuned_stepper
 from ..stepper import FastStepper, blas_threads_settable
 from ..tokenizers.char import CharTokenizer
 from .results import SampleSpeed, SamplingFloor
@@ -107,11 +107,12 @@ def floor_label(backend: str, threads: int | None) -> str:
 
 
 @torch.inference_mode()
-def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int = 5) -> SamplingFloor:
+def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int = 5, many: int = 32) -> SamplingFloor:
     """One stream through `sample.generate` (the prime and start-up excluded), and the step's
     matmuls alone on each backend the sampler can choose (torch, numpy's BLAS) at each thread
     count, in alternating rounds of as many steps (a machine whose speed drifts moves all alike):
-    the sampler's share of the best floor, medians of the rounds."""
+    the sampler's share of the best floor, medians of the rounds. Then `many` samples at once
+    (--num-samples), as many characters each as a round of one stream."""
     model = _model(cell, hidden, layers)
     stepper = FastStepper(model)
     backends = ("torch", "numpy") if blas_threads_settable() else ("torch",)
@@ -148,4 +149,27 @@ def bench_floor(cell: str, hidden: int, layers: int, seconds: float, rounds: int
     floor_rates = {floor_label(b, n): 1 / statistics.median(t) for (b, n), t in times.items()}
     rate = 1 / statistics.median(sampler)
     choice = floor_label(chosen.backend, chosen.threads)
-    return SamplingFloor(cell, hidden, layers, floor_rates, rate, rate / max(floor_rates.values()), choice)
+    result = SamplingFloor(cell, hidden, layers, floor_rates, rate, rate / max(floor_rates.values()), choice)
+    if many > 1:
+        result.many_samples = many
+        result.many_chars_per_sec, result.many_cores_busy, result.many_choice = _many_at_once(
+            model, tokenizer, many, length=max(20, int(rate * seconds / rounds / many) * 4)
+        )
+    return result
+
+
+def _many_at_once(
+    model: RNNLanguageModel, tokenizer: CharTokenizer, count: int, length: int
+) -> tuple[float, float, str]:
+    """`count` samples of `length` characters through `sample.generate_samples`, timed from the
+    first new character (the prime and the probe excluded): chars/s in all, CPU seconds per wall
+    second (the cores kept busy), and the backend and thread count it measured fastest."""
+    config = SampleConfig(length=length, temperature=0.8, num_samples=count)
+    pieces = generate_samples(model, tokenizer, config, prime=" ", generator=torch.Generator().manual_seed(0))
+    next(pieces), next(pieces), next(pieces)  # nothing, the prime, the first character: set-up done
+    wall, cpu = time.perf_counter(), time.process_time()
+    produced = sum(len(piece) for _, piece in pieces)
+    produced -= 2 * (count - 1)  # the other rows' primes and first characters came before the clock started
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    chosen = tuned_stepper(model, streams=count)  # what generate_samples measured (cached)
+    return produced / wall, cpu / wall, floor_label(chosen.backend, chosen.threads)

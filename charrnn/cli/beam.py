@@ -86,7 +86,7 @@ def _count(n: int, what: str) -> str:
 def _write_beam_tunes(loaded: LoadedModel, cfg: SampleConfig, width: int, alpha: float, tunes: int) -> None:
     """The `tunes` best distinct complete tunes a beam of `width` finds after a blank line and "X:"."""
     from ..beam import beam_search
-    from ..sample import _renumber
+    from ..documents import renumber_field
 
     if tunes > width:
         raise CharRNNError(
@@ -102,9 +102,9 @@ def _write_beam_tunes(loaded: LoadedModel, cfg: SampleConfig, width: int, alpha:
     complete: dict[str, Hypothesis] = {}
     for hyp in found:
         if hyp.stopped and re.search(r"^K:", hyp.text, re.M) and len(complete) < tunes:
-            complete.setdefault(_renumber("X:" + hyp.text.rstrip("\n"), "X:", 0), hyp)
+            complete.setdefault(renumber_field("X:" + hyp.text.rstrip("\n"), "X:", 0), hyp)
     for n, (tune, hyp) in enumerate(complete.items()):
-        sys.stdout.write(("\n" if n else "") + _renumber(tune, "X:", n + 1) + "\n")
+        sys.stdout.write(("\n" if n else "") + renumber_field(tune, "X:", n + 1) + "\n")
         sys.stdout.flush()
         _report(hyp, width, alpha)
     if len(complete) < tunes:

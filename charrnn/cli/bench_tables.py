@@ -34,7 +34,16 @@ def floor_table(f: SamplingFloor) -> Table:
         table.add_row(f"floor: {label}", f"{rate:,.0f} steps", f"{f.sampler_chars_per_sec / rate:.2f}")
     choice = f" ({f.sampler_choice})" if f.sampler_choice else ""
     table.add_row(f"sampler{choice}", f"{f.sampler_chars_per_sec:,.0f} chars", f"{f.ratio:.2f} (target >= 0.8)")
-    table.caption = "floor: the step's matrix products alone, timed in the same run; start-up excluded"
+    if f.many_samples:
+        table.add_row(
+            f"{f.many_samples} at once ({f.many_choice})",
+            f"{f.many_chars_per_sec:,.0f} chars",
+            f"{f.many_chars_per_sec / f.sampler_chars_per_sec:.1f}x; {f.many_cores_busy:.1f} cores busy",
+        )
+    table.caption = (
+        "floor: the step's matrix products alone, timed in the same run; start-up excluded; "
+        "N at once: --num-samples N, its speed over the sampler's and the process's CPU seconds per second"
+    )
     return table
 
 

@@ -143,10 +143,10 @@ def sample_tunes(
     of the training text is rejected like an invalid one."""
     import sys
 
+    from ..documents import DROPPED_TOO_LONG, DROPPED_WRONG_START, generate_documents
     from ..errors import CharRNNError
     from ..music.check import tune_file_name, write_midi
     from ..music.tunes import ATTEMPTS_PER_TUNE, TuneDraw, check_max_attempts, draw_tunes
-    from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START, generate_documents
 
     bound = check_max_attempts(count, max_attempts) if valid_only else ATTEMPTS_PER_TUNE * count
     draw = TuneDraw(count, bound, kept_as="valid" if valid_only else "kept")

@@ -141,23 +141,26 @@ def _generator(cfg: SampleConfig) -> torch.Generator:
 
 
 def _write_samples(loaded: LoadedModel, cfg: SampleConfig, prime: str, generator: torch.Generator) -> None:
-    """cfg.num_samples samples on stdout, streamed, a blank line apart; each headed on stderr."""
-    from ..sample import generate
+    """cfg.num_samples samples on stdout, streamed, a blank line apart; each headed on stderr.
+    They are drawn at once, as one batch (`generate_samples`): the first streams as it comes."""
+    from ..sample import generate_samples
 
     out = sys.stdout
-    for n in range(cfg.num_samples):
-        if n:
-            out.write("\n")  # a blank line between samples (each ends with a newline)
-        if cfg.num_samples > 1:  # on a terminal this heads each sample; stdout keeps the text alone
-            out.flush()
-            stderr.print(f"--- sample {n + 1} of {cfg.num_samples} ---", markup=False)
-        last = ""
-        for piece in generate(loaded.model, loaded.tokenizer, cfg, prime=prime, generator=generator):
-            out.write(piece)
-            out.flush()
-            last = piece or last
-        if not last.endswith("\n"):
-            out.write("\n")
+    current, last = -1, ""
+    for index, piece in generate_samples(loaded.model, loaded.tokenizer, cfg, prime=prime, generator=generator):
+        if index != current:
+            if current >= 0:
+                out.write("" if last.endswith("\n") else "\n")
+                out.write("\n")  # a blank line between samples (each ends with a newline)
+            if cfg.num_samples > 1:  # on a terminal this heads each sample; stdout keeps the text alone
+                out.flush()
+                stderr.print(f"--- sample {index + 1} of {cfg.num_samples} ---", markup=False)
+            current, last = index, ""
+        out.write(piece)
+        out.flush()
+        last = piece or last
+    if not last.endswith("\n"):
+        out.write("\n")
     out.flush()
 
 
@@ -196,7 +199,7 @@ def _write_documents(
     """`--docs N` / `--tunes N`: whole documents on stdout as they come (tunes renumbered X:1..N);
     with `limit` (--max-copy), those copying too much of the training text are redrawn."""
     from ..copies import CappedDraw, keep_capped
-    from ..sample import DROPPED_TOO_LONG, _renumber, generate_documents
+    from ..documents import DROPPED_TOO_LONG, generate_documents, renumber_field
 
     count = tunes if tunes is not None else docs or 0
     what = "tunes" if tunes is not None else "documents"
@@ -218,7 +221,7 @@ def _write_documents(
     written = 0
     for doc in kept:
         written += 1
-        doc = _renumber(doc, "X:", written) if tunes is not None else doc
+        doc = renumber_field(doc, "X:", written) if tunes is not None else doc
         sys.stdout.write(("\n" if written > 1 else "") + doc + "\n")
         sys.stdout.flush()
     if dropped[DROPPED_TOO_LONG]:  # never printed: say so, they are what --length cost
@@ -237,7 +240,7 @@ def _write_documents(
 
 def _why_short(loaded: LoadedModel, cfg: SampleConfig, what: str, written: int, dropped: Counter[str]) -> str:
     """The true cause of too few documents, from the vocabulary and what the sampler dropped."""
-    from ..sample import DROPPED_TOO_LONG, DROPPED_WRONG_START
+    from ..documents import DROPPED_TOO_LONG, DROPPED_WRONG_START
 
     unfinished, other_start = dropped[DROPPED_TOO_LONG], dropped[DROPPED_WRONG_START]
     corpus = loaded.meta.get("corpus") or "its corpus"

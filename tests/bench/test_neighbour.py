@@ -57,6 +57,8 @@ def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
     report.sampling_floor = SamplingFloor(
         "lstm", 512, 2, {"torch, 1 thread": 3000.0, "numpy, 2 threads": 2500.0}, 2500.0, 2500 / 3000, "numpy, 2 threads"
     )
+    report.sampling_floor.many_samples, report.sampling_floor.many_chars_per_sec = 32, 10000.0
+    report.sampling_floor.many_cores_busy, report.sampling_floor.many_choice = 1.96, "torch, 2 threads"
     report.busy_neighbour = BusyNeighbour(60.0, 2, 1200, 700, 700 / 1200)
     report.quality_rows = [
         QualityRow("ts", "reference loop", budget_seconds=60.0, val_bpc=2.5, ratio=1.0),
@@ -72,6 +74,7 @@ def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
     assert "0.83 (target >= 0.8)" in out and "0.58 (target >= 0.5)" in out
     assert "32 x 64" in out and "2.100" in out and "0.200" in out  # mean and spread of the seeds
     assert "flags: avx2" in out
+    assert "32 at once (torch, 2 threads)" in out and "4.0x; 2.0 cores busy" in out
 
 
 @pytest.mark.parametrize("flag", ["--batches", "--windows"])

@@ -297,18 +297,6 @@ def test_check_cli_json_midi_and_compact_lines(music21, cli, tmp_path, read_midi
 # ----------------------------------------------------------------------------- sampling
 
 
-def test_generate_documents_keeps_whole_tunes_and_renumbers(monkeypatch):
-    import charrnn.sample as sampling
-
-    stream = ["\n\n", "X:7\nT:A\nK:C\nCD", "EF|\n\nT:no header\n\n", "X:9\nT:", "B\nK:G\n" + "G" * 50, "\n\n"]
-    stream += ["\n\nX:3\nT:C\nK:D\nd|\n\nX:4\nT:D\nK:D\nd|\n\n"]
-    monkeypatch.setattr(sampling, "generate", lambda *a, **k: (piece for piece in stream))
-    tokenizer = type("T", (), {"unknown_chars": lambda self, text: []})()
-    docs = list(sampling.generate_documents(None, tokenizer, 2, start="X:", renumber="X:", max_chars=40))
-    # The headerless document and the one longer than 40 characters are dropped.
-    assert docs == ["X:1\nT:A\nK:C\nCDEF|", "X:2\nT:C\nK:D\nd|"]
-
-
 def test_sample_tunes_gives_whole_renumbered_tunes(music21, cli, tmp_path, read_midi, score_notes):
     corpus = tmp_path / "tunes.abc"
     two = "X:1\nT:Reel\nM:2/4\nL:1/8\nK:D\nA|:dfed|cAFA|dfed|cdd2:|\n\nX:2\nT:Jig\nM:6/8\nL:1/8\nK:G\nGAB dBG|A3 A2D|]\n\n"
