@@ -28,6 +28,7 @@ import torch
 from .errors import ConfigError
 from .model import RNNLanguageModel, map_state
 from .sample import _context_ids, tuned_stepper
+from .stepper import torch_ops_beside
 from .tokenizers.char import Tokenizer
 
 # Wider beams cost K times the time and memory of --temp 0 and rarely change the text.
@@ -108,30 +109,31 @@ def _search(
     if length == 0:
         return [Hypothesis("", (), 0.0, 0.0, False)]
     stepper = tuned_stepper(model, streams=width)
-    while live and len(ended) < width:
-        logp = torch.log_softmax(logits.double(), dim=-1)  # (B, V); float64 keeps argmax's order
-        total = (scores[:, None] + logp).flatten()
-        top = torch.topk(total, min(width, total.numel()))
-        vocab = logp.shape[1]
-        parents, tokens = (top.indices // vocab).tolist(), (top.indices % vocab).tolist()
-        keep, kept = [], []
-        for value, parent, token in zip(top.values.tolist(), parents, tokens):
-            child = _extend(live[parent], token, length, stop)
-            if isinstance(child, _Live):
-                keep.append(parent)
-                kept.append((child, token, value))
-            else:
-                text, stopped = child
-                chars = len(text)
-                ids = _ids(live[parent].link) + (token,)
-                ended.append(Hypothesis(text, ids, value, length_penalized(value, chars, alpha), stopped))
-        if not kept or _settled(ended, kept, alpha):
-            break
-        live = [c for c, _, _ in kept]
-        scores = torch.tensor([v for _, _, v in kept], device=device, dtype=torch.float64)
-        index = torch.tensor(keep, device=device)
-        token_batch = torch.tensor([t for _, t, _ in kept], device=device)
-        logits, state = stepper.step(token_batch, map_state(lambda t: t.index_select(1, index), state))
+    with torch_ops_beside(stepper):  # beam's scores: one thread, when the steps are numpy's
+        while live and len(ended) < width:
+            logp = torch.log_softmax(logits.double(), dim=-1)  # (B, V); float64 keeps argmax's order
+            total = (scores[:, None] + logp).flatten()
+            top = torch.topk(total, min(width, total.numel()))
+            vocab = logp.shape[1]
+            parents, tokens = (top.indices // vocab).tolist(), (top.indices % vocab).tolist()
+            keep, kept = [], []
+            for value, parent, token in zip(top.values.tolist(), parents, tokens):
+                child = _extend(live[parent], token, length, stop)
+                if isinstance(child, _Live):
+                    keep.append(parent)
+                    kept.append((child, token, value))
+                else:
+                    text, stopped = child
+                    chars = len(text)
+                    ids = _ids(live[parent].link) + (token,)
+                    ended.append(Hypothesis(text, ids, value, length_penalized(value, chars, alpha), stopped))
+            if not kept or _settled(ended, kept, alpha):
+                break
+            live = [c for c, _, _ in kept]
+            scores = torch.tensor([v for _, _, v in kept], device=device, dtype=torch.float64)
+            index = torch.tensor(keep, device=device)
+            token_batch = torch.tensor([t for _, t, _ in kept], device=device)
+            logits, state = stepper.step(token_batch, map_state(lambda t: t.index_select(1, index), state))
     return sorted(ended, key=lambda h: -h.score)[:width]
 
 
