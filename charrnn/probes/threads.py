@@ -44,6 +44,17 @@ class ThreadTiming:
     backend: str = "torch"  # whose threads: torch's, or numpy's BLAS (the sampler's step can run on either)
 
 
+@dataclass(frozen=True)
+class Split:
+    """A training step's rows split over `workers` threads, each running torch on one thread
+    (`training.split`): a choice the training tuner weighs against torch's own thread counts."""
+
+    workers: int
+
+
+Choice = int | Split  # a training step's layout: torch on that many threads, or split by rows
+
+
 def thread_counts() -> tuple[int, ...]:
     """The counts worth comparing: one thread, and one per usable core, but never more than the
     process has now (torchrun gives each process one; --threads and OMP_NUM_THREADS set it too):
@@ -62,15 +73,18 @@ def speedup_note(timings: Sequence[ThreadTiming]) -> str:
     best = fastest(timings)
     others = [t for t in timings if t is not best]
     if not others:
-        return f"{_threads(best.threads)} (the only count here)"
+        return f"{_threads(best.threads, best.backend)} (the only count here)"
     other = min(others, key=lambda t: t.seconds)
+    than = _threads(other.threads, other.backend) if other.backend != best.backend else str(other.threads)
     return (
-        f"{_threads(best.threads)}, {other.seconds / best.seconds:.2f}x faster than {other.threads} "
+        f"{_threads(best.threads, best.backend)}, {other.seconds / best.seconds:.2f}x faster than {than} "
         f"(median {_ms(best.seconds)} against {_ms(other.seconds)})"
     )
 
 
-def _threads(n: int) -> str:
+def _threads(n: int, backend: str = "torch") -> str:
+    if backend == "split":
+        return f"{n} workers of one thread"
     return f"{n} thread{'s' if n != 1 else ''}"
 
 
@@ -239,12 +253,13 @@ class TunerSettings:
 
 
 class ThreadTuner:
-    """Chooses the training step's thread count from the run's own steps.
+    """Chooses the training step's layout from the run's own steps: torch on one thread or on
+    all of them, or (given `split`) the batch's rows split over that many workers of one thread.
 
-    The loop calls `before_step()` (which sets the count for the next step) and
+    The loop calls `before_step()` (which sets the layout for the next step) and
     `after_step(seconds)`; a decision comes back as one line for the user. It starts from the
     cached choice of earlier runs on this machine when there is one (the fastest time seen per
-    count: a probe taken on a busy machine never binds), else probes with the first steps."""
+    choice: a probe taken on a busy machine never binds), else probes with the first steps."""
 
     def __init__(
         self,
@@ -252,19 +267,20 @@ class ThreadTuner:
         key: str,
         counts: Sequence[int] | None = None,
         settings: TunerSettings = TunerSettings(),
-        set_threads: Callable[[int], None] = torch.set_num_threads,
+        set_threads: Callable[[Choice], None] = torch.set_num_threads,  # type: ignore[assignment]
         clock: Callable[[], float] = time.monotonic,
+        split: int = 0,
     ):
         self.cache, self.key, self.settings = cache, key, settings
-        self.counts = tuple(counts or thread_counts())
+        self.choices: tuple[Choice, ...] = (*(counts or thread_counts()), *([Split(split)] if split > 1 else []))
         self.set_threads, self.clock = set_threads, clock
         quiet = self._cached_timing()  # the quiet machine's choice and its pace, when known
-        self.preferred = quiet.threads if quiet else None
+        self.preferred: Choice | None = _choice(quiet) if quiet else None
         # Until measured, one thread: never far from the best, while all of them beside a busy
         # program can be 100x slower (every op waits for a thread that is not running).
-        self.current = self.preferred or 1
-        self.schedule: list[int] = [] if self.preferred else self._probe_schedule()
-        self.samples: dict[int, list[float]] = {}
+        self.current: Choice = self.preferred or 1
+        self.schedule: list[Choice] = [] if self.preferred else self._probe_schedule()
+        self.samples: dict[Choice, list[float]] = {}
         # Started from the cache, the pace to hold is the quiet machine's: a run that starts beside
         # a busy program is then slow from its first step, and measures again.
         self.baseline: float | None = quiet.seconds if quiet else None
@@ -274,7 +290,7 @@ class ThreadTuner:
         self.probes = 1 if quiet else 0  # from the cache, a later probe is a measuring again
 
     def settle(self) -> None:
-        """Set the chosen count (or one, until measured) for what runs between steps: validation."""
+        """Set the chosen layout (or one thread, until measured) for what runs between steps: validation."""
         self.set_threads(self.current)
 
     def before_step(self) -> None:
@@ -285,8 +301,8 @@ class ThreadTuner:
             self.warmed = True
             return None
         if self.schedule:
-            count = self.schedule.pop(0)
-            self.samples.setdefault(count, []).append(seconds)
+            choice = self.schedule.pop(0)
+            self.samples.setdefault(choice, []).append(seconds)
             self._drop_hopeless()
             return None if self.schedule else self._decide()
         assert self.baseline is not None  # set by the cache or by the first probe
@@ -298,29 +314,29 @@ class ThreadTuner:
         return None
 
     def _drop_hopeless(self) -> None:
-        """A count already HOPELESS times slower than another needs no more steps to be ruled out
+        """A choice already HOPELESS times slower than another needs no more steps to be ruled out
         (beside a busy program, all threads can take seconds a step where one takes milliseconds)."""
         best = min(min(s) for s in self.samples.values())
         hopeless = {n for n, s in self.samples.items() if min(s) > HOPELESS * best}
         self.schedule = [n for n in self.schedule if n not in hopeless]
 
-    def _probe_schedule(self) -> list[int]:
-        return [n for _ in range(self.settings.probe_steps) for n in self.counts]
+    def _probe_schedule(self) -> list[Choice]:
+        return [n for _ in range(self.settings.probe_steps) for n in self.choices]
 
     def _decide(self) -> str:
-        timings = [ThreadTiming(n, statistics.median(s)) for n, s in self.samples.items()]
+        timings = [_timing(n, statistics.median(s)) for n, s in self.samples.items()]
         best = fastest(timings)
         first = self.probes == 0
         self.probes += 1
-        changed = best.threads != self.current
-        self.current, self.baseline, self.slow, self.last_probe = best.threads, best.seconds, 0, self.clock()
+        changed = _choice(best) != self.current
+        self.current, self.baseline, self.slow, self.last_probe = _choice(best), best.seconds, 0, self.clock()
         self.set_threads(self.current)  # what runs before the next step (a validation) runs on it too
         if first and self.cache is not None:
-            self.cache.add(self.key, {f"t{t.threads}": t.seconds for t in timings})
+            self.cache.add(self.key, {_cache_name(_choice(t)): t.seconds for t in timings})
             quiet = self._cached_timing()
-            self.preferred = quiet.threads if quiet else best.threads
+            self.preferred = _choice(quiet) if quiet else self.current
         if self.preferred is None:
-            self.preferred = best.threads
+            self.preferred = self.current
         note = speedup_note(timings)
         if first:
             return f"threads: {note}, measured on this run's first steps (--threads N to choose)"
@@ -328,18 +344,34 @@ class ThreadTuner:
         return f"threads: {verb} {note}, measured again (the steps had slowed, or the machine may be quiet again)"
 
     def _cached_timing(self) -> ThreadTiming | None:
-        """The count that was fastest in the recent probes (each count's fastest step seen) and
+        """The choice that was fastest in the recent probes (each choice's fastest step seen) and
         that step's time; None until SETTLED_PROBES runs have probed."""
         if self.cache is None:
             return None
         probes = self.cache.recent(self.key)
         if len(probes) < SETTLED_PROBES:
             return None
-        fastest_seen = [ThreadTiming(n, min(p.get(f"t{n}", float("inf")) for p in probes)) for n in self.counts]
-        best = fastest(fastest_seen)
+        seen = [_timing(n, min(p.get(_cache_name(n), float("inf")) for p in probes)) for n in self.choices]
+        best = fastest(seen)
         return best if best.seconds < float("inf") else None
 
 
+def _timing(choice: Choice, seconds: float) -> ThreadTiming:
+    if isinstance(choice, Split):
+        return ThreadTiming(choice.workers, seconds, backend="split")
+    return ThreadTiming(choice, seconds)
+
+
+def _choice(timing: ThreadTiming) -> Choice:
+    return Split(timing.threads) if timing.backend == "split" else timing.threads
+
+
+def _cache_name(choice: Choice) -> str:
+    """ "t2": two torch threads; "s2": split over two workers."""
+    return f"s{choice.workers}" if isinstance(choice, Split) else f"t{choice}"
+
+
 def threads_cache() -> ProbeCache:
-    """threads.json next to the token cache; each probe holds the median step time per count ("t1", "t2")."""
+    """threads.json next to the token cache; each probe holds the median step time per choice
+    ("t1", "t2": torch's threads; "s2": split over two workers)."""
     return ProbeCache("threads", ())

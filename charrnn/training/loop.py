@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
 from ..config import ModelConfig, TrainConfig
@@ -30,6 +30,7 @@ from .distributed import DistContext
 from .meters import LossReadback, SpeedMeter, StepPace
 from .optimization import build_optimizer, lr_at
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
+from .split import StepLayout, split_workers
 from .validation import ValidationSet, validation_set
 
 
@@ -66,6 +67,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         self.model = RNNLanguageModel(**model_cfg.to_dict()).to(self.device)
         self.ddp_model = self.dist.wrap(self.model)
+        self.layout = StepLayout(self.model, split_workers(model_cfg, cfg.batch_size, where, self.dist.world_size))
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.state = RunState()
@@ -109,7 +111,9 @@ class Trainer:
         """Train until a limit, --patience or a signal ends the run; validate and save on the way."""
         self.reporter.on_start(self._run_info())
         tokens = self.cfg.batch_size * self.cfg.seq_len  # per step, on each rank
-        pace = StepPace.for_run(self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size)
+        pace = StepPace.for_run(
+            self.model_cfg, self.placement, tokens, self.reporter, self.dist.world_size, self.layout
+        )
         # One thread until measured (all of them beside a busy program can be 100x slower); afterwards
         # the run's speed shows which speed probes were taken on a busy machine, and they go.
         with pace.running():
@@ -174,12 +178,10 @@ class Trainer:
             group["lr"] = lr
         if self.hidden_state is None:
             self.hidden_state = self.model.init_state(x.shape[0], self.device)
-        with autocast_for(self.device, self.precision):
-            logits, hidden_state = self.ddp_model(x, self.hidden_state)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss_value = self.losses.read(loss, self.state.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        autocast = partial(autocast_for, self.device, self.precision)  # entered by each thread that runs the model
+        loss, hidden_state = self.layout.run(self.ddp_model, x, y, self.hidden_state, autocast, self.scaler.scale)
+        loss_value = self.losses.read(loss, self.state.step + 1)
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -187,9 +189,8 @@ class Trainer:
         self.scaler.update()
         # Keep the state's value for the next window but not its graph: truncated BPTT.
         self.hidden_state = map_state(torch.Tensor.float, detach_state(hidden_state))
-        self.state.step += 1
+        self.state.step, self.state.train_loss_count = self.state.step + 1, self.state.train_loss_count + 1
         self.state.train_loss_sum += loss_value
-        self.state.train_loss_count += 1
         return loss_value
 
     def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:

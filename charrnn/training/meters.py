@@ -14,10 +14,11 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingDiverged
 from ..footprint import training_flops_per_token
 from ..probes.cache import machine_key
-from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, ThreadTuner, thread_counts, threads_cache
+from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, Choice, ThreadTuner, thread_counts, threads_cache
 from ..runtime import Placement
 from .reporting import Reporter
 from .sizing import cached_tokens_per_sec, forget_busy_probes, speed_key
+from .split import StepLayout
 
 # On a GPU the step's loss is read back (a host sync) only every this many steps and before
 # every evaluation; in between the GPU runs ahead of Python.
@@ -162,15 +163,25 @@ class StepPace:
         say: Callable[[str], None],
         small_on_cpu: bool = False,
         cache_key: str | None = None,
+        layout: StepLayout | None = None,
     ):
         self.slow, self.threads, self.say = slow, threads, say
         self.small_on_cpu = small_on_cpu  # a step too small for threads to pay, nobody chose: one thread
         self.cache_key = cache_key  # where the run's speed corrects the speed cache; None: it does not
+        self.layout = layout  # its split workers' threads end with the run
 
     @classmethod
     def for_run(
-        cls, model: ModelConfig, placement: Placement, tokens_per_step: int, reporter: Reporter, processes: int
+        cls,
+        model: ModelConfig,
+        placement: Placement,
+        tokens_per_step: int,
+        reporter: Reporter,
+        processes: int,
+        layout: StepLayout | None = None,
     ) -> "StepPace":
+        """`layout`: where the trainer's step runs, which the thread tuner sets (training.split);
+        without one, the tuner sets torch's thread count only."""
         device, precision = placement.device, placement.precision
         slow = SlowRunWatch.for_run(model, device, precision, tokens_per_step, reporter)
         step_flops = slow.step_flops
@@ -180,11 +191,13 @@ class StepPace:
         threads, small = None, tuned and step_flops < OVERHEAD_BOUND_STEP_FLOPS
         if tuned and not small and len(thread_counts()) > 1:
             key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
-            threads = ThreadTuner(threads_cache(), f"{key} v{model.vocab_size} t{tokens_per_step}|{precision}")
+            split = layout.workers if layout is not None else 0
+            key += f" v{model.vocab_size} t{tokens_per_step}|{precision}" + (f"|split{split}" if split else "")
+            threads = ThreadTuner(threads_cache(), key, split=split, set_threads=layout or _set_torch_threads)
         # One process on a CPU: its speed is the machine's (a data-parallel run's is a share; a GPU's
         # steps are timed without waiting for it, so their times say how fast Python queues work).
         judge = device.type == "cpu" and processes == 1
-        return cls(slow, threads, reporter.on_message, small, speed_key(device, precision) if judge else None)
+        return cls(slow, threads, reporter.on_message, small, speed_key(device, precision) if judge else None, layout)
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -204,6 +217,8 @@ class StepPace:
             # (which is never tuned) aborted it ("terminate called without an active exception").
             if torch.get_num_threads() != before:
                 torch.set_num_threads(before)
+            if self.layout is not None:
+                self.layout.close()
             self.correct_speed_cache()
 
     def correct_speed_cache(self) -> int:
@@ -221,3 +236,9 @@ class StepPace:
         note = self.threads.after_step(step_seconds) if self.threads is not None else None
         if note:
             self.say(note)
+
+
+def _set_torch_threads(choice: Choice) -> None:
+    """The tuner's layout where the step is never split: torch's thread count."""
+    assert isinstance(choice, int)
+    torch.set_num_threads(choice)

@@ -8,7 +8,7 @@ import torch
 from charrnn.model import RNNLanguageModel
 from charrnn.probes import threads as threads_mod
 from charrnn.probes.cache import ProbeCache
-from charrnn.probes.threads import ThreadTiming, ThreadTuner, TunerSettings, fastest, speedup_note, tune_stepper
+from charrnn.probes.threads import Split, ThreadTiming, ThreadTuner, TunerSettings, fastest, speedup_note, tune_stepper
 from charrnn.stepper import FastStepper, blas_threads_settable
 
 
@@ -196,3 +196,19 @@ def test_a_run_that_starts_from_the_cache_beside_a_busy_program_measures_again(t
     assert t.current == 2 and t.baseline == 0.06
     notes = run_steps(t, threads, {1: 0.12, 2: 2.0}, steps=1 + TunerSettings().slow_steps + 4)
     assert t.current == 1 and threads.now == 1 and notes[-1].startswith("threads: now 1 thread")
+
+
+def test_a_step_split_by_rows_is_probed_beside_the_counts_and_kept_when_faster(tmp_path):
+    cache = ProbeCache("threads", (), tmp_path / "threads.json")
+    chosen: list[object] = []
+    t = ThreadTuner(cache, "key", counts=(1, 2), set_threads=chosen.append, split=2)
+    seconds = {1: 0.10, 2: 0.08, Split(2): 0.05}
+    notes = []
+    for _ in range(1 + 9):
+        t.before_step()
+        note = t.after_step(seconds[chosen[-1]])
+        notes += [note] if note else []
+    assert set(chosen[1:10]) == {1, 2, Split(2)}  # each probed, in alternation
+    assert t.current == Split(2) and chosen[-1] == Split(2)
+    assert notes == [notes[0]] and notes[0].startswith("threads: 2 workers of one thread, 1.60x faster than 2 threads")
+    assert cache.recent("key")[0]["s2"] == 0.05  # cached beside "t1" and "t2"
