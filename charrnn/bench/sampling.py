@@ -16,7 +16,7 @@ from ..config import SampleConfig
 from ..model import RNNLanguageModel
 from ..probes.threads import thread_counts, thread_setter, time_thread_counts, tune_stepper
 from ..sample import choose_next, generate, generate_samples, tuned_stepper
-from ..stepper import FastStepper, blas_threads_settable
+from ..stepper import FastStepper, blas_threads_settable, torch_ops_beside
 from ..tokenizers.char import CharTokenizer
 from .results import SampleSpeed, SamplingFloor
 from .training import VOCAB
@@ -66,7 +66,8 @@ def bench_sampling(
     while True:
         for _ in range(25):
             logits, hidden_state = stepper.step(token, hidden_state)  # (B, V)
-            token = choose_next(logits, temperature, generator=generator)  # (B,)
+            with torch_ops_beside(stepper):  # as sample.generate_samples draws
+                token = choose_next(logits, temperature, generator=generator)  # (B,)
             int(token[0])  # what streaming output costs: the token reaches Python every step
         steps += 25
         now = time.perf_counter()
