@@ -85,7 +85,7 @@ class ModelConfig:
     dropout: float = option(
         0.2,
         "Dropout between layers and before the output, in [0, 1). Not given, a run sized for a --time-budget "
-        "that reads its text at most 4 times trains without.",
+        "that reads its text at most 7 times trains without.",
     )
     # False in every checkpoint written before the option existed (from_dict keeps the default)
     tie_weights: bool = option(

@@ -115,8 +115,11 @@ def choose_size(
 # slows the LSTM. Measured (docs/performance.md, "Against nanoGPT"), one seed each, the rule's
 # sizes: python-stdlib 91 s (0.2 epochs, 2x192) 1.7967 bpc without against 1.8409 with 0.2, in
 # 2,607 steps against 1,908; tinyshakespeare 119 s (3.6 epochs, 2x256) 2.1074 against 2.1631,
-# 1,985 steps against 1,585. Longer runs, not measured without it, keep the default.
-DROPOUT_FREE_EPOCHS = 4.0
+# 1,985 steps against 1,585. Again later (no flag but --dropout, tinyshakespeare, bf16): 102 s
+# (2x256, 4.4 epochs read) 2.1152 against 2.1661, 2,147 steps against 1,450; 300 s (2x384, 6.1
+# epochs read, 6.8 foreseen) 2.0484 against 2.0602, 3,000 steps against 2,462: the gain narrows
+# as the epochs grow. Longer runs, not measured without it, keep the default.
+DROPOUT_FREE_EPOCHS = 7.0
 
 
 def dropout_for_budget(choice: SizeChoice, train_tokens: int) -> tuple[float, str] | None:
