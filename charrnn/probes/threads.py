@@ -267,13 +267,15 @@ class ThreadTuner:
         key: str,
         counts: Sequence[int] | None = None,
         settings: TunerSettings = TunerSettings(),
-        set_threads: Callable[[Choice], None] = torch.set_num_threads,  # type: ignore[assignment]
+        set_threads: Callable[[Choice], None] | None = None,  # default: torch's count (no split then)
         clock: Callable[[], float] = time.monotonic,
         split: int = 0,
     ):
         self.cache, self.key, self.settings = cache, key, settings
         self.choices: tuple[Choice, ...] = (*(counts or thread_counts()), *([Split(split)] if split > 1 else []))
-        self.set_threads, self.clock = set_threads, clock
+        self.set_threads, self.clock = set_threads or _torch_threads, clock
+        if split > 1 and set_threads is None:
+            raise ValueError("a tuner that may split the step needs the set_threads that splits it")
         quiet = self._cached_timing()  # the quiet machine's choice and its pace, when known
         self.preferred: Choice | None = _choice(quiet) if quiet else None
         # Until measured, one thread: never far from the best, while all of them beside a busy
@@ -354,6 +356,11 @@ class ThreadTuner:
         seen = [_timing(n, min(p.get(_cache_name(n), float("inf")) for p in probes)) for n in self.choices]
         best = fastest(seen)
         return best if best.seconds < float("inf") else None
+
+
+def _torch_threads(choice: Choice) -> None:
+    assert isinstance(choice, int)  # a Split is set by the trainer's own set_threads
+    torch.set_num_threads(choice)
 
 
 def _timing(choice: Choice, seconds: float) -> ThreadTiming:

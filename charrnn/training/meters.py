@@ -14,7 +14,7 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingDiverged
 from ..footprint import training_flops_per_token
 from ..probes.cache import machine_key
-from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, Choice, ThreadTuner, thread_counts, threads_cache
+from ..probes.threads import OVERHEAD_BOUND_STEP_FLOPS, ThreadTuner, thread_counts, threads_cache
 from ..runtime import Placement
 from .reporting import Reporter
 from .sizing import cached_tokens_per_sec, forget_busy_probes, speed_key
@@ -193,7 +193,7 @@ class StepPace:
             key = f"{machine_key(device)}|train|{model.cell} {model.num_layers}x{model.hidden_size}"
             split = layout.workers if layout is not None else 0
             key += f" v{model.vocab_size} t{tokens_per_step}|{precision}" + (f"|split{split}" if split else "")
-            threads = ThreadTuner(threads_cache(), key, split=split, set_threads=layout or _set_torch_threads)
+            threads = ThreadTuner(threads_cache(), key, split=split, set_threads=layout)
         # One process on a CPU: its speed is the machine's (a data-parallel run's is a share; a GPU's
         # steps are timed without waiting for it, so their times say how fast Python queues work).
         judge = device.type == "cpu" and processes == 1
@@ -236,9 +236,3 @@ class StepPace:
         note = self.threads.after_step(step_seconds) if self.threads is not None else None
         if note:
             self.say(note)
-
-
-def _set_torch_threads(choice: Choice) -> None:
-    """The tuner's layout where the step is never split: torch's thread count."""
-    assert isinstance(choice, int)
-    torch.set_num_threads(choice)

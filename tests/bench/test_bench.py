@@ -84,14 +84,14 @@ def test_bench_sampling_runs_on_the_threads_asked_and_restores_them():
     result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9, threads=1)
     assert result.threads == 1 and torch.get_num_threads() == 2
     result = bench_mod.bench_sampling("gru", 8, 1, streams=6, seconds=0.01, bandwidth=1e9)
-    assert result.threads == 1 and torch.get_num_threads() == 2  # measured: a step this small is all overhead
+    assert result.threads in thread_counts() and torch.get_num_threads() == 2  # measured (the rule: test_threads)
 
 
 def test_the_floor_row_times_generate_against_the_steps_matmuls_on_each_thread_count():
     floor = bench_mod.bench_floor("lstm", 16, 2, seconds=0.05, rounds=2, many=3)
     backends = ("torch", "numpy") if blas_threads_settable() else ("torch",)
     assert set(floor.floor_steps_per_sec) == {bench_mod.floor_label(b, n) for b in backends for n in thread_counts()}
-    assert floor.sampler_choice in {bench_mod.floor_label(b, 1) for b in backends}  # a step this small: one thread
+    assert floor.sampler_choice in {bench_mod.floor_label(b, n) for b in backends for n in thread_counts()}
     assert floor.sampler_chars_per_sec > 0
     assert floor.ratio == pytest.approx(floor.sampler_chars_per_sec / max(floor.floor_steps_per_sec.values()))
     assert floor.many_samples == 3 and floor.many_chars_per_sec > 0 and floor.many_cores_busy > 0

@@ -81,12 +81,18 @@ def test_the_first_probe_decides_the_backend_for_later_runs_and_only_threads_are
     assert other_shape.backend == "torch"
 
 
-def test_a_tiny_sampling_step_compares_the_backends_on_one_thread_only():
+def test_a_tiny_sampling_step_compares_the_backends_on_one_thread_only(monkeypatch):
     stepper = FastStepper(RNNLanguageModel("gru", 20, 8, 16, 1, dropout=0.0).eval())
+    asked: list[tuple[int, ...]] = []
+
+    def fake(work, counts, **kw):  # every step shorter than a second thread's wake-up
+        asked.append(tuple(counts))
+        return [ThreadTiming(n, threads_mod.STEP_WORTH_THREADS_SECONDS / 4) for n in counts]
+
+    monkeypatch.setattr(threads_mod, "time_thread_counts", fake)
     timings = tune_stepper(stepper, streams=1, counts=(1, 2))
-    assert stepper.threads == 1 and {t.threads for t in timings} == {1}
+    assert stepper.threads == 1 and {t.threads for t in timings} == {1} and set(asked) == {(1,)}
     assert {t.backend for t in timings} == ({"torch", "numpy"} if blas_threads_settable() else {"torch"})
-    assert all(t.seconds < threads_mod.STEP_WORTH_THREADS_SECONDS for t in timings)
 
 
 class Threads:
