@@ -204,7 +204,9 @@ def shape_rows(plan: BenchPlan) -> Callable[[str, Path, TrainConfig], list[Quali
                 lr = base.lr * (batch / base.batch_size) ** 0.5 if plan.grid_scale_lr else base.lr
                 for seed in range(plan.grid_seeds):
                     shaped = replace(cfg, batch_size=batch, seq_len=window, lr=lr, seed=base.seed + seed)
-                    label = f"batch {batch} x window {window}, seed {seed + 1}"
+                    shaped = replace(shaped, precision=plan.grid_precision)
+                    forced = f", {plan.grid_precision}" if plan.grid_precision != "auto" else ""
+                    label = f"batch {batch} x window {window}{forced}, seed {seed + 1}"
                     out.append(charrnn_row(corpus, path, shaped, None, label))
         return out
 

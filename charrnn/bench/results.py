@@ -214,6 +214,7 @@ class BenchPlan:
     grid_batches: tuple[int, ...] = ()
     grid_windows: tuple[int, ...] = ()
     grid_seeds: int = 3
+    grid_precision: str = "auto"  # the grid's --precision: auto (measured) or forced, e.g. fp32
     grid_scale_lr: bool = True
     # `--only scan`: (cell, hidden, layers) of the parallel-scan cells next to the LSTM (bench/scan_cell.py)
     scan_models: tuple[tuple[str, int, int], ...] = (("mingru", 512, 3), ("minlstm", 512, 3))

@@ -86,13 +86,18 @@ def bench(
         typer.Option("--windows", metavar="N,N,...", help="The grid varies --seq-len, e.g. 64,128."),
     ] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, max=20, help="Seeds per batch x window cell.")] = 3,
+    grid_precision: Annotated[
+        str, typer.Option("--grid-precision", help="The grid's --precision: auto (measured), fp32, bf16.")
+    ] = "auto",
 ) -> None:
     """Measure speed and quality here: training vs a plain PyTorch loop, sampling, data path, bpc."""
     from ..bench import BenchPlan, run_bench
 
     plan = _with_choices(BenchPlan.quick() if quick else BenchPlan.full(), budget, corpus, size)
     plan = replace(plan, grid_batches=_counts("--batches", batches), grid_windows=_counts("--windows", windows))
-    plan = replace(plan, grid_seeds=seeds)
+    if grid_precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter(f"must be auto, fp32 or bf16 (got {grid_precision!r})", param_hint="--grid-precision")
+    plan = replace(plan, grid_seeds=seeds, grid_precision=grid_precision)
     # The size grid (16 trainings per corpus) and the scan-cell trial are long: they run when named.
     sections = tuple(s.value for s in only) if only else tuple(s.value for s in Section if s not in LONG)
     stderr.print(_duration_note(plan, sections), markup=False)

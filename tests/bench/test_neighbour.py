@@ -46,7 +46,10 @@ def test_the_grid_varies_batch_and_window_per_seed_with_the_learning_rate_scaled
         16: pytest.approx(base * 0.5**0.5),
         64: pytest.approx(base * 2**0.5),
     }
-    assert seen[0][1] == "batch 16 x window 64, seed 1"
+    assert seen[0][1] == "batch 16 x window 64, seed 1" and {cfg.precision for cfg, _ in seen} == {"auto"}
+    seen.clear()
+    quality_mod.shape_rows(dataclasses.replace(plan, grid_precision="fp32"))("c", tmp_path, quality_mod.TrainConfig())
+    assert {cfg.precision for cfg, _ in seen} == {"fp32"} and seen[0][1] == "batch 16 x window 64, fp32, seed 1"
 
 
 def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
@@ -82,3 +85,8 @@ def test_a_bad_grid_list_is_one_line(cli, flag):
     result = cli("bench", "--only", "grid", flag, "16,x")
     assert result.exit_code != 0 and "Traceback" not in result.stderr
     assert f"error: {flag}: cannot read '16,x'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_grid_precision_is_checked_before_anything_runs(cli):
+    result = cli("bench", "--only", "grid", "--grid-precision", "fp8")
+    assert result.exit_code == 2 and "must be auto, fp32 or bf16" in result.stderr
