@@ -17,7 +17,7 @@ import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .model import HiddenState, RNNLanguageModel, state_from_tensors, state_tensors
+from .model import HiddenState, RNNLanguageModel, select_streams, state_from_tensors, state_tensors
 from .probes.threads import backend_cache, tune_stepper
 from .stepper import FastStepper, torch_ops_beside
 from .tokenizers.char import Tokenizer, show_chars
@@ -190,7 +190,8 @@ def generate_samples(
     weights by all rows together (a matrix product, which keeps every core busy, where one
     stream's matrix-vector product waits on memory). Yields (sample index, piece) in sample
     order: the first sample's pieces as they come, each later one's text once it is its turn.
-    Each sample is what `generate` yields; with one sample, the same text for the same seed."""
+    Each sample is cut and stopped as `generate`'s is; with one sample, it is the same text for
+    the same seed (with several, the rows share the random stream: other texts)."""
     was_training = model.training
     model.eval()
     try:
@@ -238,17 +239,10 @@ def _batch(
         if len(going) < len(rows):  # the complete rows leave the batch
             keep = torch.tensor(going, dtype=torch.long, device=tokens.device)
             tokens, logits = tokens[keep], logits[keep]
-            hidden = _rows(hidden, keep)
+            hidden = select_streams(hidden, keep)
             rows = [rows[i] for i in going]
         if rows:
             logits, hidden = _advance(model, stepper, tokens, hidden)
-
-
-def _rows(state: HiddenState, keep: torch.Tensor) -> HiddenState:
-    """The state of the batch rows `keep` only."""
-    if isinstance(state, tuple):
-        return (state[0][:, keep], state[1][:, keep])
-    return state[:, keep]
 
 
 def _in_order(events: Iterator[tuple[int, str | None]], count: int) -> Iterator[tuple[int, str]]:

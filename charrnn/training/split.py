@@ -69,19 +69,23 @@ class StepLayout:
     def __init__(self, model: RNNLanguageModel, workers: int = 0):
         self.model = model
         self.workers = workers  # what a step may be split over (`split_workers`; 0: never)
-        self.split: SplitStep | None = None  # None: the whole batch at once, on torch's threads
+        self.split: SplitStep | None = None  # in use; None: the whole batch at once, on torch's threads
+        # Kept across the probe's switches, its threads started when made: a probe step of the
+        # split then times the step, not copying the model and starting a thread.
+        self.ready: SplitStep | None = None
 
     def __call__(self, choice: Choice) -> None:
         if isinstance(choice, Split):
             # Between steps too (the optimiser's update, validation) one thread: torch's threads
             # would spin against a busy neighbour's, the very case the split is for.
             torch.set_num_threads(1)
-            if self.split is None or self.split.workers != choice.workers:
+            if self.ready is None or self.ready.workers != choice.workers:
                 self.close()
-                self.split = SplitStep(self.model, choice.workers)
+                self.ready = SplitStep(self.model, choice.workers)
+            self.split = self.ready
         else:
             torch.set_num_threads(choice)
-            self.close()
+            self.split = None
 
     def run(
         self,
@@ -98,9 +102,9 @@ class StepLayout:
         return self.split(x, y, state, autocast)  # never with fp16's scaling (split_workers)
 
     def close(self) -> None:
-        if self.split is not None:
-            self.split.close()
-            self.split = None
+        if self.ready is not None:
+            self.ready.close()
+        self.split = self.ready = None
 
 
 class SplitStep:
@@ -111,6 +115,8 @@ class SplitStep:
         self.model, self.workers = model, workers
         self.copies = [_sharing_copy(model) for _ in range(workers - 1)]
         self.pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="charrnn-split")
+        for started in [self.pool.submit(torch.set_num_threads, 1) for _ in range(workers - 1)]:
+            started.result()  # the threads exist now, each on one torch thread
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, state: HiddenState, autocast: Autocast

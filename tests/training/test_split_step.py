@@ -12,10 +12,12 @@ import torch
 from charrnn import bench as bench_mod
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import RNNLanguageModel, state_tensors
-from charrnn.probes.threads import Split
+from charrnn.probes.cache import ProbeCache
+from charrnn.probes.threads import Split, ThreadTuner
 from charrnn.runtime import Placement
 from charrnn.training import split as split_mod
 from charrnn.training.loop import Trainer
+from charrnn.training.meters import SlowRunWatch, StepPace
 from charrnn.training.split import SplitStep, StepLayout, forward_backward, split_workers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,11 +102,15 @@ def test_the_layout_sets_torchs_threads_or_the_split():
     layout = StepLayout(_model("lstm"), workers=2)
     try:
         layout(Split(2))
-        assert layout.split is not None and layout.split.workers == 2 and torch.get_num_threads() == 1
+        split = layout.split
+        assert split is not None and split.workers == 2 and torch.get_num_threads() == 1
         layout(2)
         assert layout.split is None and torch.get_num_threads() == 2
+        layout(Split(2))
+        assert layout.split is split  # kept across the probe's switches: no new copies, no new threads
     finally:
         layout.close()
+    assert layout.split is None and layout.ready is None
 
 
 def test_a_trainer_split_by_rows_trains_as_the_whole_step_does(tmp_path):
@@ -123,3 +129,22 @@ def test_a_trainer_split_by_rows_trains_as_the_whole_step_does(tmp_path):
             trainer.layout.close()
     assert losses["split"] == pytest.approx(losses["whole"], rel=1e-5)
     assert losses["split"][-1] < losses["split"][0]
+
+
+def test_a_run_whose_probe_picks_the_split_steps_split_and_ends_with_its_threads_back(tmp_path):
+    """The tuner sets the trainer's layout (StepPace wiring): the split is probed, chosen when its
+    steps are fastest, and the run's end shuts its workers down and restores torch's count."""
+    layout = StepLayout(_model("lstm"), workers=2)
+    tuner = ThreadTuner(ProbeCache("threads", (), tmp_path / "t.json"), "k", counts=(1, 2), set_threads=layout, split=2)
+    notes: list[str] = []
+    pace = StepPace(SlowRunWatch(None, 1e9, notes.append), tuner, notes.append, layout=layout)
+    used = []
+    torch.set_num_threads(2)
+    with pace.running():
+        for _ in range(1 + 9):
+            pace.before_step()
+            used.append("split" if layout.split is not None else torch.get_num_threads())
+            pace.observe({"split": 0.05, 1: 0.1, 2: 0.08}[used[-1]], tokens=100)
+        assert layout.split is not None and tuner.current == Split(2)
+    assert set(used) == {1, 2, "split"} and "2 workers of one thread" in notes[-1]
+    assert layout.split is None and layout.ready is None and torch.get_num_threads() == 2
