@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 
 from .errors import ConfigError
-from .model import RNNLanguageModel, map_state
+from .model import RNNLanguageModel, eval_mode, map_state
 from .sample import _context_ids, tuned_stepper
 from .stepper import torch_ops_beside
 from .tokenizers.char import Tokenizer
@@ -87,12 +87,8 @@ def beam_search(
     """The ended hypotheses of a `width`-beam search, best score first (at most `width`).
     width 1 is greedy decoding: the text of `charrnn sample --temp 0`."""
     check_beam(width, length_penalty)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return _search(model, tokenizer, width, length, prime, stop, length_penalty)
-    finally:
-        model.train(was_training)
 
 
 def _search(

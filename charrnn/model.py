@@ -8,7 +8,8 @@ module called for a single step is an order of magnitude slower on CPU.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -146,3 +147,14 @@ def select_streams(state: HiddenState, keep: torch.Tensor) -> HiddenState:
 
 def stream_count(state: HiddenState) -> int:
     return state_tensors(state)[0].shape[1]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode within the block (no dropout), back in the mode it was in after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

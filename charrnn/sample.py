@@ -17,7 +17,7 @@ import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .model import HiddenState, RNNLanguageModel, select_streams, state_from_tensors, state_tensors
+from .model import HiddenState, RNNLanguageModel, eval_mode, select_streams, state_from_tensors, state_tensors
 from .probes.threads import backend_cache, tune_stepper
 from .stepper import FastStepper, torch_ops_beside
 from .tokenizers.char import Tokenizer, show_chars
@@ -105,12 +105,8 @@ def generate(
     """Yield text as it is generated: the prime first, then `cfg.length` new characters (fewer
     when `cfg.stop` appears; the sample then ends with it). Drawn with cfg.temperature, top_k,
     top_p; `generator` fixes the draws (cfg.seed is the caller's to turn into one)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         yield from _generate(model, tokenizer, cfg, prime, generator, fast)
-    finally:
-        model.train(was_training)
 
 
 def _generate(
@@ -192,15 +188,11 @@ def generate_samples(
     order: the first sample's pieces as they come, each later one's text once it is its turn.
     Each sample is cut and stopped as `generate`'s is; with one sample, it is the same text for
     the same seed (with several, the rows share the random stream: other texts)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for first in range(0, cfg.num_samples, MAX_STREAMS):
             count = min(MAX_STREAMS, cfg.num_samples - first)
             for index, piece in _in_order(_batch(model, tokenizer, cfg, prime, count, generator, fast), count):
                 yield first + index, piece
-    finally:
-        model.train(was_training)
 
 
 def _batch(
