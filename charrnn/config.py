@@ -138,7 +138,11 @@ class TrainConfig:
     epochs: float | None = option(None, "Passes over the training text.")
     # seconds of training (evaluations included); the CLI reads a duration
     time_budget: float | None = option(None, "Wall-clock training time, e.g. 90s, 10m, 2h.")
-    eval_every: int = option(200, "Steps between validations and checkpoints.")
+    eval_every: int = option(
+        200,
+        "Steps between validations and checkpoints. Not given, a --time-budget run spaces them to 5% of its time "
+        "after the first.",
+    )
     val_frac: float = option(0.1, "Fraction of the text kept for validation.")
     val_split: str = option(
         "auto",

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..data.streams import StreamBatcher
 from ..data.tokens import load_tokens, read_corpus_bytes
-from ..training.optimization import build_optimizer, lr_at
+from ..training.optimization import build_optimizer, lr_at, set_lr
 from .quality import validation_bpc
 from .results import BenchPlan, QualityRow
 
@@ -149,8 +149,7 @@ def scan_row(corpus: str, path: Path, cfg: TrainConfig, cell: str, hidden: int, 
     while (progress := _progress(cfg, steps, elapsed := time.perf_counter() - began)) < 1.0:
         x, y, fresh = batcher.window_at(steps)  # (B, T) each; fresh: the streams jumped
         state = None if fresh else state
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, steps, progress)
+        set_lr(optimizer, lr_at(cfg, steps, progress))
         x, y = x.to(device), y.to(device)
         logits, state = model(x, state)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))

@@ -29,13 +29,17 @@ SAVE_SECONDS_GUESS = 1.0  # writing both checkpoints, before it is measured
 WHOLE_SHARE = 0.1  # the whole split is scored at the end when it costs at most this share of the run
 WHOLE_MIN_SECONDS = 30.0  # ... or, in a run with no --time-budget, at most this long
 MARGIN = 1.5  # estimates are multiplied by this: durations vary, and a budget is a promise
+# A timed run not given --eval-every validates (and saves) at most this share of its time: at the default
+# spacing, validation and checkpoints took 7-15% of a short run, most on corpora with a large split.
+VALIDATION_SHARE = 0.05
 
 
 class Budget:
     """The clock and the limits of one run, and the durations its end is estimated from.
     `part_tokens`: the tokens of one validation (of the part, see validation.py);
     `whole_tokens`: of the whole validation split; `started`: the perf_counter() value at which
-    the run's clock starts (the command's start, so a --time-budget bounds it all; default now)."""
+    the run's clock starts (the command's start, so a --time-budget bounds it all; default now);
+    `spaced`: a timed run's validations may be spaced further than cfg.eval_every (`space_validations`)."""
 
     def __init__(
         self,
@@ -44,8 +48,11 @@ class Budget:
         part_tokens: int,
         whole_tokens: int,
         started: float | None = None,
+        spaced: bool = False,
     ):
         self.cfg = cfg
+        self.eval_every = cfg.eval_every  # steps between validations, spaced once measured
+        self.spaced = spaced and cfg.time_budget is not None
         self.total_steps = _total_steps(cfg, windows_per_epoch)
         self.part_tokens, self.whole_tokens = part_tokens, whole_tokens
         self.started = time.perf_counter() if started is None else started
@@ -110,6 +117,21 @@ class Budget:
         return MARGIN * end
 
     # -- time for a validation?
+
+    def validation_due(self, step: int) -> bool:
+        """Whether the loop validates and saves after `step`."""
+        return step % self.eval_every == 0
+
+    def space_validations(self) -> None:
+        """Once, after a timed run's first validation (when the run may): the multiple of
+        cfg.eval_every at which a validation and its checkpoints take at most VALIDATION_SHARE
+        of the time between two, from their measured durations and the steps'."""
+        if not self.spaced or self.eval_seconds is None or self.step_seconds <= 0:
+            return
+        self.spaced = False
+        cost = self.eval_seconds + (self.save_seconds or 0.0)
+        steps = cost / (VALIDATION_SHARE * self.step_seconds)  # between two validations
+        self.eval_every = self.cfg.eval_every * max(1, math.ceil(steps / self.cfg.eval_every))
 
     def time_for_validation(self, elapsed: float, tokens: int) -> bool:
         """Whether scoring `tokens` validation tokens now, at `elapsed` seconds, stays inside the

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import BEST, LAST, ResumeParts, RunCheckpoint, RunIdentity, RunState, encode_run, save_checkpoint
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, SampleConfig, TrainConfig
 from ..data.streams import StreamBatcher, fit_batch_size
 from ..data.tokens import TokenData
 from ..errors import CorpusError, Interrupted
@@ -28,7 +28,7 @@ from ..runtime import Placement, StopFlag, autocast_for
 from .budget import Budget
 from .distributed import DistContext
 from .meters import LossReadback, SpeedMeter, StepPace
-from .optimization import build_optimizer, lr_at
+from .optimization import build_optimizer, lr_at, set_lr
 from .reporting import EvalReport, Reporter, RunInfo, StepReport, TrainResult, append_metrics, append_sample
 from .split import StepLayout, split_workers
 from .validation import ValidationSet, validation_set
@@ -50,6 +50,7 @@ class Trainer:
         save_every: int | None = None,
         started: float | None = None,
         placement: Placement | None = None,
+        space_validations: bool = False,
     ):
         self.dist, self.reporter, self.stop = dist or DistContext(), reporter or Reporter(), stop or StopFlag()
         self.data, self.run_dir, self.save_every = data, Path(run_dir), save_every
@@ -62,6 +63,7 @@ class Trainer:
         self.notes += self.batcher.notes  # e.g. a --chunk as long as the streams
         where = self.placement = placement or Placement.decide(self.cfg.device, self.cfg.precision, self.dist.device)
         self.device, self.precision, self.precision_reason = where.device, where.precision, where.precision_reason
+        self.autocast = partial(autocast_for, self.device, self.precision)  # entered by each thread running the model
         self.batcher.pin_memory = self.device.type == "cuda"  # windows then copy to the GPU asynchronously
         check_training_fits(model_cfg, self.cfg, self.device)  # before anything of that size is allocated
         torch.manual_seed(self.cfg.seed)
@@ -77,7 +79,8 @@ class Trainer:
             data.val, data.val_chars, data.tokenizer, self.cfg.val_tokens, self.cfg.seq_len, self.cfg.eval_batch_size
         )
         # The run's clock starts with the command (`started`, a perf_counter() value): a --time-budget bounds it all.
-        self.budget = Budget(self.cfg, self.batcher.windows_per_epoch, len(self.val_set.ids), len(data.val), started)
+        windows, whole = self.batcher.windows_per_epoch, len(data.val)
+        self.budget = Budget(self.cfg, windows, len(self.val_set.ids), whole, started, space_validations)
         if self.val_set.scope == "part":
             self.notes.append(
                 f"validating on {len(self.val_set.ids):,} of {len(data.val):,} validation tokens (--val-tokens); "
@@ -122,7 +125,7 @@ class Trainer:
     def _loop(self, pace: StepPace, tokens: int) -> TrainResult:
         """The loop itself: `tokens` per step on each rank; `pace` times the steps and sets their threads."""
         self._start_clock()
-        speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
+        speed, validated = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1)), False
         while True:
             # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
             stopped = self.budget.should_stop(self.state.step, self.state.elapsed)
@@ -139,8 +142,9 @@ class Trainer:
             signum, self.state.elapsed = self.budget.agree(self.dist, self.stop.signum or 0)
             chars_per_sec = speed.add(tokens * self.dist.world_size)
             self.reporter.on_step(self._step_report(loss, chars_per_sec))
-            # Every --eval-every steps: validate (as much as the budget affords), save, heed --patience.
-            if self.state.step % self.cfg.eval_every == 0:
+            # Every --eval-every steps (spaced out in a timed run): validate, save, heed --patience.
+            validated = self.budget.validation_due(self.state.step)
+            if validated:
                 self._evaluate_and_save(chars_per_sec)
                 speed.restart()  # validating is not training: the speed counts from here
                 if self.cfg.patience is not None and self.state.bad_evals >= self.cfg.patience:
@@ -154,7 +158,7 @@ class Trainer:
                 self.dist.barrier()  # no rank leaves before rank 0 has written the checkpoint
                 raise Interrupted(f"interrupted at step {self.state.step}", signum)
         # A last evaluation, unless the last step just had one; then the whole split, when it fits.
-        if self.state.step % self.cfg.eval_every != 0 or self.state.step == 0:
+        if not validated:
             self._evaluate_and_save(speed.chars_per_sec)
         whole, warning = self._validate_whole(), pace.slow.verdict(self.state.elapsed)  # far too slow, or no step
         return replace(self._result(stopped), whole_val_bpc=whole, warning=warning)
@@ -173,14 +177,11 @@ class Trainer:
         loss (nats/token). x, y: (B, T) int64 on the device; by default the streams' next window."""
         if x is None or y is None:
             x, y = self._next_window()
-        lr = lr_at(self.cfg, self.state.step, self.progress())
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr_at(self.cfg, self.state.step, self.progress()))
         if self.hidden_state is None:
             self.hidden_state = self.model.init_state(x.shape[0], self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = partial(autocast_for, self.device, self.precision)  # entered by each thread that runs the model
-        loss, hidden_state = self.layout.run(self.ddp_model, x, y, self.hidden_state, autocast, self.scaler.scale)
+        loss, hidden_state = self.layout.run(self.ddp_model, x, y, self.hidden_state, self.autocast, self.scaler.scale)
         loss_value = self.losses.read(loss, self.state.step + 1)
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -205,19 +206,18 @@ class Trainer:
         """(nats per token, bits per character) over `on`, by default the validation set of the
         run (the part of the split that --val-tokens allows, see validation.py)."""
         on = on or self.val_set
-        ids, chars, streams = on.ids, on.chars, on.num_streams
         context = int(self.data.train[-1]) if len(self.data.train) else None
         nats, count = evaluate_ids(
-            self.model,
-            ids,
+            self.layout.for_validation(self.autocast),  # split by rows as the steps are, or whole
+            on.ids,
             context,
             seq_len=self.cfg.seq_len,
-            num_streams=streams,
+            num_streams=on.num_streams,
             device=self.device,
             precision=self.precision,
             dist=self.dist,
         )
-        return nats / max(count, 1), nats / max(chars, 1) / LN2
+        return nats / max(count, 1), nats / max(on.chars, 1) / LN2
 
     def _validate_whole(self) -> float | None:
         """The whole validation split scored at the end of a run that validated on a part of it,
@@ -289,12 +289,12 @@ class Trainer:
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
-        evaluation = state.step // self.cfg.eval_every
+        self.budget.space_validations()  # after a timed run's first: far enough apart to cost 5% of it
+        evaluation = state.step // self.budget.eval_every
         if self.cfg.sample_every and evaluation % self.cfg.sample_every == 0 and self.dist.is_main:
             self._show_sample()
 
     def _show_sample(self) -> None:
-        from ..config import SampleConfig
         from ..sample import generate  # only needed for --sample-every
 
         gen = torch.Generator().manual_seed(self.cfg.seed + self.state.step)

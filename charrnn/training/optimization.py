@@ -31,3 +31,9 @@ def lr_at(cfg: TrainConfig, step: int, progress: float | None) -> float:
         return cfg.lr
     p = min(max(progress, 0.0), 1.0)
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group at `lr` (the schedule's value for the coming step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

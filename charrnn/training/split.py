@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from ..config import ModelConfig
 from ..model import HiddenState, RNNLanguageModel, select_streams, state_from_tensors, state_tensors
 from ..probes.threads import Choice, Split, thread_counts
 from ..runtime import Placement
+
+if TYPE_CHECKING:
+    from ..evaluation import StatefulModel
 
 Autocast = Callable[[], AbstractContextManager[None]]
 
@@ -101,6 +104,12 @@ class StepLayout:
             return forward_backward(model, x, y, state, autocast, scale=scale)
         return self.split(x, y, state, autocast)  # never with fp16's scaling (split_workers)
 
+    def for_validation(self, autocast: Autocast) -> StatefulModel:
+        """What validation runs: the model, or while the step is split, the model with each batch's
+        rows split over the same workers (on the one thread a split run leaves torch, validating
+        the whole batch took twice as long on two cores)."""
+        return self.model if self.split is None else SplitForward(self.split, autocast)
+
     def close(self) -> None:
         if self.ready is not None:
             self.ready.close()
@@ -138,9 +147,32 @@ class SplitStep:
                 for mine, theirs in zip(self.model.parameters(), twin.parameters()):
                     if theirs.grad is not None:
                         mine.grad = theirs.grad.clone() if mine.grad is None else mine.grad.add_(theirs.grad)
-        parts = zip(*(state_tensors(s) for _, s in results))  # per state tensor: each group's (L, b, H)
-        merged = state_from_tensors([torch.cat(p, dim=1) for p in parts], self.model.cell)
-        return torch.stack([loss for loss, _ in results]).sum(), merged
+        return torch.stack([loss for loss, _ in results]).sum(), self._merged([s for _, s in results])
+
+    def forward(self, x: torch.Tensor, state: HiddenState, autocast: Autocast) -> tuple[torch.Tensor, HiddenState]:
+        """The model's logits (B, T, V) and state for x (B, T), no gradients, rows split as a step's."""
+        if x.shape[0] < self.workers:  # a validation's last, single stream
+            with autocast():
+                whole: tuple[torch.Tensor, HiddenState] = self.model(x, state)
+                return whole
+        self._share_weights()
+        rows = torch.arange(x.shape[0]).tensor_split(self.workers)
+
+        def work(model: nn.Module, r: torch.Tensor) -> tuple[torch.Tensor, HiddenState]:
+            torch.set_num_threads(1)
+            with torch.no_grad(), autocast():  # both are the calling thread's own: set in each worker
+                logits: torch.Tensor
+                logits, part = model(x[r], select_streams(state, r))
+                return logits, part
+
+        others = [self.pool.submit(work, twin, r) for twin, r in zip(self.copies, rows[1:])]
+        results = [work(self.model, rows[0])] + [future.result() for future in others]
+        return torch.cat([logits for logits, _ in results]), self._merged([s for _, s in results])
+
+    def _merged(self, states: list[HiddenState]) -> HiddenState:
+        """The row groups' states as one, in row order."""
+        parts = zip(*(state_tensors(s) for s in states))  # per state tensor: each group's (L, b, H)
+        return state_from_tensors([torch.cat(p, dim=1) for p in parts], self.model.cell)
 
     def _share_weights(self) -> None:
         """Each copy's parameters view the model's current storage (a resume or a move may have
@@ -151,6 +183,33 @@ class SplitStep:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+class SplitForward:
+    """A model for `evaluation.evaluate_ids` whose forward runs on a `SplitStep`'s workers."""
+
+    def __init__(self, split: SplitStep, autocast: Autocast):
+        self.split, self.autocast = split, autocast
+
+    @property
+    def training(self) -> bool:
+        return self.split.model.training
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> HiddenState:
+        return self.split.model.init_state(batch_size, device)
+
+    def __call__(self, tokens: torch.Tensor, state: HiddenState | None = None) -> tuple[torch.Tensor, HiddenState]:
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device)
+        return self.split.forward(tokens, state, self.autocast)
+
+    def eval(self) -> SplitForward:
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> SplitForward:
+        for model in (self.split.model, *self.split.copies):
+            model.train(mode)
+        return self
 
 
 def _sharing_copy(model: RNNLanguageModel) -> RNNLanguageModel:

@@ -122,6 +122,31 @@ def test_within_a_budget_the_part_is_timed_on_its_first_windows():
     assert len(seen) == 1 and untimed.eval_seconds is None
 
 
+def test_a_timed_runs_validations_are_spaced_to_a_share_of_its_time_once_measured():
+    budget = Budget(TrainConfig(time_budget=600, eval_every=200), 7, 1000, 1000, spaced=True)
+    assert budget.validation_due(200) and not budget.validation_due(300)
+    budget.add_step(0.02, 2048)
+    budget.eval_seconds, budget.save_seconds = 1.0, 0.2  # 1.2 s a validation: 5% of 24 s, 1,200 steps
+    budget.space_validations()
+    assert budget.eval_every == 1200 and budget.validation_due(2400) and not budget.validation_due(200)
+    budget.eval_seconds = 100.0
+    budget.space_validations()  # once: the spacing stays (the checks of a resumed run find their steps)
+    assert budget.eval_every == 1200
+    cheap = Budget(TrainConfig(time_budget=600, eval_every=200), 7, 1000, 1000, spaced=True)
+    cheap.add_step(1.0, 2048)
+    cheap.eval_seconds = 0.1
+    cheap.space_validations()
+    assert cheap.eval_every == 200  # never closer than --eval-every's default
+    for budget in (
+        Budget(TrainConfig(eval_every=200), 7, 1000, 1000, spaced=True),  # no --time-budget
+        Budget(TrainConfig(time_budget=600, eval_every=200), 7, 1000, 1000),  # --eval-every given
+    ):
+        budget.add_step(0.02, 2048)
+        budget.eval_seconds = 1.0
+        budget.space_validations()
+        assert budget.eval_every == 200
+
+
 class FakeClock:
     """Stands for the `time` module in loop.py and budget.py: steps, validations and saves take simulated seconds."""
 
@@ -202,3 +227,18 @@ def test_the_whole_split_is_left_out_when_it_would_break_the_budget(tmp_path, mo
     data, model_cfg, cfg = _tiny(tmp_path, time_budget=40, eval_every=5, val_tokens=100)
     result = Trainer(data, model_cfg, cfg, tmp_path / "run", started=clock.now).run()
     assert result.whole_val_bpc is None and clock.now - 1000.0 <= 40
+
+
+@pytest.mark.parametrize("spaced", [True, False])
+def test_a_timed_run_not_given_eval_every_validates_a_share_of_its_time(tmp_path, monkeypatch, spaced):
+    clock = FakeClock()
+    _slowed(monkeypatch, clock, step=0.1, per_val_token=0.001, save=0.1)  # a validation and its saves: 0.6 s
+    data, model_cfg, cfg = _tiny(tmp_path, time_budget=30, eval_every=5, val_tokens=400)
+    Trainer(data, model_cfg, cfg, tmp_path / "run", started=clock.now, space_validations=spaced).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if row["val_scope"] == "part"]
+    share = sum(row["eval_seconds"] for row in rows) / (clock.now - 1000.0)
+    if spaced:  # 0.6 s is 5% of 12 s, 120 steps: the first at step 5, then every 120
+        assert steps[:3] == [5, 120, 240] and len(steps) < 10 and share < 0.06
+    else:
+        assert steps[:3] == [5, 10, 15] and len(steps) > 20 and share > 0.3

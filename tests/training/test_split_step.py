@@ -1,24 +1,27 @@
 """training/split.py: a step split by rows over worker threads gives the whole step's loss,
 gradients and state, repeats bitwise, follows the optimiser's updates, and is only offered
-where it is sound (no dropout, no fp16 scaling, one process on a CPU, rows enough)."""
+where it is sound (no dropout, no fp16 scaling, one process on a CPU, rows enough); a split
+run's validation, split the same way, scores as the whole model does."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pytest
 import torch
 
 from charrnn import bench as bench_mod
 from charrnn.config import ModelConfig, TrainConfig
+from charrnn.evaluation import evaluate_ids
 from charrnn.model import RNNLanguageModel, state_tensors
 from charrnn.probes.cache import ProbeCache
 from charrnn.probes.threads import Split, ThreadTuner
-from charrnn.runtime import Placement
+from charrnn.runtime import Placement, autocast_for
 from charrnn.training import split as split_mod
 from charrnn.training.loop import Trainer
 from charrnn.training.meters import SlowRunWatch, StepPace
-from charrnn.training.split import SplitStep, StepLayout, forward_backward, split_workers
+from charrnn.training.split import SplitForward, SplitStep, StepLayout, forward_backward, split_workers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -148,3 +151,40 @@ def test_a_run_whose_probe_picks_the_split_steps_split_and_ends_with_its_threads
         assert layout.split is not None and tuner.current == Split(2)
     assert set(used) == {1, 2, "split"} and "2 workers of one thread" in notes[-1]
     assert layout.split is None and layout.ready is None and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "fp32"), ("lstm", "bf16")])
+def test_a_validation_split_by_rows_scores_as_the_whole_model(cell, precision):
+    model = _model(cell)
+    ids = torch.randint(0, 30, (1001,), generator=torch.Generator().manual_seed(2)).numpy()
+    # 5 streams of 8-token windows over 1,001 ids: the leftover ids continue the last stream alone (one row).
+    score = dict(context_token=3, seq_len=8, num_streams=5, device=CPU, precision=precision)
+    whole = evaluate_ids(model, ids, **score)
+    step = SplitStep(model, 2)
+    model.train()
+    try:
+        seen = []
+        split_model = SplitForward(step, lambda: _seeing(seen, precision))
+        split = evaluate_ids(split_model, ids, **score)
+    finally:
+        step.close()
+    assert split[1] == whole[1] == 1001
+    assert split[0] == pytest.approx(whole[0], rel=1e-6)
+    assert len(seen) > 0 and {"charrnn-split" in name for name in seen} == {True, False}  # both threads ran rows
+    assert model.training and all(copy.training for copy in step.copies)  # the modes as they were
+
+
+def _seeing(seen: list, precision: str):
+    """The autocast a worker enters, noting which thread entered it."""
+    seen.append(threading.current_thread().name)
+    return autocast_for(CPU, precision)
+
+
+def test_validation_runs_the_model_itself_unless_the_step_is_split():
+    layout = StepLayout(_model("lstm"), workers=2)
+    try:
+        assert layout.for_validation(contextlib.nullcontext) is layout.model
+        layout(Split(2))
+        assert isinstance(layout.for_validation(contextlib.nullcontext), SplitForward)
+    finally:
+        layout.close()

@@ -158,3 +158,18 @@ def _recording(function, order, name):
         return function(*args, **kwargs)
 
     return recorded
+
+
+@pytest.mark.parametrize("given", [None, 10])
+def test_a_timed_run_spaces_its_validations_unless_given_eval_every(tiny_corpus, tmp_path, monkeypatch, given):
+    made = []
+
+    class Recording(run_module.Trainer):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs["space_validations"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "Trainer", Recording)
+    request = RunRequest(limits=run_module.Limits(steps=3, time_budget=60, eval_every=given))
+    train(read_corpus_bytes(tiny_corpus), MODEL, TrainConfig(**FAST), tmp_path / "run", request)
+    assert made == [given is None]
