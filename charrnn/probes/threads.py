@@ -10,7 +10,7 @@ training step can take five times as long as on one. So:
 - `tune_stepper` does that for the sampler, for each number of streams it is asked to run, on
   each of the two places its step can run (torch, or numpy and its BLAS: see `FastStepper`);
 - `ThreadTuner` does it for training with the run's own steps (no work is thrown away): a short
-  probe at the start (or the cached answer), and again whenever the steps grow slower by half
+  probe at the start (each choice for a few steps in a row, the first after a switch untimed) (or the cached answer), and again whenever the steps grow slower by half
   for several steps in a row, or when the machine may have gone quiet again.
 """
 
@@ -246,7 +246,7 @@ HOPELESS = 3.0  # a count this many times slower than another is ruled out after
 
 @dataclass(frozen=True)
 class TunerSettings:
-    probe_steps: int = 3  # steps at each count per probe, alternating
+    probe_steps: int = 3  # timed steps at each count per probe, in a row after one untimed
     slow_factor: float = 1.5  # a step this much slower than the chosen count's probe is slow...
     slow_steps: int = 5  # ...and this many slow steps in a row re-probe
     revisit_seconds: float = 30.0  # away from the quiet machine's choice, probe again this often
@@ -281,7 +281,7 @@ class ThreadTuner:
         # Until measured, one thread: never far from the best, while all of them beside a busy
         # program can be 100x slower (every op waits for a thread that is not running).
         self.current: Choice = self.preferred or 1
-        self.schedule: list[Choice] = [] if self.preferred else self._probe_schedule()
+        self.schedule: list[tuple[Choice, bool]] = [] if self.preferred else self._probe_schedule()  # (choice, timed)
         self.samples: dict[Choice, list[float]] = {}
         # Started from the cache, the pace to hold is the quiet machine's: a run that starts beside
         # a busy program is then slow from its first step, and measures again.
@@ -296,16 +296,17 @@ class ThreadTuner:
         self.set_threads(self.current)
 
     def before_step(self) -> None:
-        self.set_threads(self.schedule[0] if self.schedule and self.warmed else self.current)
+        self.set_threads(self.schedule[0][0] if self.schedule and self.warmed else self.current)
 
     def after_step(self, seconds: float) -> str | None:
         if not self.warmed:  # the first step pays for allocation and kernel selection
             self.warmed = True
             return None
         if self.schedule:
-            choice = self.schedule.pop(0)
-            self.samples.setdefault(choice, []).append(seconds)
-            self._drop_hopeless()
+            choice, timed = self.schedule.pop(0)
+            if timed:
+                self.samples.setdefault(choice, []).append(seconds)
+            self._drop_hopeless(choice, seconds)
             return None if self.schedule else self._decide()
         assert self.baseline is not None  # set by the cache or by the first probe
         self.slow = self.slow + 1 if seconds > self.settings.slow_factor * self.baseline else 0
@@ -315,15 +316,24 @@ class ThreadTuner:
             self.samples.clear()
         return None
 
-    def _drop_hopeless(self) -> None:
+    def _drop_hopeless(self, choice: Choice, seconds: float) -> None:
         """A choice already HOPELESS times slower than another needs no more steps to be ruled out
-        (beside a busy program, all threads can take seconds a step where one takes milliseconds)."""
+        (beside a busy program, all threads can take seconds a step where one takes milliseconds);
+        its untimed first step (`seconds`) may show it already."""
+        if not self.samples:
+            return
         best = min(min(s) for s in self.samples.values())
         hopeless = {n for n, s in self.samples.items() if min(s) > HOPELESS * best}
-        self.schedule = [n for n in self.schedule if n not in hopeless]
+        hopeless |= {choice} if seconds > HOPELESS * best else set()
+        self.schedule = [(n, timed) for n, timed in self.schedule if n not in hopeless]
 
-    def _probe_schedule(self) -> list[Choice]:
-        return [n for _ in range(self.settings.probe_steps) for n in self.choices]
+    def _probe_schedule(self) -> list[tuple[Choice, bool]]:
+        """Each choice in turn: one step untimed, then `probe_steps` timed. Alternating at every
+        step timed each one just after another: torch's threads, still spinning after a step on
+        two, took the cores from the split's workers (its steps 46-47 ms alternating, 39-41 ms in
+        a row, a 2x256 LSTM on two cores), and a probe then chose two threads where the split
+        stepped 1.25x faster."""
+        return [(n, i > 0) for n in self.choices for i in range(1 + self.settings.probe_steps)]
 
     def _decide(self) -> str:
         timings = [_timing(n, statistics.median(s)) for n, s in self.samples.items()]

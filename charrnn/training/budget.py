@@ -122,16 +122,23 @@ class Budget:
         """Whether the loop validates and saves after `step`."""
         return step % self.eval_every == 0
 
-    def space_validations(self) -> None:
+    def space_validations(self) -> str | None:
         """Once, after a timed run's first validation (when the run may): the multiple of
         cfg.eval_every at which a validation and its checkpoints take at most VALIDATION_SHARE
-        of the time between two, from their measured durations and the steps'."""
+        of the time between two, from their measured durations and the steps'. Returns what
+        changed, to tell the user (None: nothing)."""
         if not self.spaced or self.eval_seconds is None or self.step_seconds <= 0:
-            return
+            return None
         self.spaced = False
         cost = self.eval_seconds + (self.save_seconds or 0.0)
         steps = cost / (VALIDATION_SHARE * self.step_seconds)  # between two validations
         self.eval_every = self.cfg.eval_every * max(1, math.ceil(steps / self.cfg.eval_every))
+        if self.eval_every == self.cfg.eval_every:
+            return None
+        return (
+            f"validating every {self.eval_every:,} steps from here, so that a validation and its checkpoints "
+            f"({cost:.2g}s) take at most {VALIDATION_SHARE:.0%} of the run's time (--eval-every to choose)"
+        )
 
     def time_for_validation(self, elapsed: float, tokens: int) -> bool:
         """Whether scoring `tokens` validation tokens now, at `elapsed` seconds, stays inside the

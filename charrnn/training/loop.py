@@ -289,7 +289,8 @@ class Trainer:
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
-        self.budget.space_validations()  # after a timed run's first: far enough apart to cost 5% of it
+        if spacing := self.budget.space_validations():  # after a timed run's first: apart enough to cost 5% of it
+            self.reporter.on_message(spacing)
         evaluation = state.step // self.budget.eval_every
         if self.cfg.sample_every and evaluation % self.cfg.sample_every == 0 and self.dist.is_main:
             self._show_sample()
@@ -329,8 +330,7 @@ class Trainer:
         checkpoint.restore_optimizer(self.optimizer, self.scaler)
         self.state = checkpoint.state()
         checkpoint.restore_rng(self.device)
-        saved = checkpoint.hidden_state(self.model.cell)
-        if saved is not None:
+        if (saved := checkpoint.hidden_state(self.model.cell)) is not None:
             self.hidden_state = self.dist.scatter_state(saved, self.cfg.batch_size, self.device)
             if self.hidden_state is None:
                 self.notes.append(

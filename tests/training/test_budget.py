@@ -127,16 +127,16 @@ def test_a_timed_runs_validations_are_spaced_to_a_share_of_its_time_once_measure
     assert budget.validation_due(200) and not budget.validation_due(300)
     budget.add_step(0.02, 2048)
     budget.eval_seconds, budget.save_seconds = 1.0, 0.2  # 1.2 s a validation: 5% of 24 s, 1,200 steps
-    budget.space_validations()
+    said = budget.space_validations()
     assert budget.eval_every == 1200 and budget.validation_due(2400) and not budget.validation_due(200)
+    assert said is not None and "every 1,200 steps" in said and "(1.2s)" in said and "5%" in said
     budget.eval_seconds = 100.0
-    budget.space_validations()  # once: the spacing stays (the checks of a resumed run find their steps)
+    assert budget.space_validations() is None  # once: the spacing stays (the checks of a resumed run find their steps)
     assert budget.eval_every == 1200
     cheap = Budget(TrainConfig(time_budget=600, eval_every=200), 7, 1000, 1000, spaced=True)
     cheap.add_step(1.0, 2048)
     cheap.eval_seconds = 0.1
-    cheap.space_validations()
-    assert cheap.eval_every == 200  # never closer than --eval-every's default
+    assert cheap.space_validations() is None and cheap.eval_every == 200  # never closer than --eval-every's default
     for budget in (
         Budget(TrainConfig(eval_every=200), 7, 1000, 1000, spaced=True),  # no --time-budget
         Budget(TrainConfig(time_budget=600, eval_every=200), 7, 1000, 1000),  # --eval-every given

@@ -144,7 +144,7 @@ def test_a_run_whose_probe_picks_the_split_steps_split_and_ends_with_its_threads
     used = []
     torch.set_num_threads(2)
     with pace.running():
-        for _ in range(1 + 9):
+        for _ in range(1 + 12):
             pace.before_step()
             used.append("split" if layout.split is not None else torch.get_num_threads())
             pace.observe({"split": 0.05, 1: 0.1, 2: 0.08}[used[-1]], tokens=100)
