@@ -10,8 +10,9 @@ training step can take five times as long as on one. So:
 - `tune_stepper` does that for the sampler, for each number of streams it is asked to run, on
   each of the two places its step can run (torch, or numpy and its BLAS: see `FastStepper`);
 - `ThreadTuner` does it for training with the run's own steps (no work is thrown away): a short
-  probe at the start (each choice for a few steps in a row, the first after a switch untimed) (or the cached answer), and again whenever the steps grow slower by half
-  for several steps in a row, or when the machine may have gone quiet again.
+  probe at the start (or the cached answer), each choice for a few steps in a row (the first
+  after a switch untimed), and again whenever the steps grow slower by half for several steps
+  in a row, or when the machine may have gone quiet again.
 """
 
 from __future__ import annotations

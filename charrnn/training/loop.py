@@ -125,7 +125,8 @@ class Trainer:
     def _loop(self, pace: StepPace, tokens: int) -> TrainResult:
         """The loop itself: `tokens` per step on each rank; `pace` times the steps and sets their threads."""
         self._start_clock()
-        speed, validated = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1)), False
+        speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
+        validated = self.state.step > 0 and self.budget.validation_due(self.state.step)  # resumed where it validated
         while True:
             # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
             stopped = self.budget.should_stop(self.state.step, self.state.elapsed)
@@ -203,8 +204,7 @@ class Trainer:
     # -- validation and checkpoints
 
     def validate(self, on: ValidationSet | None = None) -> tuple[float, float]:
-        """(nats per token, bits per character) over `on`, by default the validation set of the
-        run (the part of the split that --val-tokens allows, see validation.py)."""
+        """(nats per token, bits per character) over `on`; by default the run's part of the split (validation.py)."""
         on = on or self.val_set
         context = int(self.data.train[-1]) if len(self.data.train) else None
         nats, count = evaluate_ids(
@@ -289,7 +289,7 @@ class Trainer:
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
-        if spacing := self.budget.space_validations():  # after a timed run's first: apart enough to cost 5% of it
+        if spacing := self.budget.space_validations():  # after a timed run's first: apart enough to cost 5%
             self.reporter.on_message(spacing)
         evaluation = state.step // self.budget.eval_every
         if self.cfg.sample_every and evaluation % self.cfg.sample_every == 0 and self.dist.is_main:
