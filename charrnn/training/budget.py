@@ -30,7 +30,7 @@ WHOLE_SHARE = 0.1  # the whole split is scored at the end when it costs at most 
 WHOLE_MIN_SECONDS = 30.0  # ... or, in a run with no --time-budget, at most this long
 MARGIN = 1.5  # estimates are multiplied by this: durations vary, and a budget is a promise
 # A timed run not given --eval-every validates (and saves) at most this share of its time: at the default
-# spacing, validation and checkpoints took 7-15% of a short run, most on corpora with a large split.
+# spacing, validation and checkpoints took 6-15% of a short run, most on corpora with a large split.
 VALIDATION_SHARE = 0.05
 
 
