@@ -34,6 +34,9 @@ DEFAULT_VAL_TOKENS = 120_000
 # through, 1.80-1.82 with chunks of 4, 8, 16 or 32 windows; tinyshakespeare at 131 s, 2.17 straight
 # through, 2.14 with 8, 2.12 with 16.
 DEFAULT_CHUNK_WINDOWS = 16
+# Steps between validations when --eval-every is not given; a --time-budget run spaces them further
+# once it has measured what one costs (training/budget.py).
+DEFAULT_EVAL_EVERY = 200
 
 # With no --steps, --epochs or --time-budget a run ends after this many passes over the
 # training text (or earlier, by --patience): about 10 minutes for a 1 MB corpus on a laptop.
@@ -138,10 +141,11 @@ class TrainConfig:
     epochs: float | None = option(None, "Passes over the training text.")
     # seconds of training (evaluations included); the CLI reads a duration
     time_budget: float | None = option(None, "Wall-clock training time, e.g. 90s, 10m, 2h.")
-    eval_every: int = option(
-        200,
-        "Steps between validations and checkpoints. Not given, a --time-budget run spaces them to 5% of its time "
-        "after the first.",
+    # None: not given, saved so in checkpoints so that a resumed run still spaces its validations
+    eval_every: int | None = option(
+        None,
+        f"Steps between validations and checkpoints [default: {DEFAULT_EVAL_EVERY}; a --time-budget run spaces them "
+        "to 5% of its time after the first].",
     )
     val_frac: float = option(0.1, "Fraction of the text kept for validation.")
     val_split: str = option(
@@ -186,7 +190,9 @@ class TrainConfig:
             self.time_budget is None or (_finite(self.time_budget) and self.time_budget > 0),
             f"--time-budget must be positive (got {self.time_budget})",
         )
-        _require(self.eval_every >= 1, f"--eval-every must be at least 1 (got {self.eval_every})")
+        _require(
+            self.eval_every is None or self.eval_every >= 1, f"--eval-every must be at least 1 (got {self.eval_every})"
+        )
         _require(
             _finite(self.val_frac) and 0 < self.val_frac < 1,
             f"--val-frac must be between 0 and 1, exclusive (got {self.val_frac})",
@@ -208,6 +214,11 @@ class TrainConfig:
     @property
     def has_limit(self) -> bool:
         return self.steps is not None or self.epochs is not None or self.time_budget is not None
+
+    @property
+    def validation_interval(self) -> int:
+        """--eval-every, or its default when not given (which a timed run then spaces: training/budget.py)."""
+        return DEFAULT_EVAL_EVERY if self.eval_every is None else self.eval_every
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

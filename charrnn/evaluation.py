@@ -4,7 +4,8 @@
 with the hidden state carried from window to window, every token is predicted once, and the
 total is reported in bits per character (comparable across tokenizers) and bits per token.
 With the checkpoint's own stream count and window length, and `validation_only` on the
-training corpus, the number is exactly the validation bpc that training reported.
+training corpus, the number is the validation bpc that training reported: exactly, or to float
+rounding where the run validated with its rows split over threads (training/split.py).
 """
 
 from __future__ import annotations

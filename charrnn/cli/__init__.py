@@ -20,6 +20,8 @@ def main() -> None:
         app()
     finally:
         # The process ends next, and the interpreter's last collections over torch's objects took
-        # 0.45 s of each command's exit (a --time-budget bounds a run to its process's exit).
-        # The command has closed all it wrote; the system takes the memory back without them.
+        # 0.45 s of each command's exit (a --time-budget bounds a run to its process's exit). The
+        # system takes the memory back without them; what they would skip is the finalizers of
+        # objects in reference cycles, so a command closes every file it writes (with-blocks,
+        # atomic.py) rather than leave one to the collector.
         gc.freeze()

@@ -73,7 +73,7 @@ def train(
     steps: Annotated[Optional[int], opt(T, "steps")] = None,
     epochs: Annotated[Optional[float], opt(T, "epochs")] = None,
     time_budget: Annotated[Optional[str], opt(T, "time_budget")] = None,
-    eval_every: Annotated[Optional[int], opt(T, "eval_every", show_default_in_help=True)] = None,
+    eval_every: Annotated[Optional[int], opt(T, "eval_every")] = None,
     patience: Annotated[Optional[int], opt(T, "patience", show_default_in_help=True)] = None,
     val_frac: Annotated[float, opt(T, "val_frac")] = default(T, "val_frac"),
     val_split: Annotated[ValSplit, opt(T, "val_split")] = ValSplit(default(T, "val_split")),

@@ -38,8 +38,7 @@ class Budget:
     """The clock and the limits of one run, and the durations its end is estimated from.
     `part_tokens`: the tokens of one validation (of the part, see validation.py);
     `whole_tokens`: of the whole validation split; `started`: the perf_counter() value at which
-    the run's clock starts (the command's start, so a --time-budget bounds it all; default now);
-    `spaced`: a timed run's validations may be spaced further than cfg.eval_every (`space_validations`)."""
+    the run's clock starts (the command's start, so a --time-budget bounds it all; default now)."""
 
     def __init__(
         self,
@@ -48,11 +47,10 @@ class Budget:
         part_tokens: int,
         whole_tokens: int,
         started: float | None = None,
-        spaced: bool = False,
     ):
         self.cfg = cfg
-        self.eval_every = cfg.eval_every  # steps between validations, spaced once measured
-        self.spaced = spaced and cfg.time_budget is not None
+        self.eval_every = cfg.validation_interval  # steps between validations, spaced once measured
+        self.spaced = cfg.eval_every is None and cfg.time_budget is not None  # (`space_validations`)
         self.total_steps = _total_steps(cfg, windows_per_epoch)
         self.part_tokens, self.whole_tokens = part_tokens, whole_tokens
         self.started = time.perf_counter() if started is None else started
@@ -123,8 +121,8 @@ class Budget:
         return step % self.eval_every == 0
 
     def space_validations(self) -> str | None:
-        """Once, after a timed run's first validation (when the run may): the multiple of
-        cfg.eval_every at which a validation and its checkpoints take at most VALIDATION_SHARE
+        """Once, after a timed run's first validation (when not given --eval-every): the multiple of
+        the default interval at which a validation and its checkpoints take at most VALIDATION_SHARE
         of the time between two, from their measured durations and the steps'. Returns what
         changed, to tell the user (None: nothing)."""
         if not self.spaced or self.eval_seconds is None or self.step_seconds <= 0:
@@ -132,12 +130,13 @@ class Budget:
         self.spaced = False
         cost = self.eval_seconds + (self.save_seconds or 0.0)
         steps = cost / (VALIDATION_SHARE * self.step_seconds)  # between two validations
-        self.eval_every = self.cfg.eval_every * max(1, math.ceil(steps / self.cfg.eval_every))
-        if self.eval_every == self.cfg.eval_every:
+        base = self.cfg.validation_interval
+        self.eval_every = base * max(1, math.ceil(steps / base))
+        if self.eval_every == base:
             return None
         return (
             f"validating every {self.eval_every:,} steps from here, so that a validation and its checkpoints "
-            f"({cost:.2g}s) take at most {VALIDATION_SHARE:.0%} of the run's time (--eval-every to choose)"
+            f"({cost:.1f}s) take at most {VALIDATION_SHARE:.0%} of the run's time (--eval-every to choose)"
         )
 
     def time_for_validation(self, elapsed: float, tokens: int) -> bool:

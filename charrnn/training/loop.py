@@ -50,7 +50,6 @@ class Trainer:
         save_every: int | None = None,
         started: float | None = None,
         placement: Placement | None = None,
-        space_validations: bool = False,
     ):
         self.dist, self.reporter, self.stop = dist or DistContext(), reporter or Reporter(), stop or StopFlag()
         self.data, self.run_dir, self.save_every = data, Path(run_dir), save_every
@@ -79,8 +78,7 @@ class Trainer:
             data.val, data.val_chars, data.tokenizer, self.cfg.val_tokens, self.cfg.seq_len, self.cfg.eval_batch_size
         )
         # The run's clock starts with the command (`started`, a perf_counter() value): a --time-budget bounds it all.
-        windows, whole = self.batcher.windows_per_epoch, len(data.val)
-        self.budget = Budget(self.cfg, windows, len(self.val_set.ids), whole, started, space_validations)
+        self.budget = Budget(self.cfg, self.batcher.windows_per_epoch, len(self.val_set.ids), len(data.val), started)
         if self.val_set.scope == "part":
             self.notes.append(
                 f"validating on {len(self.val_set.ids):,} of {len(data.val):,} validation tokens (--val-tokens); "
@@ -126,7 +124,7 @@ class Trainer:
         """The loop itself: `tokens` per step on each rank; `pace` times the steps and sets their threads."""
         self._start_clock()
         speed = SpeedMeter(self.data.train_chars / max(len(self.data.train), 1))
-        validated = self.state.step > 0 and self.budget.validation_due(self.state.step)  # resumed where it validated
+        validated = self.state.step > 0 and self.state.train_loss_count == 0  # resumed where it had validated
         while True:
             # Stop at a limit: --steps, --epochs, or a --time-budget less what the end of the run takes.
             stopped = self.budget.should_stop(self.state.step, self.state.elapsed)
@@ -147,6 +145,8 @@ class Trainer:
             validated = self.budget.validation_due(self.state.step)
             if validated:
                 self._evaluate_and_save(chars_per_sec)
+                if spacing := self.budget.space_validations():  # after a timed run's first: apart enough to cost 5%
+                    self.reporter.on_message(spacing)
                 speed.restart()  # validating is not training: the speed counts from here
                 if self.cfg.patience is not None and self.state.bad_evals >= self.cfg.patience:
                     stopped = f"no improvement in {self.state.bad_evals} evaluations (--patience)"
@@ -289,9 +289,7 @@ class Trainer:
         if self.dist.is_main:
             append_metrics(self.run_dir, report, self.data.tokenizer.kind)
         self.reporter.on_eval(report)
-        if spacing := self.budget.space_validations():  # after a timed run's first: apart enough to cost 5%
-            self.reporter.on_message(spacing)
-        evaluation = state.step // self.budget.eval_every
+        evaluation = state.step // self.cfg.validation_interval  # (the default's count in a spaced run)
         if self.cfg.sample_every and evaluation % self.cfg.sample_every == 0 and self.dist.is_main:
             self._show_sample()
 

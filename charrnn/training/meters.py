@@ -63,7 +63,8 @@ class LossReadback:
             self._check([value], step)
             return value
         self.pending.append(loss.detach())
-        due = len(self.pending) >= LOSS_SYNC_EVERY or step % self.cfg.eval_every == 0
+        # Every validation falls on a multiple of the interval (a timed run's spacing keeps to multiples).
+        due = len(self.pending) >= LOSS_SYNC_EVERY or step % self.cfg.validation_interval == 0
         if due or math.isnan(self.shown):
             values = torch.stack(self.pending).tolist()
             self.pending.clear()

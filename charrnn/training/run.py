@@ -204,7 +204,6 @@ def _trainer(
         save_every=request.save_every,
         started=request.started,
         placement=placement or _placement(model_cfg, train_cfg, request, hooks),
-        space_validations=request.limits.eval_every is None,
     )
 
 

@@ -152,7 +152,7 @@ class SplitStep:
     def forward(self, x: torch.Tensor, state: HiddenState, autocast: Autocast) -> tuple[torch.Tensor, HiddenState]:
         """The model's logits (B, T, V) and state for x (B, T), no gradients, rows split as a step's."""
         if x.shape[0] < self.workers:  # a validation's last, single stream
-            with autocast():
+            with torch.no_grad(), autocast():
                 whole: tuple[torch.Tensor, HiddenState] = self.model(x, state)
                 return whole
         self._share_weights()

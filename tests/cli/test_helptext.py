@@ -59,7 +59,7 @@ def test_top_level_help_names_extras_and_lists_train_and_sample_first(cli, wide)
 
 def test_train_help_shows_defaults_and_no_bool_metavars(cli, wide):
     shown = cli("train", "--help").stdout
-    assert "[default: 200]" in shown and "[default: checkpoints/<corpus name>]" in shown
+    assert "[default: 200;" in shown and "[default: checkpoints/<corpus name>]" in shown
     assert "charrnn[tensorboard]" in shown
     assert "<bool>" not in shown and "<int>" not in shown
     assert re.search(r"--resume +Continue", shown), "a flag shows no metavar"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
+from conftest import TINY_TRAIN
 
+from charrnn.checkpoint import RunCheckpoint
 from charrnn.config import ModelConfig, TrainConfig, parse_duration
 from charrnn.data.tokens import read_corpus_bytes
 from charrnn.errors import ConfigError
 from charrnn.training import run as run_module
 from charrnn.training import sizing
+from charrnn.training.budget import Budget
 from charrnn.training.reporting import Reporter
 from charrnn.training.run import RunHooks, RunRequest, train
 
@@ -161,15 +165,13 @@ def _recording(function, order, name):
 
 
 @pytest.mark.parametrize("given", [None, 10])
-def test_a_timed_run_spaces_its_validations_unless_given_eval_every(tiny_corpus, tmp_path, monkeypatch, given):
-    made = []
-
-    class Recording(run_module.Trainer):
-        def __init__(self, *args, **kwargs):
-            made.append(kwargs["space_validations"])
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "Trainer", Recording)
-    request = RunRequest(limits=run_module.Limits(steps=3, time_budget=60, eval_every=given))
-    train(read_corpus_bytes(tiny_corpus), MODEL, TrainConfig(**FAST), tmp_path / "run", request)
-    assert made == [given is None]
+def test_eval_every_not_given_stays_so_in_the_run_and_its_checkpoint(cli, tiny_corpus, given):
+    """Not given, --eval-every is saved as such: a resumed timed run spaces its validations too;
+    given, the run and its resumption keep it."""
+    flags = [] if given is None else ["--eval-every", str(given)]
+    result = cli("train", tiny_corpus, *TINY_TRAIN, "--steps", "12", *flags, "--out", "run")
+    assert result.exit_code == 0, result.stderr
+    saved = RunCheckpoint(Path("run") / "last.safetensors").train_config()
+    assert saved.eval_every == given and saved.validation_interval == (given or 200)
+    resumed = RunCheckpoint(Path("run") / "last.safetensors").train_config({"time_budget": 60.0})
+    assert Budget(resumed, 7, 1000, 1000).spaced is (given is None)
