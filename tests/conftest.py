@@ -38,6 +38,15 @@ needs_native_bf16 = pytest.mark.skipif(
 from ci_policy import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402, F401
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Module- and session-scoped fixtures run before `isolated` below: what they cache (token
+    ids, the sampler's and the speed probes' choices) goes here, never to the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARRNN_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """A fresh working directory and cache; the mirror (when there is one) stays visible."""
