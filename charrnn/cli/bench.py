@@ -360,5 +360,6 @@ def _print_quality_rows(report: BenchReport) -> None:
             if with_grid:
                 cells.append(_ratio(r.grid_ratio))
             table.add_row(*cells)
-        table.caption = "\n".join(r.note for r in rows if r.note) or None
+        # Each seed of a grid cell sizes its run alike: one line per distinct note, not one per row.
+        table.caption = "\n".join(dict.fromkeys(r.note for r in rows if r.note)) or None
         stdout.print(table)

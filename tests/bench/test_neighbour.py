@@ -52,6 +52,9 @@ def test_the_grid_varies_batch_and_window_per_seed_with_the_learning_rate_scaled
     assert {cfg.precision for cfg, _ in seen} == {"fp32"} and seen[0][1] == "batch 16 x window 64, fp32, seed 1"
 
 
+NOTE = "size: 2x256 LSTM (0.9M parameters)"
+
+
 def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
     import charrnn.bench as bench_pkg
 
@@ -66,7 +69,9 @@ def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
     report.quality_rows = [
         QualityRow("ts", "reference loop", budget_seconds=60.0, val_bpc=2.5, ratio=1.0),
         *(
-            QualityRow("ts", f"batch 32 x window 64, seed {s}", "lstm", 256, 2, 60.0, 100, val_bpc=v, ratio=v / 2.5)
+            QualityRow(
+                "ts", f"batch 32 x window 64, seed {s}", "lstm", 256, 2, 60.0, 100, val_bpc=v, ratio=v / 2.5, note=NOTE
+            )
             for s, v in ((1, 2.0), (2, 2.2))
         ),
     ]
@@ -78,6 +83,7 @@ def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):
     assert "32 x 64" in out and "2.100" in out and "0.200" in out  # mean and spread of the seeds
     assert "flags: avx2" in out
     assert "32 at once (torch, 2 threads)" in out and "4.0x; 2.0 cores busy" in out
+    assert out.count("size: 2x256") == 1  # the seeds sized their runs alike: one note under the table
 
 
 @pytest.mark.parametrize("flag", ["--batches", "--windows"])
