@@ -104,7 +104,7 @@ def choose_size(
             f"{compute / 1e12:,.3g} TFLOP of training"
         )
     reason = (
-        f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.1f}M parameters): about {speed:,.0f} tokens/s here, "
+        f"{layers}x{hidden} {cell.upper()} ({params / 1e6:.2f}M parameters): about {speed:,.0f} tokens/s here, "
         f"{per_param:.2f} tokens per parameter in {budget_seconds:g}s; {why} (--hidden/--layers to choose)"
     )
     return SizeChoice(hidden, layers, reason, budget_seconds * speed)

@@ -52,7 +52,7 @@ def test_the_grid_varies_batch_and_window_per_seed_with_the_learning_rate_scaled
     assert {cfg.precision for cfg, _ in seen} == {"fp32"} and seen[0][1] == "batch 16 x window 64, fp32, seed 1"
 
 
-NOTE = "size: 2x256 LSTM (0.9M parameters)"
+NOTE = "size: 2x256 LSTM (0.88M parameters)"
 
 
 def test_cli_shows_the_floor_the_neighbour_and_the_grid(cli, monkeypatch):

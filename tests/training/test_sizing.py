@@ -65,6 +65,8 @@ def test_the_reason_names_the_target_and_the_compute():
     choice = choose_size(budget_seconds=60, flops_per_sec=57e9, train_chars=100 * MB, vocab=65, embed=64)
     assert "2x128" in choice.reason and "under 6.1 tokens per parameter" in choice.reason
     assert "3.42 TFLOP of training" in choice.reason
+    # The count as the run's header line gives it (0.24M), not rounded to 0.2M beside it.
+    assert "2x128 LSTM (0.24M parameters)" in choice.reason
 
 
 def test_a_small_corpus_caps_the_size_however_fast_the_machine():
