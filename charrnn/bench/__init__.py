@@ -40,10 +40,12 @@ from .results import (
     QualityRow,
     SampleSpeed,
     SamplingFloor,
+    TrainingThreads,
     TrainSpeed,
 )
 from .sampling import bench_floor, bench_sampling, floor_label, stepper_weight_bytes
 from .scan_cell import scan_rows
+from .threads import bench_training_threads
 from .timing import machine_info, measure_matmul_peak, measure_read_bandwidth
 from .training import (
     VOCAB,
@@ -69,6 +71,7 @@ __all__ = [
     "SampleSpeed",
     "SamplingFloor",
     "TrainSpeed",
+    "TrainingThreads",
     "_synthetic_tokens",
     "bench_bf16_shape",
     "bench_data",
@@ -78,6 +81,7 @@ __all__ = [
     "floor_label",
     "bench_sampling",
     "bench_training",
+    "bench_training_threads",
     "generate_corpus",
     "machine_info",
     "measure_matmul_peak",
@@ -120,6 +124,9 @@ def run_bench(
             report.matmul_peak[precision] = measure_matmul_peak(dev, precision)
             progress(f"training throughput ({precision})")
             report.training.append(bench_training(plan, precision, dev, report.matmul_peak[precision], workdir))
+            if dev.type == "cpu":
+                progress(f"training threads ({precision}): one, every core, split by rows")
+                report.training_threads.append(bench_training_threads(plan, precision, dev))
         for batch_size, seq_len in plan.bf16_shapes if bf16_here else ():
             progress(f"bf16 vs fp32 at batch {batch_size}, seq {seq_len}")
             report.bf16_shapes.append(bench_bf16_shape(plan, batch_size, seq_len, dev))

@@ -99,6 +99,19 @@ class SamplingFloor:
 
 
 @dataclass
+class TrainingThreads:
+    """charrnn's training step on each thread layout its probe weighs, in alternating rounds."""
+
+    precision: str
+    hidden: int
+    layers: int
+    batch_size: int
+    seq_len: int
+    # "1 thread", "2 threads", "2 workers of one thread" (split by rows) -> steps/s, median round
+    steps_per_sec: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class BusyNeighbour:
     """A --time-budget run's steps alone and beside a program busy on every core."""
 
@@ -166,6 +179,7 @@ class BenchReport:
     bf16_shapes: list[PrecisionShape] = field(default_factory=list)
     sampling: list[SampleSpeed] = field(default_factory=list)
     sampling_floor: SamplingFloor | None = None
+    training_threads: list[TrainingThreads] = field(default_factory=list)
     busy_neighbour: BusyNeighbour | None = None
     data: DataPath | None = None
     quality_rows: list[QualityRow] = field(default_factory=list)

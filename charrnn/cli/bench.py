@@ -11,7 +11,7 @@ import typer
 
 from ..config import TrainConfig
 from .application import app, stderr, stdout
-from .bench_tables import floor_table, neighbour_table, shape_grid_table
+from .bench_tables import floor_table, neighbour_table, shape_grid_table, threads_table
 from .bench_tables import new_table as _table
 from .options import Choice, choices
 
@@ -206,6 +206,8 @@ def _print_report(report: BenchReport) -> None:
         stdout.print(_training_table(report))
     if report.bf16_shapes:
         stdout.print(_bf16_table(report))
+    if report.training_threads:
+        stdout.print(threads_table(report.training_threads))
     if report.sampling:
         stdout.print(_sampling_table(report))
     if report.sampling_floor:

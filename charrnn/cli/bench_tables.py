@@ -1,5 +1,5 @@
 """`charrnn bench`'s tables for the measured-choices rows: the sampler next to its floor, the
-busy neighbour, and the batch x window grid summarised over its seeds."""
+busy neighbour, training on each thread layout, and the batch x window grid summarised over its seeds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..bench import BusyNeighbour, QualityRow, SamplingFloor
+    from ..bench import BusyNeighbour, QualityRow, SamplingFloor, TrainingThreads
 
 
 def new_table(title: str, columns: tuple[str, ...]) -> Table:
@@ -44,6 +44,25 @@ def floor_table(f: SamplingFloor) -> Table:
         "floor: the step's matrix products alone, timed in the same run; start-up excluded; "
         "N at once: --num-samples N, its speed over the sampler's and the process's CPU seconds per second"
     )
+    return table
+
+
+def threads_table(rows: list[TrainingThreads]) -> Table:
+    """Per precision, the training step on each layout the run's thread probe weighs, against one thread."""
+    first = rows[0]
+    table = new_table(
+        f"Training threads: charrnn's step, LSTM {first.layers}x{first.hidden}, batch {first.batch_size} x "
+        f"{first.seq_len}, on each layout a run's probe weighs",
+        ("precision", "layout", "steps/s", "vs 1 thread"),
+    )
+    table.columns[1].justify = "left"
+    for row in rows:
+        one = row.steps_per_sec.get("1 thread")
+        best = max(row.steps_per_sec.values())
+        for label, rate in row.steps_per_sec.items():
+            mark = " (fastest)" if rate == best and len(row.steps_per_sec) > 1 else ""
+            table.add_row(row.precision, label + mark, f"{rate:,.1f}", f"{rate / one:.2f}x" if one else "")
+    table.caption = "alternating rounds, medians; a run times its own step and picks again when it slows"
     return table
 
 

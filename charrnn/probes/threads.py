@@ -83,6 +83,12 @@ def speedup_note(timings: Sequence[ThreadTiming]) -> str:
     )
 
 
+def choice_label(choice: Choice) -> str:
+    """ "1 thread", "2 threads", "2 workers of one thread": a training step's layout, as notes name it."""
+    timing = _timing(choice, 0.0)
+    return _threads(timing.threads, timing.backend)
+
+
 def _threads(n: int, backend: str = "torch") -> str:
     if backend == "split":
         return f"{n} workers of one thread"
