@@ -36,7 +36,11 @@ def test_each_layout_a_run_may_take_is_timed_and_the_threads_are_restored():
 
 
 def test_choice_labels_name_layouts_as_the_runs_notes_do():
-    assert [choice_label(1), choice_label(2), choice_label(Split(2))] == ["1 thread", "2 threads", "2 workers of one thread"]
+    assert [choice_label(1), choice_label(2), choice_label(Split(2))] == [
+        "1 thread",
+        "2 threads",
+        "2 workers of one thread",
+    ]
 
 
 def test_cli_shows_each_layout_against_one_thread(cli, monkeypatch):
