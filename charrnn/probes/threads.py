@@ -85,8 +85,7 @@ def speedup_note(timings: Sequence[ThreadTiming]) -> str:
 
 def choice_label(choice: Choice) -> str:
     """ "1 thread", "2 threads", "2 workers of one thread": a training step's layout, as notes name it."""
-    timing = _timing(choice, 0.0)
-    return _threads(timing.threads, timing.backend)
+    return _threads(choice.workers, "split") if isinstance(choice, Split) else _threads(choice)
 
 
 def _threads(n: int, backend: str = "torch") -> str:
