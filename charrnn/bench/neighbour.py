@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import ModelConfig, TrainConfig
 from ..training.loop import Trainer
 from .results import BenchPlan, BusyNeighbour
-from .training import VOCAB, _synthetic_tokens
+from .training import VOCAB, _stream_tokens
 
 # The neighbour: a matmul loop on every core, as another PyTorch program would run it.
 NEIGHBOUR = (
@@ -45,7 +45,7 @@ def start_neighbour(threads: int) -> subprocess.Popen[str]:
 
 def _steps_in(plan: BenchPlan, seconds: float, run_dir: Path) -> int:
     """Training steps charrnn's own loop (Trainer.run, automatic threads) makes in `seconds`."""
-    data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 256 + 1) * 10 // 9 + 1000)
+    data = _stream_tokens(plan.batch_size, plan.seq_len, 256)
     # No dropout, as `charrnn train --time-budget 60s` trains (a run that reads its text a few
     # times at most trains without): that also lets the step be split by rows (training.split).
     model_cfg = ModelConfig(vocab_size=VOCAB, hidden_size=plan.neighbour_hidden, num_layers=plan.layers, dropout=0.0)

@@ -16,7 +16,7 @@ import torch
 from ..probes.threads import Choice, Split, choice_label, thread_counts
 from ..runtime import timed
 from .results import BenchPlan, TrainingThreads
-from .training import _bench_trainer, _synthetic_tokens
+from .training import _bench_trainer, _stream_tokens
 
 
 def bench_training_threads(plan: BenchPlan, precision: str, device: torch.device) -> TrainingThreads:
@@ -24,7 +24,7 @@ def bench_training_threads(plan: BenchPlan, precision: str, device: torch.device
     (no dropout, as a --time-budget run trains: only then may the step be split) at the bench's
     batch and window, on each layout, the median of `plan.train_rounds` alternating rounds."""
     shape = replace(plan, hidden=plan.neighbour_hidden)
-    data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000)
+    data = _stream_tokens(plan.batch_size, plan.seq_len, 64)
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = _bench_trainer(shape, precision, device, Path(run_dir), data)

@@ -35,6 +35,12 @@ def _synthetic_tokens(n: int, seed: int = 0) -> TokenData:
     return TokenData("bench", CharTokenizer(chars), ids[:cut], ids[cut:], n - cut, cut)
 
 
+def _stream_tokens(batch_size: int, seq_len: int, windows: int) -> TokenData:
+    """Synthetic tokens for `windows` windows of each of `batch_size` streams once the 9/10
+    train split is taken (plus slack)."""
+    return _synthetic_tokens(batch_size * (seq_len * windows + 1) * 10 // 9 + 1000)
+
+
 class ReferenceLoop:
     """What a user would write by hand: embedding -> nn.LSTM -> linear, AdamW, clip, carry state."""
 
@@ -73,7 +79,7 @@ def bench_training(
     plan: BenchPlan, precision: str, device: torch.device, peak: float | None = None, workdir: Path | None = None
 ) -> TrainSpeed:
     """charrnn's Trainer.step and the reference loop on the same data, alternating rounds."""
-    data = _synthetic_tokens(plan.batch_size * (plan.seq_len * 64 + 1) * 10 // 9 + 1000)
+    data = _stream_tokens(plan.batch_size, plan.seq_len, 64)
     embed = ModelConfig().embed_size
     with tempfile.TemporaryDirectory(dir=workdir) as run_dir:
         trainer = _bench_trainer(plan, precision, device, Path(run_dir), data)
@@ -159,7 +165,7 @@ def bench_precision_probe(plan: BenchPlan, device: torch.device) -> PrecisionPro
 def bench_bf16_shape(plan: BenchPlan, batch_size: int, seq_len: int, device: torch.device) -> PrecisionShape:
     """charrnn's step in fp32 and bf16 at (batch_size, seq_len), alternating rounds."""
     plan = replace(plan, batch_size=batch_size, seq_len=seq_len)
-    data = _synthetic_tokens(batch_size * (seq_len * 16 + 1) * 10 // 9 + 1000)
+    data = _stream_tokens(batch_size, seq_len, 16)
     with tempfile.TemporaryDirectory() as run_dir:
         trainers = {p: _bench_trainer(plan, p, device, Path(run_dir), data) for p in ("fp32", "bf16")}
         batcher = StreamBatcher(data.train, batch_size, seq_len)
